@@ -1,0 +1,57 @@
+"""Target classifier: the layer sequence of paper Table 1.
+
+    Conv(128,3x3) ReLU Conv(256,3x3) ReLU MaxPool(2) BN Conv(128,3x3) ReLU Conv(64,3x3) ReLU
+    Dense(1024) ReLU Dense(classes)  [softmax lives in the loss; the module returns logits]
+
+Small fixes, all documented: 'same' padding on every conv; a second MaxPool(2) before the dense
+layer (without it Dense(1024) alone has 16.8M weights on 32x32 input); normalization by the data
+set's mean/std inside the module so the public input is [0, 1] NCHW. The widths are a config
+value: the paper's (128, 256, 128, 64) + 1024 is the default, the shipped CIFAR-10 weights use a
+narrower width because they were trained on a 2-core CPU (see weights/cifar10/classifier/README.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .hub import HubModule
+
+
+@dataclass
+class ClassifierConfig:
+    num_classes: int = 10
+    image_size: int = 32
+    in_channels: int = 3
+    channels: list = field(default_factory=lambda: [128, 256, 128, 64])  # paper Table 1
+    hidden: int = 1024  # paper Table 1: Dense(1024)
+    mean: list = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])  # CIFAR-10 train statistics
+    std: list = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    class_names: list = field(default_factory=list)
+
+
+class Classifier(HubModule):
+    """Table 1 classifier. Input (N, C, H, W) floats in [0, 1]; output (N, num_classes) logits."""
+
+    def __init__(self, config: ClassifierConfig | None = None):
+        super().__init__()
+        self.config = c = config or ClassifierConfig()
+        c1, c2, c3, c4 = c.channels
+        self.register_buffer("mean", torch.tensor(c.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(c.std).view(1, -1, 1, 1), persistent=False)
+        self.features = nn.Sequential(
+            nn.Conv2d(c.in_channels, c1, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(c2),
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # fix: keeps Dense(hidden) small
+        )
+        flat = c4 * (c.image_size // 4) ** 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, c.hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(c.hidden, c.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features((x - self.mean) / self.std))

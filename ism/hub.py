@@ -1,0 +1,86 @@
+"""Weights as Hub artefacts: config.json + model.safetensors + README.md model card.
+
+``HubModule`` is the base of every component. It tightens ``PyTorchModelHubMixin`` in two ways
+the defaults leave open: loading is ``strict=True`` (a missing or extra tensor is an error, never
+silently random weights) and only ``model.safetensors`` is ever read (no pickle fallback).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import safetensors.torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class WeightsError(ValueError):
+    """A weights folder or file is missing, truncated or does not match its config."""
+
+
+class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tags=["adversarial-defense"]):
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only,
+                         token, map_location="cpu", strict=True, **model_kwargs):
+        if not os.path.isdir(model_id):
+            from huggingface_hub import hf_hub_download
+
+            model_id = os.path.dirname(hf_hub_download(
+                repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                force_download=force_download, token=token, local_files_only=local_files_only))
+        path = Path(model_id)
+        if not (path / CONFIG_NAME).is_file():
+            raise WeightsError(f"{path / CONFIG_NAME} is missing")
+        if not (path / WEIGHTS_NAME).is_file():
+            raise WeightsError(f"{path / WEIGHTS_NAME} is missing (only safetensors weights are loaded)")
+        model = cls(**model_kwargs)
+        try:
+            state = safetensors.torch.load_file(str(path / WEIGHTS_NAME), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise WeightsError(f"{path / WEIGHTS_NAME} is not a readable safetensors file: {e}") from e
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from e
+        return model.eval()
+
+
+def write_card(folder: str | Path, *, title: str, summary: str, command: str, data: str,
+               metrics: dict, extra: str = "") -> None:
+    """Write the model card README.md next to the weights (overwrites the mixin's stub)."""
+    import datetime
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except Exception:
+        commit = "unknown"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
+    text = f"""---
+library_name: ism-defense
+tags: [adversarial-defense, pytorch_model_hub_mixin]
+---
+# {title}
+
+{summary}
+
+## Training
+- command: `{command}`
+- data: {data}
+- git commit (code before this training run): `{commit}`
+- written: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
+
+## Measured metrics
+| metric | value |
+|---|---|
+{rows}
+
+{extra}
+"""
+    Path(folder, "README.md").write_text(text)
+    Path(folder, "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,1 @@
+"""Training package: ``python -m train <component> [options]``; every shipped weight came from here."""

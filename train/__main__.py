@@ -1,0 +1,50 @@
+"""``python -m train {classifier,ism,detector,gan,pipeline,all} [options]``
+
+Each component writes ``<out>/<component>/{config.json, model.safetensors, README.md}``; ``all``
+runs them in dependency order (classifier -> ism -> detector, gan -> pipeline).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+
+from .common import Run, RunConfig
+
+# component -> (module, function); order is the dependency order used by `all`
+COMPONENTS = {
+    "classifier": ("train.classifier", "train_classifier"),
+    "ism": ("train.ism", "train_ism"),
+    "detector": ("train.detector", "train_detector"),
+    "gan": ("train.gan", "train_gan"),
+    "pipeline": ("train.pipeline", "train_pipeline"),
+}
+
+
+def parse_args(argv=None) -> tuple[list[str], RunConfig]:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("component", choices=[*COMPONENTS, "all"])
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            typ = {"int": int, "float": float, "str": str, "int | None": int,
+                   "float | None": float}.get(str(f.type), str)
+            p.add_argument(flag, type=typ, default=f.default)
+    a = p.parse_args(argv)
+    cfg = RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
+    names = list(COMPONENTS) if a.component == "all" else [a.component]
+    return names, cfg
+
+
+def main(argv=None) -> None:
+    names, cfg = parse_args(argv)
+    for name in names:
+        module, fn = COMPONENTS[name]
+        getattr(importlib.import_module(module), fn)(Run(cfg, name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""What every trainer shares: run config, device and bf16 autocast, batching, checkpoints, cards."""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ism.data import Split, load_split, train_val_split
+
+
+@dataclass
+class RunConfig:
+    data: str = "../shared/data/cifar10"  # ImageFolder root or torchvision CIFAR-10 root
+    dataset: str = "cifar10"
+    out: str = "weights/cifar10"          # one sub-folder per component
+    device: str = "auto"                  # auto = cuda if available
+    seed: int = 0
+    batch_size: int = 256
+    epochs: float | None = None           # None: the component's default
+    limit: int | None = None              # use only the first N training/test images (smoke tests)
+    val_per_class: int = 500              # held out of train for calibration and model choice
+    ckpt_dir: str = ".cache/ckpt"
+    resume: bool = False
+    download: bool = False
+    bf16: bool = True                     # bf16 autocast: ~2x on this CPU, standard on GPU
+    threads: int | None = None
+
+
+def command_line() -> str:
+    return "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+class Run:
+    """State of one training run: device, data, checkpoints, log."""
+
+    def __init__(self, cfg: RunConfig, name: str):
+        self.cfg, self.name = cfg, name
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        seed_all(cfg.seed)
+        full = load_split(cfg.data, "train", download=cfg.download)
+        self.test = load_split(cfg.data, "test", download=cfg.download)
+        if cfg.limit:
+            full = full.subset(_spread(len(full), cfg.limit, cfg.seed))
+            self.test = self.test.subset(_spread(len(self.test), cfg.limit, cfg.seed))
+        vpc = min(cfg.val_per_class, max(1, len(full) // (10 * len(full.classes))))
+        self.train, self.val = train_val_split(full, vpc, cfg.seed)
+        self.classes = full.classes
+        self.out = Path(cfg.out) / name
+        self.ckpt = Path(cfg.ckpt_dir) / cfg.dataset / f"{name}.pt"
+        self.t0 = time.time()
+
+    def autocast(self):
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def to(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+    def epochs(self, default: float) -> float:
+        return self.cfg.epochs if self.cfg.epochs is not None else default
+
+    def batches(self, split: Split, shuffle: bool, batch_size: int | None = None, seed: int = 0):
+        """Yield (float images in [0,1], labels) on the device."""
+        bs = batch_size or self.cfg.batch_size
+        n = len(split)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+        for i in range(0, n, bs):
+            j = idx[i:i + bs]
+            yield self.to(split.float(j)), split.labels[j].to(self.device)
+
+    def steps(self, total: int, desc: str, start: int = 0):
+        return tqdm(range(start, total), initial=start, total=total, desc=f"{self.name}:{desc}",
+                    mininterval=5, dynamic_ncols=True)
+
+    def save_ckpt(self, **state) -> None:
+        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt)
+
+    def load_ckpt(self) -> dict | None:
+        if self.cfg.resume and self.ckpt.exists():
+            print(f"resuming from {self.ckpt}")
+            return torch.load(self.ckpt, map_location=self.device, weights_only=False)
+        return None
+
+    def elapsed(self) -> str:
+        return f"{(time.time() - self.t0) / 60:.1f} min on {self.device.type}" + (
+            f" ({torch.get_num_threads()} threads)" if self.device.type == "cpu" else "")
+
+    def data_note(self) -> str:
+        return (f"{self.cfg.dataset} from `{self.cfg.data}`: {len(self.train)} train / {len(self.val)} "
+                f"held-out validation (seed {self.cfg.seed}) / {len(self.test)} test images")
+
+    def log(self, **kv) -> None:
+        Path("logs").mkdir(exist_ok=True)
+        with open(f"logs/{self.cfg.dataset}-{self.name}.jsonl", "a") as f:
+            f.write(json.dumps({"t": round(time.time() - self.t0, 1), **kv}) + "\n")
+        tqdm.write(f"[{self.name}] " + " ".join(f"{k}={v}" for k, v in kv.items()))
+
+
+def _spread(n: int, k: int, seed: int) -> torch.Tensor:
+    """k indices drawn across all of range(n) (the ImageFolder order is sorted by class)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(k, n)].sort().values
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def accuracy(model, run: Run, split: Split, transform=None, batch_size: int = 500) -> float:
+    model.eval()
+    correct = 0
+    for x, y in run.batches(split, False, batch_size):
+        if transform is not None:
+            x = transform(x, y)
+        with run.autocast():
+            correct += (model(x).argmax(1) == y).sum().item()
+    return correct / len(split)
+
+
+def config_dict(cfg) -> dict:
+    return asdict(cfg)
