@@ -34,6 +34,8 @@ class ClassifierConfig:
 class Classifier(HubModule):
     """Table 1 classifier. Input (N, C, H, W) floats in [0, 1]; output (N, num_classes) logits."""
 
+    config_class = ClassifierConfig
+
     def __init__(self, config: ClassifierConfig | None = None):
         super().__init__()
         self.config = c = config or ClassifierConfig()

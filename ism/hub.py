@@ -23,6 +23,8 @@ class WeightsError(ValueError):
 
 
 class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tags=["adversarial-defense"]):
+    config_class: type = None  # the component's @dataclass config; config.json rebuilds it
+
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only,
                          token, map_location="cpu", strict=True, **model_kwargs):
@@ -37,7 +39,17 @@ class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tag
             raise WeightsError(f"{path / CONFIG_NAME} is missing")
         if not (path / WEIGHTS_NAME).is_file():
             raise WeightsError(f"{path / WEIGHTS_NAME} is missing (only safetensors weights are loaded)")
-        model = cls(**model_kwargs)
+        cfg = model_kwargs.get("config")
+        if isinstance(cfg, dict):
+            fields = cls.config_class.__dataclass_fields__
+            try:
+                model_kwargs["config"] = cls.config_class(**{k: v for k, v in cfg.items() if k in fields})
+            except TypeError as e:
+                raise WeightsError(f"{path / CONFIG_NAME} is not a valid {cls.config_class.__name__}: {e}") from e
+        try:
+            model = cls(**model_kwargs)
+        except (TypeError, ValueError) as e:
+            raise WeightsError(f"{path / CONFIG_NAME} describes no valid {cls.__name__}: {e}") from e
         try:
             state = safetensors.torch.load_file(str(path / WEIGHTS_NAME), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files

@@ -107,8 +107,9 @@ class Run:
                 f"held-out validation (seed {self.cfg.seed}) / {len(self.test)} test images")
 
     def log(self, **kv) -> None:
-        Path("logs").mkdir(exist_ok=True)
-        with open(f"logs/{self.cfg.dataset}-{self.name}.jsonl", "a") as f:
+        log = Path(self.cfg.ckpt_dir) / "logs" / f"{self.cfg.dataset}-{self.name}.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
             f.write(json.dumps({"t": round(time.time() - self.t0, 1), **kv}) + "\n")
         tqdm.write(f"[{self.name}] " + " ".join(f"{k}={v}" for k, v in kv.items()))
 

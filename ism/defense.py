@@ -1,0 +1,210 @@
+"""The defense pipeline and its public API.
+
+    x -> detector(x - ISM(x)) -> clean?  yes -> classifier(x)
+                                  no  -> ISM(x) -> [regenerate] -> classifier(final image)
+
+``Defense`` is an ``nn.Module`` whose ``forward`` is ``predict``: one logits tensor, so a
+torchattacks attack can target the whole pipeline end to end.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checks import check_images
+from .classifier import Classifier
+from .detector import PerturbationDetector
+from .gan import Discriminator, Generator
+from .ism_net import ISMNetwork
+from .regenerate import RegenerationStep, regenerate_steps
+
+FINAL_INPUTS = ("purified", "regenerated", "mean")
+
+
+@dataclass
+class DefenseConfig:
+    dataset: str = "cifar10"
+    final_input: str = "purified"   # which image the classifier reads for attacked inputs; chosen by
+                                    # `python -m train pipeline` from validation measurements
+    regen_steps: int = 30           # default regeneration budget (Adam updates of z)
+    regen_restarts: int = 4         # restart 0 starts at the ISM code, the rest at random
+    regen_lr: float = 0.05
+    regen_tol: float = 0.002        # stop when MSE(G(z), target) is below this for every image
+    seed: int = 0
+    measurements: dict = field(default_factory=dict)  # validation figures behind final_input
+
+
+@dataclass
+class Detection:
+    probability: torch.Tensor  # (N,) P(attacked)
+    attacked: torch.Tensor     # (N,) bool: probability > calibrated threshold
+    strength: torch.Tensor     # (N,) estimated L-inf epsilon
+
+
+class Defense(nn.Module):
+    """The whole defense. All methods take (N, C, H, W) float images in [0, 1].
+
+    Example::
+
+        >>> d = load_defense("weights/cifar10")
+        >>> logits = d.predict(x)            # x: (N, 3, 32, 32) in [0, 1]
+        >>> p_attacked = d.detect(x)
+    """
+
+    def __init__(self, classifier: Classifier, ism: ISMNetwork, detector: PerturbationDetector,
+                 generator: Generator, discriminator: Discriminator | None = None,
+                 config: DefenseConfig | None = None):
+        super().__init__()
+        self.classifier, self.ism, self.detector = classifier, ism, detector
+        self.generator, self.discriminator = generator, discriminator
+        self.config = config or DefenseConfig()
+        if self.config.final_input not in FINAL_INPUTS:
+            raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {self.config.final_input!r}")
+        self.eval()
+
+    # --- facts -----------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.classifier.config.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return self.classifier.config.image_size
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.config.threshold)
+
+    def _check(self, x, name: str = "x") -> torch.Tensor:
+        x = check_images(x, channels=self.classifier.config.in_channels, size=self.image_size, name=name)
+        dev = next(self.parameters()).device
+        if x.device != dev:
+            raise ValueError(f"{name} is on {x.device} but the defense is on {dev}; move one of them")
+        return x
+
+    # --- stages ----------------------------------------------------------------------------
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """ISM output x_hat = ISM(x): (N, C, H, W) in [0, 1]."""
+        return self.ism(self._check(x))
+
+    def detect(self, x: torch.Tensor) -> torch.Tensor:
+        """Probability that each image was attacked, (N,) in [0, 1]."""
+        return self.detection(x).probability
+
+    def detection(self, x: torch.Tensor, purified: torch.Tensor | None = None) -> Detection:
+        """Probability, calibrated decision and estimated epsilon for each image."""
+        x = self._check(x)
+        purified = self.ism(x) if purified is None else purified
+        logit, level = self.detector(x - purified)
+        p = torch.sigmoid(logit.float())
+        return Detection(p, p > self.threshold, self.detector.strength(level))
+
+    def regenerate_steps(self, x: torch.Tensor, steps: int | None = None, restarts: int | None = None,
+                         seed: int | None = None, target: str = "purified"):
+        """Iterate regeneration, yielding ``RegenerationStep``s (image, error, restart, done).
+
+        ``target="purified"`` (default, as in the pipeline) matches ISM(x); ``"input"`` matches x.
+        Restart 0 starts at the ISM code of the target.
+        """
+        x = self._check(x)
+        if target not in ("purified", "input"):
+            raise ValueError(f"target must be 'purified' or 'input', got {target!r}")
+        c = self.config
+        steps = c.regen_steps if steps is None else int(steps)
+        restarts = c.regen_restarts if restarts is None else int(restarts)
+        with torch.no_grad():
+            tgt = self.ism(x) if target == "purified" else x
+            z0 = self.ism.encode(tgt)
+        yield from regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
+                                    lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)
+
+    def regenerate(self, x: torch.Tensor, steps: int | None = None, restarts: int | None = None,
+                   seed: int | None = None, target: str = "purified"):
+        """Iterator of per-iteration images (N, C, H, W); the last one is the result."""
+        for s in self.regenerate_steps(x, steps, restarts, seed, target):
+            yield s.image
+
+    def final_image(self, x: torch.Tensor, purified: torch.Tensor | None = None) -> torch.Tensor:
+        """The image the classifier reads for an input judged attacked (config.final_input)."""
+        purified = self.ism(x) if purified is None else purified
+        if self.config.final_input == "purified":
+            return purified
+        *_, last = self.regenerate_steps(x)
+        regen = last.image
+        return regen if self.config.final_input == "regenerated" else (purified + regen) / 2
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked."""
+        x = self._check(x)
+        purified = self.ism(x)
+        det = self.detection(x, purified)
+        logits = self.classifier(x)
+        if det.attacked.any():
+            defended = self.classifier(self.final_image(x, purified))
+            logits = torch.where(det.attacked.view(-1, 1), defended, logits)
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict(x)
+
+
+def _resolve(path_or_repo: str | Path, revision: str | None) -> Path:
+    from .hub import WeightsError
+
+    p = Path(path_or_repo)
+    if p.is_dir():
+        return p
+    if p.exists() or str(path_or_repo).startswith((".", "/")) or str(path_or_repo).count("/") != 1:
+        raise WeightsError(f"{path_or_repo}: not a weights folder and not a Hub repo id (owner/name)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=str(path_or_repo), revision=revision,
+                                      allow_patterns=["*.json", "*/model.safetensors", "*.md"]))
+    except Exception as e:
+        raise WeightsError(f"could not load Hub repo {path_or_repo!r} (revision {revision or 'main'}): "
+                           f"{type(e).__name__}: {e}") from e
+
+
+def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | None = None,
+                 device: str | torch.device = "cpu") -> Defense:
+    """Load a defense from a local folder or a Hugging Face Hub repo id (+ ``revision``).
+
+    The folder holds ``defense.json`` and one sub-folder per component (classifier, ism, detector,
+    generator, discriminator), each ``config.json`` + ``model.safetensors`` + ``README.md``.
+    Set ``HF_HUB_OFFLINE=1`` to load from the local Hub cache only.
+    """
+    from .hub import WeightsError
+
+    root = _resolve(path_or_repo, revision)
+    cfg_file = root / "defense.json"
+    if not cfg_file.is_file():
+        raise WeightsError(f"{cfg_file} is missing: not a defense weights folder")
+    try:
+        cfg = DefenseConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items()
+                               if k in DefenseConfig.__dataclass_fields__})
+    except (json.JSONDecodeError, TypeError) as e:
+        raise WeightsError(f"{cfg_file} is not a valid defense config: {e}") from e
+    parts = {}
+    for name, cls in (("classifier", Classifier), ("ism", ISMNetwork), ("detector", PerturbationDetector),
+                      ("generator", Generator), ("discriminator", Discriminator)):
+        folder = root / name
+        if not folder.is_dir():
+            if name == "discriminator":
+                parts[name] = None
+                continue
+            raise WeightsError(f"{folder} is missing")
+        parts[name] = cls.from_pretrained(str(folder), map_location=str(device))
+    return Defense(**parts, config=cfg).to(device)
+
+
+def save_defense_config(folder: str | Path, config: DefenseConfig) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    Path(folder, "defense.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
+__all__ = ["Defense", "DefenseConfig", "Detection", "RegenerationStep", "load_defense"]

@@ -1,0 +1,84 @@
+"""GAN: the generator (which is also the ISM decoder) and the discriminator.
+
+Generator: z (latent_dim) -> FC -> (widths[0], s/16, s/16) -> 4 x [ConvTranspose 4x4/2] -> image
+in [0, 1]. It mirrors the ISM encoder of paper Table 2, so ``ISM = encoder + generator`` and the ISM
+code of an image is a natural starting latent for regeneration (DESIGN.md). ``z_mean``/``z_std``
+hold the distribution of ISM codes on clean training images (fitted when the GAN is trained); random
+restarts draw from it.
+
+Discriminator: a DCGAN-style critic; during GAN training it learns real = clean images and
+fake = generated images *and* adversarial examples (paper Sec. III).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .hub import HubModule
+
+
+@dataclass
+class GeneratorConfig:
+    latent_dim: int = 128          # paper Table 2: FC(128)
+    image_size: int = 32
+    channels: int = 3
+    widths: list = field(default_factory=lambda: [256, 256, 128, 64])  # mirror of the Table 2 encoder
+
+
+class Generator(HubModule):
+    """z (N, latent_dim) -> images (N, C, H, W) in [0, 1]."""
+
+    config_class = GeneratorConfig
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.config = c = config or GeneratorConfig()
+        if c.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16, got {c.image_size}")
+        self.base = c.image_size // 16
+        w = list(c.widths)
+        self.fc = nn.Sequential(nn.Linear(c.latent_dim, w[0] * self.base ** 2), nn.BatchNorm1d(w[0] * self.base ** 2),
+                                nn.ReLU(inplace=True))
+        layers = []
+        for a, b in zip(w, w[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+        layers += [nn.ConvTranspose2d(w[-1], c.channels, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("z_mean", torch.zeros(c.latent_dim))
+        self.register_buffer("z_std", torch.ones(c.latent_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(len(z), -1, self.base, self.base))
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        eps = torch.randn(n, self.config.latent_dim, generator=generator, device=self.z_mean.device
+                          if generator is None else generator.device)
+        return self.z_mean + self.z_std * eps.to(self.z_mean.device)
+
+
+@dataclass
+class DiscriminatorConfig:
+    image_size: int = 32
+    channels: int = 3
+    widths: list = field(default_factory=lambda: [64, 128, 256])
+
+
+class Discriminator(HubModule):
+    """images (N, C, H, W) in [0, 1] -> (N,) logit that the image is a clean real one."""
+
+    config_class = DiscriminatorConfig
+
+    def __init__(self, config: DiscriminatorConfig | None = None):
+        super().__init__()
+        self.config = c = config or DiscriminatorConfig()
+        layers, ch = [], c.channels
+        for w in c.widths:
+            layers += [nn.Conv2d(ch, w, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            ch = w
+        self.net = nn.Sequential(*layers, nn.Flatten(),
+                                 nn.Linear(ch * (c.image_size // 2 ** len(c.widths)) ** 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1).squeeze(1)

@@ -1,0 +1,72 @@
+"""A pool of adversarial examples crafted once against the shipped classifier (gray-box).
+
+Every training (or validation) image gets one attacked copy: attack in {FGSM, PGD-10} and
+epsilon drawn uniformly from ``LEVELS`` (the detector's strength levels, 2/255 .. 0.4). Crafting
+the pool once costs about the same as one epoch of PGD adversarial training and lets ISM, detector
+and discriminator train without re-attacking every step. Cached under .cache/pool, keyed by the
+classifier weights' hash.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from tqdm import tqdm
+
+from ism.attacks import make_attack
+from ism.classifier import Classifier
+from ism.data import Split
+
+LEVELS = (2 / 255, 8 / 255, 0.1, 0.2, 0.3, 0.4)   # detector level k + 1 (level 0 = clean)
+ATTACKS = ("fgsm", "pgd")
+
+
+@dataclass
+class Pool:
+    adv: torch.Tensor     # (N, C, H, W) float16, attacked copy of split image i
+    level: torch.Tensor   # (N,) int64 in 1..len(LEVELS)
+    attack: torch.Tensor  # (N,) int64 index into ATTACKS
+
+    @property
+    def eps(self) -> torch.Tensor:
+        return torch.tensor((0.0, *LEVELS))[self.level]
+
+
+def load_classifier(out: Path, device) -> Classifier:
+    folder = out / "classifier"
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder} has no trained classifier: run `python -m train classifier` first")
+    return Classifier.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
+
+
+def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: int = 500) -> Pool:
+    weights = run.out.parent / "classifier" / "model.safetensors"
+    key = hashlib.sha1(weights.read_bytes()).hexdigest()[:10]
+    cache = Path(run.cfg.ckpt_dir) / "pool" / f"{run.cfg.dataset}-{tag}-{len(split)}-{run.cfg.seed}-{key}.safetensors"
+    if cache.exists():
+        t = safetensors.torch.load_file(str(cache))
+        return Pool(t["adv"], t["level"], t["attack"])
+    g = torch.Generator().manual_seed(run.cfg.seed + 17)
+    n = len(split)
+    level = torch.randint(1, len(LEVELS) + 1, (n,), generator=g)
+    attack = torch.randint(0, len(ATTACKS), (n,), generator=g)
+    adv = torch.empty(split.images.shape, dtype=torch.float16)
+    groups = [(a, lv) for a in range(len(ATTACKS)) for lv in range(1, len(LEVELS) + 1)]
+    bar = tqdm(total=n, desc=f"{run.name}:pool-{tag}", mininterval=5)
+    for a, lv in groups:
+        idx = ((attack == a) & (level == lv)).nonzero().flatten()
+        atk = make_attack(ATTACKS[a], classifier, LEVELS[lv - 1], steps=10)
+        atk.set_device(run.device)
+        for i in range(0, len(idx), batch_size):
+            j = idx[i:i + batch_size]
+            x, y = run.to(split.float(j)), split.labels[j].to(run.device)
+            with torch.enable_grad(), run.autocast():
+                adv[j] = atk(x, y).cpu().half()
+            bar.update(len(j))
+    bar.close()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.torch.save_file({"adv": adv, "level": level, "attack": attack}, str(cache))
+    return Pool(adv, level, attack)

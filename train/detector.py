@@ -1,0 +1,148 @@
+"""Train the perturbation detector on the ISM residual r = x - ISM(x).
+
+Recipe:
+- Each batch: B clean images (label 0, level 0) and their attacked copies from the gray-box pool
+  (label 1, level k = the pool's epsilon level); the residual goes through the frozen ISM.
+- Loss = BCE(attacked) + 0.5 * CE(level). AdamW + one-cycle, random flips, bf16 autocast.
+- Calibration: the threshold is the (1 - target_fpr) quantile of P(attacked) on held-out clean
+  validation images, stored in config.json with the weights.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ism.detector import DetectorConfig, PerturbationDetector
+from ism.hub import write_card
+from ism.ism_net import ISMNetwork
+
+from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
+from .common import Run, command_line
+from .ism import pairs
+
+
+@dataclass
+class DetectorTrainConfig:
+    epochs: float = 3
+    batch_size: int = 128
+    lr: float = 2e-3
+    level_weight: float = 0.5
+    target_fpr: float = 0.01
+
+
+def load_ism(out, device) -> ISMNetwork:
+    folder = out / "ism"
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder} has no trained ISM network: run `python -m train ism` first")
+    return ISMNetwork.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
+
+
+def auroc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
+    """Area under the ROC curve = P(score of a positive > score of a negative), ties count half."""
+    s = torch.cat([scores_neg, scores_pos]).double()
+    ranks = torch.empty_like(s)
+    order = s.argsort()
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
+    for v in s.unique():  # average ranks over ties
+        m = s == v
+        if m.sum() > 1:
+            ranks[m] = ranks[m].mean()
+    n0, n1 = len(scores_neg), len(scores_pos)
+    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
+def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> PerturbationDetector:
+    tc = tc or DetectorTrainConfig()
+    clf = load_classifier(run.out.parent, run.device)
+    ism = load_ism(run.out.parent, run.device)
+    pool = build_pool(run, clf, run.train, "train")
+    cfg = DetectorConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
+                         eps_levels=[0.0, *LEVELS], target_fpr=tc.target_fpr)
+    model = PerturbationDetector(cfg).to(run.device).to(memory_format=torch.channels_last)
+    steps_per_epoch = -(-len(run.train) // tc.batch_size)
+    total = max(1, int(run.epochs(tc.epochs) * steps_per_epoch))
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total, pct_start=0.15)
+    start, state = 0, run.load_ckpt()
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"]); start = state["step"]
+    it, epoch = None, -1
+    bar = run.steps(total, "train", start)
+    for step in bar:
+        e = step // steps_per_epoch
+        if e != epoch:
+            epoch = e
+            it = pairs(run, run.train, pool, True, tc.batch_size, seed=run.cfg.seed * 1000 + e)
+            for _ in range(step % steps_per_epoch):
+                next(it)
+        x, xa, y, j = next(it)
+        flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1, 1)
+        inp = torch.cat([torch.where(flip, x.flip(3), x), torch.where(flip, xa.flip(3), xa)])
+        target = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(run.device)
+        level = torch.cat([torch.zeros(len(x), dtype=torch.long), pool.level[j]]).to(run.device)
+        model.train()
+        with torch.no_grad(), run.autocast():
+            r = (inp - ism(inp).float())
+        with run.autocast():
+            a, lv = model(r)
+            loss = F.binary_cross_entropy_with_logits(a.float(), target) + tc.level_weight * F.cross_entropy(lv.float(), level)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step(); sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+            run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
+            run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+    model.eval()
+    # calibrate on held-out clean validation images
+    p_val = scores(run, model, ism, run.val.float())
+    model.config.threshold = float(torch.quantile(p_val, 1 - tc.target_fpr))
+    metrics = measure_detector(run, model, ism, clf)
+    metrics["threshold (calibrated on held-out clean val)"] = round(model.config.threshold, 6)
+    run.out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    model.save_pretrained(run.out, config=model.config)
+    write_card(run.out, title=f"Perturbation detector ({run.cfg.dataset})",
+               summary=("Classifies the ISM residual x - ISM(x) as clean or attacked (sigmoid of the first "
+                        "output) and estimates the attack strength (softmax over eps levels). The decision "
+                        f"threshold is calibrated for a {tc.target_fpr:.0%} false-positive rate on held-out "
+                        "clean images and stored in config.json."),
+               command=command_line(), data=run.data_note(), metrics=metrics,
+               extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
+                     f"Trained in {run.elapsed()}.")
+    return model
+
+
+@torch.no_grad()
+def scores(run: Run, model, ism, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = run.to(images[i:i + batch_size].float())
+        with run.autocast():
+            a, _ = model(x - ism(x).float())
+        out.append(torch.sigmoid(a.float()).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def measure_detector(run: Run, model, ism, clf) -> dict:
+    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 2000)))
+    pool = build_pool(run, clf, sub, "test-sample")
+    p_clean = scores(run, model, ism, sub.float())
+    p_adv = scores(run, model, ism, pool.adv)
+    thr = model.config.threshold
+    m = {f"false-positive rate on clean test [{len(sub)} images]": round(float((p_clean > thr).float().mean()), 4)}
+    for a, name in enumerate(ATTACKS):
+        for k, eps in enumerate(LEVELS, start=1):
+            sel = (pool.attack == a) & (pool.level == k)
+            if sel.any():
+                m[f"AUROC {name.upper()} eps={eps:.3g} [{int(sel.sum())} attacked vs {len(sub)} clean]"] = round(
+                    auroc(p_clean, p_adv[sel]), 4)
+                m[f"detection rate {name.upper()} eps={eps:.3g}"] = round(float((p_adv[sel] > thr).float().mean()), 4)
+    run.log(**{k.split(" [")[0]: v for k, v in m.items()})
+    return m

@@ -1,0 +1,132 @@
+"""Train the ISM network: paper Eq. 3, x' -> x, on clean and attacked images.
+
+Recipe:
+- Each batch pairs B clean images with their attacked copies from the gray-box pool (FGSM and
+  PGD-10 against the shipped classifier, eps 2/255 .. 0.4); both map to the clean image.
+- Loss = MSE(ISM(x'), x)                          (Eq. 3, squared)
+       + cls_weight * CE(classifier(ISM(x')), y)  (guided by the frozen classifier, as in HGD,
+                                                   Liao et al. 2018: a blurry reconstruction that
+                                                   keeps the class beats a sharper one that loses it)
+       + code_l1 * |code|_1                       (instance sparsity of the 128-d code)
+- AdamW + one-cycle, random flips (same flip for the pair), bf16 autocast.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ism.hub import write_card
+from ism.ism_net import ISMConfig, ISMNetwork
+
+from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
+from .common import Run, command_line
+
+
+@dataclass
+class ISMTrainConfig:
+    epochs: float = 6
+    batch_size: int = 128   # clean images per batch; the batch holds as many attacked copies
+    lr: float = 2e-3
+    cls_weight: float = 0.02
+    code_l1: float = 1e-4
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def pairs(run: Run, split, pool, shuffle: bool, batch_size: int, seed: int = 0):
+    n = len(split)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    for i in range(0, n, batch_size):
+        j = idx[i:i + batch_size]
+        yield (run.to(split.float(j)), run.to(pool.adv[j].float()), split.labels[j].to(run.device), j)
+
+
+def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
+    tc = tc or ISMTrainConfig()
+    clf = load_classifier(run.out.parent, run.device)
+    pool = build_pool(run, clf, run.train, "train")
+    model = ISMNetwork(ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels))
+    model = model.to(run.device).to(memory_format=torch.channels_last)
+    steps_per_epoch = -(-len(run.train) // tc.batch_size)
+    total = max(1, int(run.epochs(tc.epochs) * steps_per_epoch))
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total, pct_start=0.15)
+    start, state = 0, run.load_ckpt()
+    if state:
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"]); start = state["step"]
+    it, epoch = None, -1
+    bar = run.steps(total, "train", start)
+    for step in bar:
+        e = step // steps_per_epoch
+        if e != epoch:
+            epoch = e
+            it = pairs(run, run.train, pool, True, tc.batch_size, seed=run.cfg.seed * 1000 + e)
+            for _ in range(step % steps_per_epoch):
+                next(it)
+        x, xa, y, _ = next(it)
+        flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1, 1)
+        x, xa = torch.where(flip, x.flip(3), x), torch.where(flip, xa.flip(3), xa)
+        inp, tgt, yy = torch.cat([x, xa]), torch.cat([x, x]), torch.cat([y, y])
+        model.train()
+        with run.autocast():
+            code = model.encode(inp)
+            out = model.decoder(code).float()
+            loss = F.mse_loss(out, tgt) + tc.code_l1 * code.float().abs().mean()
+            if tc.cls_weight:
+                loss = loss + tc.cls_weight * F.cross_entropy(clf(out).float(), yy)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step(); sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+            run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
+            run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+    model.eval()
+    metrics = measure_ism(run, model, clf)
+    run.out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    model.save_pretrained(run.out, config=model.config)
+    write_card(run.out, title=f"ISM network ({run.cfg.dataset})",
+               summary=("Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder "
+                        "shaped like the GAN generator, trained with Eq. 3 to map attacked images back "
+                        "to clean ones. Input and output: (N, 3, H, W) floats in [0, 1]."),
+               command=command_line(), data=run.data_note() + "; attacked copies: FGSM / PGD-10 against "
+               f"the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}",
+               metrics=metrics,
+               extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
+                     f"Trained in {run.elapsed()}.")
+    return model
+
+
+@torch.no_grad()
+def measure_ism(run: Run, model: ISMNetwork, clf) -> dict:
+    """PSNR and classifier accuracy on ISM outputs, on a held-out attacked pool of the test set."""
+    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 2000)))
+    pool = build_pool(run, clf, sub, "test-sample")
+    s = {k: 0.0 for k in ("psnr_clean", "psnr_adv", "acc_clean", "acc_ism_clean", "acc_adv", "acc_ism_adv")}
+    for x, xa, y, _ in pairs(run, sub, pool, False, 500):
+        with run.autocast():
+            rc, ra = model(x).float(), model(xa).float()
+            s["acc_clean"] += (clf(x).argmax(1) == y).sum().item()
+            s["acc_adv"] += (clf(xa).argmax(1) == y).sum().item()
+            s["acc_ism_clean"] += (clf(rc).argmax(1) == y).sum().item()
+            s["acc_ism_adv"] += (clf(ra).argmax(1) == y).sum().item()
+        s["psnr_clean"] += psnr(rc, x).sum().item()
+        s["psnr_adv"] += psnr(ra, x).sum().item()
+    n = len(sub)
+    s = {k: round(v / n, 4 if "acc" in k else 2) for k, v in s.items()}
+    names = {"psnr_clean": "PSNR ISM(x) vs x, clean (dB)", "psnr_adv": "PSNR ISM(x') vs x, attacked (dB)",
+             "acc_clean": "classifier accuracy, clean", "acc_ism_clean": "classifier accuracy on ISM(x), clean",
+             "acc_adv": "classifier accuracy, attacked (no defense)",
+             "acc_ism_adv": "classifier accuracy on ISM(x'), attacked"}
+    out = {f"{names[k]} [{n} test images, pool mix of {'/'.join(ATTACKS)} over eps levels]": v for k, v in s.items()}
+    run.log(**s)
+    return out
