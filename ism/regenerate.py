@@ -17,9 +17,9 @@ from .gan import Generator
 @dataclass
 class RegenerationStep:
     step: int              # 0 = the starting latent, before any update
-    image: torch.Tensor    # (N, C, H, W) in [0, 1]: the best restart of each image at this step
+    image: torch.Tensor    # (N, C, H, W) in [0, 1]: best image so far (over restarts and steps)
     error: torch.Tensor    # (N,) mean squared error of ``image`` against the target
-    restart: torch.Tensor  # (N,) index of the restart shown
+    restart: torch.Tensor  # (N,) index of the restart that produced ``image``
     done: bool             # True on the last step yielded
 
 
@@ -56,8 +56,15 @@ def regenerate_steps(generator: Generator, target: torch.Tensor, *, z0: torch.Te
                 img = generator(z)
                 err = (img - tgt).pow(2).flatten(1).mean(1)
             per = err.detach().view(restarts, n)
-            best_err, best = per.min(0)
-            image = img.detach().view(restarts, n, *img.shape[1:])[best, torch.arange(n, device=device)]
+            cur_err, cur = per.min(0)
+            cur_img = img.detach().view(restarts, n, *img.shape[1:])[cur, torch.arange(n, device=device)]
+            if step == 0:
+                best_err, best, image = cur_err, cur, cur_img
+            else:  # keep the best iterate seen so far, so the error shown never rises
+                better = cur_err < best_err
+                best_err = torch.where(better, cur_err, best_err)
+                best = torch.where(better, cur, best)
+                image = torch.where(better.view(-1, 1, 1, 1), cur_img, image)
             done = step == steps or bool((best_err < tol).all())
             yield RegenerationStep(step, image, best_err, best, done)
             if done:

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import importlib
 
-from .common import Run, RunConfig
+from .common import Run, RunConfig, command_line
 
 # component -> (module, function); order is the dependency order used by `all`
 COMPONENTS = {
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     names, cfg = parse_args(argv)
     for name in names:
         module, fn = COMPONENTS[name]
-        getattr(importlib.import_module(module), fn)(Run(cfg, name))
+        getattr(importlib.import_module(module), fn)(Run(cfg, name, command_line(argv)))
 
 
 if __name__ == "__main__":

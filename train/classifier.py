@@ -21,7 +21,7 @@ from ism.classifier import Classifier, ClassifierConfig
 from ism.data import augment
 from ism.hub import write_card
 
-from .common import Run, accuracy, command_line
+from .common import Run, accuracy
 
 
 @dataclass
@@ -150,6 +150,6 @@ def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metr
                  f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "
                  f"(T = {tc.temperature}) and FGSM-RS adversarial training (eps {tc.adv_eps:.4f}). "
                  "Input: (N, 3, H, W) floats in [0, 1]; output: logits."),
-        command=command_line(), data=run.data_note(), metrics=metrics,
+        command=run.command, data=run.data_note(), metrics=metrics,
         extra="## Training config\n```json\n" + __import__("json").dumps(asdict(tc), indent=2) + "\n```\n"
               f"\nTrained in {run.elapsed()}.")

@@ -35,15 +35,16 @@ class RunConfig:
     threads: int | None = None
 
 
-def command_line() -> str:
-    return "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(argv=None) -> str:
+    return "python -m train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 class Run:
     """State of one training run: device, data, checkpoints, log."""
 
-    def __init__(self, cfg: RunConfig, name: str):
+    def __init__(self, cfg: RunConfig, name: str, command: str | None = None):
         self.cfg, self.name = cfg, name
+        self.command = command or command_line()  # recorded in the model card
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()

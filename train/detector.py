@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from ism.detector import DetectorConfig, PerturbationDetector
 from ism.hub import write_card
 from ism.ism_net import ISMNetwork
+from ism.metrics import auroc
 
 from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
-from .common import Run, command_line
+from .common import Run
 from .ism import pairs
 
 
@@ -38,20 +39,6 @@ def load_ism(out, device) -> ISMNetwork:
     if not (folder / "model.safetensors").exists():
         raise FileNotFoundError(f"{folder} has no trained ISM network: run `python -m train ism` first")
     return ISMNetwork.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
-
-
-def auroc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
-    """Area under the ROC curve = P(score of a positive > score of a negative), ties count half."""
-    s = torch.cat([scores_neg, scores_pos]).double()
-    ranks = torch.empty_like(s)
-    order = s.argsort()
-    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
-    for v in s.unique():  # average ranks over ties
-        m = s == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    n0, n1 = len(scores_neg), len(scores_pos)
-    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
 
 
 def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> PerturbationDetector:
@@ -112,7 +99,7 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
                         "output) and estimates the attack strength (softmax over eps levels). The decision "
                         f"threshold is calibrated for a {tc.target_fpr:.0%} false-positive rate on held-out "
                         "clean images and stored in config.json."),
-               command=command_line(), data=run.data_note(), metrics=metrics,
+               command=run.command, data=run.data_note(), metrics=metrics,
                extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
                      f"Trained in {run.elapsed()}.")
     return model

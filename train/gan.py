@@ -25,9 +25,11 @@ from ism.gan import Discriminator, DiscriminatorConfig, Generator
 from ism.hub import write_card
 
 from .advpool import build_pool, load_classifier
-from .common import Run, command_line
-from .detector import auroc, load_ism
-from .ism import pairs, psnr
+from .common import Run
+from ism.metrics import auroc, psnr
+
+from .detector import load_ism
+from .ism import pairs
 
 
 @dataclass
@@ -126,7 +128,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
                             "latent prior fitted to ISM codes; used by regeneration. Discriminator: image -> "
                             "logit of 'clean real image', trained against generated, adversarial and Eq. 2 "
                             "samples. Both written by the same command."),
-                   command=command_line(), data=run.data_note(), metrics=metrics,
+                   command=run.command, data=run.data_note(), metrics=metrics,
                    extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
                          f"Trained in {run.elapsed()}.")
     return G

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 from ism.hub import write_card
 from ism.ism_net import ISMConfig, ISMNetwork
+from ism.metrics import psnr
 
 from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
-from .common import Run, command_line
+from .common import Run
 
 
 @dataclass
@@ -32,11 +33,6 @@ class ISMTrainConfig:
     lr: float = 2e-3
     cls_weight: float = 0.02
     code_l1: float = 1e-4
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1 / mse)
 
 
 def pairs(run: Run, split, pool, shuffle: bool, batch_size: int, seed: int = 0):
@@ -98,7 +94,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
                summary=("Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder "
                         "shaped like the GAN generator, trained with Eq. 3 to map attacked images back "
                         "to clean ones. Input and output: (N, 3, H, W) floats in [0, 1]."),
-               command=command_line(), data=run.data_note() + "; attacked copies: FGSM / PGD-10 against "
+               command=run.command, data=run.data_note() + "; attacked copies: FGSM / PGD-10 against "
                f"the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}",
                metrics=metrics,
                extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"

@@ -1,0 +1,25 @@
+"""Small metrics used by training cards and the evaluation."""
+from __future__ import annotations
+
+import torch
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [0, 1], (N,)."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+def auroc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
+    """Area under the ROC curve: P(positive score > negative score), ties counted half."""
+    neg, pos = scores_neg.double().flatten(), scores_pos.double().flatten()
+    if len(neg) == 0 or len(pos) == 0:
+        raise ValueError("auroc needs at least one negative and one positive score")
+    s = torch.cat([neg, pos])
+    _, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    # mid-rank of each unique value: ranks are 1-based, ties share the mean of their ranks
+    ends = counts.cumsum(0).double()
+    mid = ends - (counts.double() - 1) / 2
+    ranks = mid[inverse]
+    n0, n1 = len(neg), len(pos)
+    return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny random defenses for shape tests, the shipped weights for behaviour tests,
+and a handful of real CIFAR-10 test images from ../shared (never downloaded)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "weights" / "cifar10"
+DATA = Path(os.environ.get("ISM_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def tiny_parts(image_size: int = 32):
+    """Randomly initialised components with small widths (shapes only, not behaviour)."""
+    from ism import (Classifier, ClassifierConfig, Discriminator, DiscriminatorConfig, Generator,
+                     ISMConfig, ISMNetwork, PerturbationDetector, DetectorConfig)
+
+    torch.manual_seed(0)
+    ism = ISMNetwork(ISMConfig(image_size=image_size, latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8]))
+    return {
+        "classifier": Classifier(ClassifierConfig(image_size=image_size, channels=[8, 8, 8, 8], hidden=16,
+                                                  class_names=[f"c{i}" for i in range(10)])),
+        "ism": ism,
+        "detector": PerturbationDetector(DetectorConfig(image_size=image_size, widths=[8, 8, 8])),
+        "generator": Generator(ism.generator_config()),
+        "discriminator": Discriminator(DiscriminatorConfig(image_size=image_size, widths=[8, 8, 8])),
+    }
+
+
+@pytest.fixture
+def tiny_defense():
+    from ism import Defense
+
+    return Defense(**tiny_parts())
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    """A tiny defense saved in the shipped layout; returns its folder."""
+    from ism.defense import DefenseConfig, save_defense_config
+
+    root = tmp_path / "tiny"
+    for name, m in tiny_parts().items():
+        m.save_pretrained(root / name, config=m.config)
+    save_defense_config(root, DefenseConfig(regen_steps=3, regen_restarts=2))
+    return root
+
+
+@pytest.fixture(scope="session")
+def defense():
+    from ism import load_defense
+
+    return load_defense(WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def real_images():
+    """20 CIFAR-10 test images (2 per class) as floats in [0, 1] and their labels."""
+    from torchvision.io import decode_image
+
+    xs, ys = [], []
+    classes = sorted(p.name for p in (DATA / "test").iterdir())
+    for label, c in enumerate(classes):
+        for f in sorted((DATA / "test" / c).glob("*.jpg"))[:2]:
+            xs.append(decode_image(str(f)).float() / 255)
+            ys.append(label)
+    return torch.stack(xs), torch.tensor(ys)

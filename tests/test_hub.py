@@ -1,0 +1,111 @@
+"""Weights as Hub artefacts: local round trip, offline Hub cache, and clear errors on bad files."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ism import Classifier, WeightsError, load_defense
+from conftest import ROOT, WEIGHTS, tiny_parts
+
+
+def test_round_trip_every_component(tmp_path):
+    x = torch.rand(3, 3, 32, 32)
+    for name, m in tiny_parts().items():
+        m.eval()
+        m.save_pretrained(tmp_path / name, config=m.config)
+        files = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert files == ["README.md", "config.json", "model.safetensors"], files
+        back = type(m).from_pretrained(str(tmp_path / name))
+        assert back.config == m.config
+        inp = torch.randn(3, m.config.latent_dim) if name == "generator" else x
+        a, b = m(inp), back(inp)
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            torch.testing.assert_close(u, v)
+
+
+def test_load_defense_local(tiny_weights):
+    d = load_defense(tiny_weights)
+    assert d.classes == [f"c{i}" for i in range(10)]
+    assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_missing_truncated_and_mismatched_weights(tiny_weights):
+    folder = tiny_weights / "classifier"
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="model.safetensors"):
+        Classifier.from_pretrained(str(folder))
+    (folder / "model.safetensors").unlink()
+    torch.save(tiny_parts()["classifier"].state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(WeightsError, match="only safetensors"):  # never falls back to pickle
+        load_defense(tiny_weights)
+    (folder / "model.safetensors").write_bytes(data)
+    good = (folder / "config.json").read_text()
+    cfg = json.loads(good)
+    cfg["hidden"] = 32  # config no longer matches the tensors
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match="does not match"):
+        load_defense(tiny_weights)
+    (folder / "config.json").write_text(good)
+    assert load_defense(tiny_weights) is not None
+    shutil.rmtree(tiny_weights / "detector")
+    with pytest.raises(WeightsError, match="detector"):
+        load_defense(tiny_weights)
+
+
+def test_not_a_weights_folder(tmp_path):
+    with pytest.raises(WeightsError, match="defense.json"):
+        load_defense(tmp_path)
+    with pytest.raises(WeightsError, match="not a weights folder"):
+        load_defense(tmp_path / "nope" / "deeper")
+
+
+def _hub_cache(cache, repo_id, src):
+    """Lay ``src`` out as the Hub cache would after a download of ``repo_id`` at main."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(src, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+def _run_offline(cache, code):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent / "home")}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("src", ["tiny", "shipped"])
+def test_load_from_offline_hub_cache(tmp_path, tiny_weights, src):
+    weights = tiny_weights if src == "tiny" else WEIGHTS
+    commit = _hub_cache(tmp_path / "hub", "someone/ism-cifar10", weights)
+    r = _run_offline(tmp_path / "hub", f"""
+        import torch
+        from ism import load_defense
+        d = load_defense("someone/ism-cifar10")
+        d2 = load_defense("someone/ism-cifar10", revision="{commit}")
+        x = torch.rand(2, 3, 32, 32)
+        assert torch.equal(d.classifier(x), d2.classifier(x))
+        print("classes", len(d.classes))
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "classes 10" in r.stdout
+
+
+def test_unknown_repo_offline_is_a_clear_error(tmp_path):
+    (tmp_path / "hub").mkdir()
+    r = _run_offline(tmp_path / "hub", """
+        from ism import load_defense, WeightsError
+        try:
+            load_defense("nobody/not-there", revision="v9")
+        except WeightsError as e:
+            print("ERR", e)
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "ERR could not load Hub repo 'nobody/not-there' (revision v9)" in r.stdout

@@ -1,0 +1,40 @@
+"""The shipped CIFAR-10 defense on real test images: it classifies, detects, purifies, regenerates."""
+import torch
+
+from ism import make_attack
+
+
+def test_classifier_and_pipeline_on_clean(defense, real_images):
+    x, y = real_images
+    with torch.no_grad():
+        assert (defense.classifier(x).argmax(1) == y).float().mean() >= 0.6
+        assert (defense.predict(x).argmax(1) == y).float().mean() >= 0.6
+        p = defense.detect(x)
+    assert p.shape == (20,) and ((p >= 0) & (p <= 1)).all()
+    assert (p > defense.threshold).float().mean() <= 0.2  # clean images are rarely flagged
+
+
+def test_graybox_attack_is_caught_and_undone(defense, real_images):
+    x, y = real_images
+    torch.manual_seed(0)
+    xa = make_attack("pgd", defense.classifier, eps=0.3, steps=10)(x, y)
+    with torch.no_grad():
+        undefended = (defense.classifier(xa).argmax(1) == y).float().mean()
+        defended = (defense.predict(xa).argmax(1) == y).float().mean()
+        det = defense.detection(xa)
+    assert det.attacked.float().mean() >= 0.9
+    assert det.strength.mean() > 0.1           # it sees a strong attack, not a faint one
+    assert undefended <= 0.2 and defended >= undefended + 0.3
+
+
+def test_purify_and_regenerate_frames(defense, real_images):
+    x, _ = real_images
+    x = x[:4]
+    with torch.no_grad():
+        pur = defense.purify(x)
+    assert pur.shape == x.shape and pur.min() >= 0 and pur.max() <= 1
+    steps = list(defense.regenerate_steps(x, steps=8, restarts=3, seed=1))
+    assert 1 <= len(steps) <= 9 and steps[-1].done and not any(s.done for s in steps[:-1])
+    assert (steps[-1].error <= steps[0].error + 1e-6).all()  # the best restart never gets worse
+    frames = list(defense.regenerate(x, steps=8, restarts=3, seed=1))
+    assert all(torch.equal(f, s.image) for f, s in zip(frames, steps))  # same seed, same frames
