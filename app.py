@@ -1,0 +1,206 @@
+"""ism-defense: attack an image and watch the ISM defense detect, purify and regenerate it.
+
+Wiring only: every computation lives in ism/ (ism.ui adapters, ism.demo, ism.curves, ism.diagram).
+Weights load once at start from $ISM_WEIGHTS (a folder or a Hub repo id, with $ISM_REVISION),
+default weights/cifar10.
+"""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+import torch
+
+from ism import load_defense
+from ism.attacks import ATTACKS
+from ism.curves import curves_from_results, load_results, measure_curves, plot_curves
+from ism.demo import MAX_EPS, THREATS
+from ism.diagram import pipeline_figure
+from ism.ui import DemoHandler, UserError, blank_image, detection_text, threat_help, timings_text, top3_text
+
+ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
+                 "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
+assert set(ATTACK_LABELS.values()) == set(ATTACKS)
+
+HOW = """
+**The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
+image so that a classifier changes its answer. The **ISM network** squeezes the image through a
+128-number code and rebuilds it: structure survives, the attacker's fine pattern mostly does not.
+The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images leave a tell-tale
+residue, and it estimates how strong the attack was. Inputs judged clean go straight to the
+classifier; inputs judged attacked are purified and **regenerated**: a GAN generator searches its
+latent space, step by step, for an image that matches the purified one. The hardened **classifier**
+(defensive distillation + adversarial training) reads the result.
+
+**What it does not promise.** Against the paper's *gray-box* attacker, who does not know the
+defense, purification helps a lot. Against an *adaptive* attacker, who differentiates through
+the ISM and approximates the regeneration loop (BPDA, EOT), such defenses are known to break
+(Athalye et al., 2018). The "adaptive white-box" setting and the robustness curves show by how much.
+"""
+
+
+def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks:
+    handler = DemoHandler(defense)
+    example_items = [(e.path, e.name) for e in handler.examples]
+
+    def defend(file, attack, eps, steps, threat, restarts, iterations, seed):
+        try:
+            stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed)
+            for s, note, label in stream:
+                regen = s.regeneration[-1] if s.regeneration else None
+                frames = [(st.image, st.caption) for st in s.regeneration] if (s.done or not s.regeneration) else gr.skip()
+                yield (
+                    s.original.image if s.original else None,
+                    s.original.top3 if s.original else None,
+                    s.perturbation.image if s.perturbation else None,
+                    s.perturbation.caption if s.perturbation else "",
+                    s.adversarial.image if s.adversarial else None,
+                    s.adversarial.top3 if s.adversarial else None,
+                    {"attacked": s.detection["probability"], "clean": 1 - s.detection["probability"]} if s.detection else None,
+                    detection_text(s.detection),
+                    s.purified.image if s.purified else None,
+                    s.purified.top3 if s.purified else None,
+                    regen.image if regen else None,
+                    regen.caption + " — " + top3_text(regen.top3) if regen else "",
+                    frames,
+                    s.final.image if s.final else None,
+                    s.final.top3 if s.final else None,
+                    f"### {s.verdict}" if s.verdict else "*running…*",
+                    ("ℹ️ " + note if note else "") + ("" if label is not None else
+                                                     "\n\nℹ️ Not a labelled example: the attacker targets the classifier's own prediction."),
+                    "\n".join(f"- ⚠️ {w}" for w in s.warnings),
+                    timings_text(s),
+                )
+        except UserError as e:
+            raise gr.Error(str(e)) from None
+
+    def preview(file):
+        if not file:
+            return None, ""
+        try:
+            x, note = handler.prepare(file)
+        except UserError as e:
+            gr.Warning(str(e))
+            return None, f"❌ {e}"
+        from ism.demo import to_display
+        return to_display(x), ("ℹ️ " + note if note else "ready")
+
+    def pick_example(evt: gr.SelectData):
+        return handler.examples[evt.index].path
+
+    def eps_units(eps):
+        return f"ε = {eps:.4f} = {eps * 255:.1f}/255 (L∞, pixel values in [0, 1])"
+
+    def saved_curves(attack):
+        res = load_results(results_path)
+        if not res:
+            return None, "No evaluation results yet: run `python -m ism.evaluate --dataset cifar10`, or measure live below."
+        return (plot_curves(curves_from_results(res, ATTACK_LABELS.get(attack, "pgd")), f"{attack}: {res.get('command', '')}"),
+                f"From `{results_path}` ({res['clean']['images']} test images).")
+
+    def live_curves(attack, n, progress=gr.Progress()):
+        ex = handler.examples[: int(n)]
+        if not ex:
+            raise gr.Error("no example images available")
+        x = torch.cat([handler.prepare(e.path)[0] for e in ex])
+        y = torch.tensor([e.label for e in ex])
+        series = measure_curves(defense, x, y, [0.0, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2, 0.3, 0.4],
+                                ATTACK_LABELS.get(attack, "pgd"), adaptive=True, progress=progress)
+        return plot_curves(series, f"{attack}, measured live on {len(ex)} example images")
+
+    with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
+        gr.Markdown("# 🛡️ Watch an adversarial attack being caught and undone\n"
+                    "Instance Sparsity Mapping defense (Haque & Kang, 2021) on CIFAR-10. Pick an image, "
+                    "choose an attack, press **Run**.")
+        with gr.Tab("Attack & defend"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    gallery = gr.Gallery(value=example_items, label="Examples (click one)", columns=10, rows=2,
+                                         height=170, allow_preview=False, object_fit="contain")
+                    with gr.Row():
+                        file = gr.File(label="…or upload any image (it is centre-cropped and resized to 32x32)",
+                                       file_types=["image"], type="filepath", height=110)
+                        seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
+                    prep_note = gr.Markdown()
+                with gr.Column(scale=2):
+                    attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack (torchattacks)")
+                    eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
+                    eps_note = gr.Markdown(eps_units(8 / 255))
+                    steps = gr.Slider(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
+                    threat = gr.Radio(list(THREATS), value="gray-box", label="threat model")
+                    gr.Markdown(threat_help())
+                    with gr.Row():
+                        restarts = gr.Slider(1, 8, value=defense.config.regen_restarts, step=1, label="regeneration restarts")
+                        iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1, label="regeneration iterations")
+                        seed = gr.Number(value=0, precision=0, label="seed")
+                    run = gr.Button("Run", variant="primary")
+            verdict = gr.Markdown("*Pick an example and press Run.*")
+            with gr.Row(equal_height=True):
+                with gr.Column(min_width=120):
+                    o_img = gr.Image(label="1 original", interactive=False, height=140)
+                    o_lab = gr.Label(num_top_classes=3, show_label=False)
+                with gr.Column(min_width=120):
+                    p_img = gr.Image(label="2 perturbation (amplified)", interactive=False, height=140)
+                    p_txt = gr.Markdown()
+                with gr.Column(min_width=120):
+                    a_img = gr.Image(label="3 adversarial", interactive=False, height=140)
+                    a_lab = gr.Label(num_top_classes=3, show_label=False)
+                with gr.Column(min_width=120):
+                    d_lab = gr.Label(label="4 detector", num_top_classes=2)
+                    d_txt = gr.Markdown()
+                with gr.Column(min_width=120):
+                    u_img = gr.Image(label="5 ISM purified", interactive=False, height=140)
+                    u_lab = gr.Label(num_top_classes=3, show_label=False)
+                with gr.Column(min_width=120):
+                    r_img = gr.Image(label="6 regeneration (live)", interactive=False, height=140)
+                    r_txt = gr.Markdown()
+                with gr.Column(min_width=120):
+                    f_img = gr.Image(label="7 final input to the classifier", interactive=False, height=140)
+                    f_lab = gr.Label(num_top_classes=3, show_label=False)
+            frames = gr.Gallery(label="regeneration iterations (browse after the run)", columns=12, height=140,
+                                object_fit="contain")
+            with gr.Row():
+                notes = gr.Markdown()
+                warnings = gr.Markdown()
+                timings = gr.Markdown()
+        with gr.Tab("Robustness curves"):
+            gr.Markdown("Accuracy versus epsilon: no defense, the defense against a gray-box attacker, and the "
+                        "defense against an adaptive attacker (BPDA + EOT).")
+            c_attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
+            c_plot = gr.Plot(label="from the evaluation results")
+            c_note = gr.Markdown()
+            with gr.Row():
+                c_n = gr.Slider(4, 20, value=10, step=1, label="images for a live measurement")
+                c_run = gr.Button("Measure live on a small batch")
+            c_live = gr.Plot(label="measured live")
+        with gr.Tab("How it works"):
+            gr.Plot(value=pipeline_figure(), label="the pipeline")
+            gr.Markdown(HOW)
+
+        outputs = [o_img, o_lab, p_img, p_txt, a_img, a_lab, d_lab, d_txt, u_img, u_lab, r_img, r_txt, frames,
+                   f_img, f_lab, verdict, notes, warnings, timings]
+        gallery.select(pick_example, None, file, api_name=False)
+        file.change(preview, file, [seen, prep_note], api_name=False)
+        eps.change(eps_units, eps, eps_note, api_name=False, show_progress="hidden")
+        run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed], outputs,
+                  api_name="defend", concurrency_limit=2)
+        c_attack.change(saved_curves, c_attack, [c_plot, c_note], api_name=False)
+        demo.load(saved_curves, c_attack, [c_plot, c_note], api_name=False)
+        c_run.click(live_curves, [c_attack, c_n], c_live, api_name="curves", concurrency_limit=1)
+    return demo
+
+
+def main() -> None:
+    source = os.environ.get("ISM_WEIGHTS", "weights/cifar10")
+    revision = os.environ.get("ISM_REVISION") or None
+    torch.set_num_threads(int(os.environ.get("ISM_THREADS", "2")))
+    defense = load_defense(source, revision=revision)
+    print(f"ism-defense: loaded {source}" + (f"@{revision}" if revision else "") +
+          f" ({len(defense.classes)} classes, final input: {defense.config.final_input})")
+    demo = build_demo(defense)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The whole defense as a target for an adaptive white-box attacker (Athalye et al. 2018).
+
+- Purification (ISM) is differentiable: exact gradients flow through it.
+- Regeneration is an optimisation loop: BPDA treats it as the identity in the backward pass
+  (``final = purified + (regenerated - purified).detach()``).
+- Regeneration's random restarts change every call (a fresh seed per forward), so torchattacks'
+  ``EOTPGD`` averages gradients over them (EOT).
+- The detector's hard gate is replaced by its probability: logits = p * defended + (1 - p) *
+  undefended, so the attacker is pushed both to fool the classifier and to slip past the detector.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torchattacks
+from torch import nn
+
+from .defense import Defense
+
+
+class AdaptiveTarget(nn.Module):
+    """x (N, C, H, W) in [0, 1] -> logits, differentiable end to end (BPDA + soft gating)."""
+
+    def __init__(self, defense: Defense, seed: int = 0):
+        super().__init__()
+        self.defense = defense
+        self._seeds = itertools.count(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.defense
+        purified = d.ism(x)
+        final = purified
+        if d.config.final_input != "purified":
+            *_, last = d.regenerate_steps(x.detach(), seed=next(self._seeds))
+            regen = last.image
+            target = regen if d.config.final_input == "regenerated" else (purified.detach() + regen) / 2
+            final = purified + (target - purified).detach()   # BPDA: identity backward
+        logit, _ = d.detector(x - purified)
+        p = torch.sigmoid(logit.float()).unsqueeze(1)
+        return p * d.classifier(final) + (1 - p) * d.classifier(x)
+
+
+def make_adaptive_attack(defense: Defense, eps: float, steps: int = 10, eot_iter: int = 2,
+                         alpha: float | None = None, seed: int = 0) -> torchattacks.attack.Attack:
+    """PGD with BPDA through purification/regeneration and EOT over regeneration's restarts."""
+    if not 0.0 <= eps <= 1.0 or steps < 1 or eot_iter < 1:
+        raise ValueError(f"need 0 <= eps <= 1, steps >= 1, eot_iter >= 1; got {eps}, {steps}, {eot_iter}")
+    alpha = alpha if alpha is not None else 2.5 * eps / steps
+    return torchattacks.EOTPGD(AdaptiveTarget(defense, seed), eps=eps, alpha=alpha, steps=steps,
+                               eot_iter=eot_iter, random_start=True)

@@ -1,0 +1,43 @@
+"""The pipeline as a picture (matplotlib), for the app's 'how it works' view."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
+
+BOXES = {
+    "input x": (0.06, 0.55, "#eeeeee"),
+    "ISM network\n(encoder → 128-d code → decoder)": (0.27, 0.55, "#d6e9f8"),
+    "detector on\nx − ISM(x)": (0.50, 0.55, "#fde2c8"),
+    "classifier(x)": (0.50, 0.15, "#e3f2dc"),
+    "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)": (0.73, 0.55, "#eadcf5"),
+    "classifier(final image)": (0.93, 0.55, "#e3f2dc"),
+}
+ARROWS = [("input x", "ISM network\n(encoder → 128-d code → decoder)", ""),
+          ("ISM network\n(encoder → 128-d code → decoder)", "detector on\nx − ISM(x)", ""),
+          ("detector on\nx − ISM(x)", "classifier(x)", "clean"),
+          ("detector on\nx − ISM(x)", "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "attacked"),
+          ("regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "classifier(final image)", "")]
+
+
+def pipeline_figure():
+    fig, ax = plt.subplots(figsize=(11, 3.2))
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 0.8)
+    ax.axis("off")
+    for text, (x, y, color) in BOXES.items():
+        ax.add_patch(FancyBboxPatch((x - 0.085, y - 0.1), 0.17, 0.2, boxstyle="round,pad=0.01", fc=color, ec="#555"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+    for a, b, label in ARROWS:
+        (xa, ya, _), (xb, yb, _) = BOXES[a], BOXES[b]
+        if ya == yb:
+            start, end = (xa + 0.087, ya), (xb - 0.087, yb)
+        else:
+            start, end = (xa, ya - 0.102), (xb, yb + 0.102)
+        ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color="#333"))
+        if label:
+            ax.text((start[0] + end[0]) / 2 + 0.01, (start[1] + end[1]) / 2 + 0.02, label, fontsize=8, color="#a33")
+    fig.tight_layout()
+    return fig

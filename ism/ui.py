@@ -1,0 +1,114 @@
+"""What the Gradio app calls: adapters whose signatures mirror the UI, and nothing about layout.
+
+Each handler validates its input and turns every bad input into ``UserError`` (app.py shows it
+with gr.Error), so a visitor sees a sentence, never a stack trace, and the server keeps serving.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .defense import Defense
+from .demo import THREATS, DemoRequest, DemoState, run_demo
+from .images import ImageInputError, prepare_image
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+class UserError(ValueError):
+    """A message for the visitor."""
+
+
+@dataclass
+class Example:
+    path: str
+    label: int
+    name: str
+
+
+def examples(defense: Defense, dataset: str = "cifar10") -> list[Example]:
+    """The shipped example images (examples/<dataset>/<class>_<i>.png), labelled by file name."""
+    out = []
+    for p in sorted((EXAMPLES_DIR / dataset).glob("*.png")):
+        cls = p.stem.rsplit("_", 1)[0]
+        if cls in defense.classes:
+            out.append(Example(str(p), defense.classes.index(cls), cls))
+    return out
+
+
+def _digest(path: str) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+class DemoHandler:
+    """Holds the loaded defense; one instance serves every visitor (no per-visitor state)."""
+
+    def __init__(self, defense: Defense, dataset: str = "cifar10"):
+        self.defense = defense
+        self.examples = examples(defense, dataset)
+        self._labels = {_digest(e.path): e.label for e in self.examples}
+
+    def label_of(self, path: str | None) -> int | None:
+        """True label if the image is one of the shipped examples (by content), else None."""
+        try:
+            return self._labels.get(_digest(path)) if path else None
+        except OSError:
+            return None
+
+    def prepare(self, path) -> tuple[torch.Tensor, str]:
+        try:
+            p = prepare_image(path, self.defense.image_size)
+        except ImageInputError as e:
+            raise UserError(str(e)) from e
+        return p.tensor, p.note
+
+    def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
+            iterations: int, seed: int):
+        """Stream ``DemoState``s for one uploaded or example image."""
+        x, note = self.prepare(path)
+        try:
+            req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
+                              restarts=int(restarts), iterations=int(iterations), seed=int(seed)).validate()
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from e
+        label = self.label_of(path)
+        for state in run_demo(self.defense, x, label, req):
+            yield state, note, label
+
+
+def top3_text(top: dict) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in top.items())
+
+
+def detection_text(det: dict | None) -> str:
+    if not det:
+        return ""
+    verdict = "ATTACKED" if det["attacked"] else "clean"
+    return (f"**{verdict}** — P(attacked) = {det['probability']:.3f} (threshold {det['threshold']:.3f}); "
+            f"estimated strength ε ≈ {det['strength']:.3f} ({det['strength'] * 255:.0f}/255); "
+            f"{det['seconds'] * 1000:.0f} ms")
+
+
+def timings_text(s: DemoState) -> str:
+    rows = []
+    for name, st in (("classify original", s.original), ("attack", s.adversarial), ("ISM purify", s.purified),
+                     ("final classification", s.final)):
+        if st is not None:
+            rows.append(f"| {name} | {st.seconds * 1000:.0f} ms |")
+    if s.detection:
+        rows.insert(2, f"| detect | {s.detection['seconds'] * 1000:.0f} ms |")
+    if s.regeneration:
+        rows.append(f"| regeneration ({len(s.regeneration) - 1} iterations) | {s.regeneration[-1].seconds * 1000:.0f} ms |")
+    return "| stage | time |\n|---|---|\n" + "\n".join(rows) if rows else ""
+
+
+def threat_help() -> str:
+    return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items())
+
+
+def blank_image(size: int = 128) -> np.ndarray:
+    return np.full((size, size, 3), 240, np.uint8)
