@@ -9,7 +9,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "weights" / "cifar10"
+WEIGHTS = Path(os.environ.get("ISM_TEST_WEIGHTS", ROOT / "weights" / "cifar10"))
 DATA = Path(os.environ.get("ISM_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

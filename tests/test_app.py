@@ -1,0 +1,47 @@
+"""The app, launched on localhost and driven through its named API endpoint with gradio_client."""
+import pytest
+
+gr = pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    import app
+    from ism import load_defense
+    from conftest import WEIGHTS
+
+    demo = app.build_demo(load_defense(WEIGHTS))
+    demo.queue(default_concurrency_limit=2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield Client(url, verbose=False)
+    demo.close()
+
+
+def test_defend_returns_every_stage(client):
+    out = client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.3, 5, "gray-box", 2, 6, 0,
+                         api_name="/defend")
+    (orig, orig_lab, pert, pert_txt, adv, adv_lab, det, det_txt, pur, pur_lab, regen, regen_txt, frames,
+     final, final_lab, verdict, notes, warnings, timings) = out
+    for img in (orig, pert, adv, pur, regen, final):
+        assert img and img.endswith((".png", ".webp", ".jpg", ".jpeg"))
+    assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
+    assert "L∞ = 0.3" in pert_txt
+    assert {c["label"] for c in det["confidences"]} == {"attacked", "clean"}
+    assert 1 <= len(frames) <= 7
+    assert "Final prediction" in verdict and ("CAUGHT" in verdict or "MISSED" in verdict)
+    assert "true: cat" in verdict or "correct (cat)" in verdict
+    assert "regeneration" in timings
+
+
+def test_bad_upload_is_a_clean_error(client, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # PNG signature, then nothing
+    with pytest.raises(Exception, match="damaged or truncated|not an image"):
+        client.predict(handle_file(str(bad)), "FGSM", 0.1, 1, "gray-box", 1, 1, 0, api_name="/defend")
+    # the server keeps serving
+    out = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.0, 1, "gray-box", 1, 1, 0,
+                         api_name="/defend")
+    assert "No attack applied" in out[15]
