@@ -56,7 +56,7 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                     s.perturbation.caption if s.perturbation else "",
                     s.adversarial.image if s.adversarial else None,
                     s.adversarial.top3 if s.adversarial else None,
-                    {"attacked": s.detection["probability"], "clean": 1 - s.detection["probability"]} if s.detection else None,
+                    ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
                     detection_text(s.detection),
                     s.purified.image if s.purified else None,
                     s.purified.top3 if s.purified else None,
@@ -146,7 +146,7 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                     a_img = gr.Image(label="3 adversarial", interactive=False, height=140)
                     a_lab = gr.Label(num_top_classes=3, show_label=False)
                 with gr.Column(min_width=120):
-                    d_lab = gr.Label(label="4 detector", num_top_classes=2)
+                    d_lab = gr.Label(label="4 detector verdict")
                     d_txt = gr.Markdown()
                 with gr.Column(min_width=120):
                     u_img = gr.Image(label="5 ISM purified", interactive=False, height=140)

@@ -80,11 +80,10 @@ class Defense(nn.Module):
         return float(self.detector.config.threshold)
 
     def _check(self, x, name: str = "x") -> torch.Tensor:
-        x = check_images(x, channels=self.classifier.config.in_channels, size=self.image_size, name=name)
         dev = next(self.parameters()).device
-        if x.device != dev:
+        if isinstance(x, torch.Tensor) and x.device != dev:
             raise ValueError(f"{name} is on {x.device} but the defense is on {dev}; move one of them")
-        return x
+        return check_images(x, channels=self.classifier.config.in_channels, size=self.image_size, name=name)
 
     # --- stages ----------------------------------------------------------------------------
     def purify(self, x: torch.Tensor) -> torch.Tensor:

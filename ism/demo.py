@@ -178,12 +178,12 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     else:
         final, why = (purified + last.image) / 2, "judged attacked: the classifier reads mean(ISM, regenerated)"
     s.final = _stage(defense, final, t, why)
-    s.verdict = verdict(defense, int(y), s, req)
+    s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.done = True
     yield s
 
 
-def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest) -> str:
+def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
     name = defense.classes
     clean = max(s.original.top3, key=s.original.top3.get)
     adv = max(s.adversarial.top3, key=s.adversarial.top3.get)
@@ -199,7 +199,9 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest) -> str:
                      f"({clean} → {adv}).")
         parts.append(f"Attack {'CAUGHT' if caught else 'MISSED'} by the detector "
                      f"(P(attacked) = {s.detection['probability']:.2f}, threshold {s.detection['threshold']:.2f}).")
-    parts.append(f"Final prediction: {fin} — " + (f"correct ({truth})." if fin == truth else f"wrong (true: {truth})."))
+    ref = "true" if label_known else "clean prediction"
+    parts.append(f"Final prediction: {fin} — " + (f"matches the {ref} label ({truth})." if fin == truth
+                                                  else f"differs from the {ref} label ({truth})."))
     if adv != truth and fin == truth:
         parts.append("Prediction RESTORED.")
     elif adv != truth:

@@ -90,14 +90,16 @@ def open_image(source) -> Image.Image:
         raise ImageInputError(f"the image is {w}x{h}: too large (limit {MAX_PIXELS:,} pixels)")
     if min(w, h) < MIN_SIDE:
         raise ImageInputError(f"the image is {w}x{h}: too small to classify (at least {MIN_SIDE}x{MIN_SIDE})")
-    return _to_rgb(img)
+    rgb = _to_rgb(img)
+    rgb.info["source_mode"] = img.mode
+    return rgb
 
 
 def prepare_image(source, size: int) -> PreparedImage:
     """Open, convert to RGB, centre-crop to a square and resize to ``size`` x ``size``."""
     img = open_image(source)
     w, h = img.size
-    mode = getattr(source, "mode", None)
+    mode = img.info.get("source_mode")
     x = v2.functional.pil_to_tensor(img)
     note = []
     if (w, h) != (size, size):

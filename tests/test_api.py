@@ -29,6 +29,11 @@ def test_bad_inputs(tiny_defense, method, x, err, msg):
             next(out)
 
 
+def test_wrong_device(tiny_defense):
+    with pytest.raises(ValueError, match="is on meta but the defense is on cpu"):
+        tiny_defense.predict(torch.empty(2, 3, 32, 32, device="meta"))
+
+
 def test_bad_regeneration_settings(tiny_defense):
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="restarts >= 1"):
