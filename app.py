@@ -109,14 +109,14 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
         return plot_curves(series, f"{attack}, measured live on {len(ex)} example images")
 
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
-        gr.Markdown("# 🛡️ Watch an adversarial attack being caught and undone\n"
+        gr.Markdown("# Watch an adversarial attack being caught and undone\n"
                     "Instance Sparsity Mapping defense (Haque & Kang, 2021) on CIFAR-10. Pick an image, "
                     "choose an attack, press **Run**.")
         with gr.Tab("Attack & defend"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(value=example_items, label="Examples (click one)", columns=10, rows=2,
-                                         height=170, allow_preview=False, object_fit="contain")
+                    gallery = gr.Gallery(value=example_items, label="Examples (click one)", columns=7, rows=3,
+                                         height=330, allow_preview=False, object_fit="contain")
                     with gr.Row():
                         file = gr.File(label="…or upload any image (it is centre-cropped and resized to 32x32)",
                                        file_types=["image"], type="filepath", height=110)
@@ -134,30 +134,38 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                         iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1, label="regeneration iterations")
                         seed = gr.Number(value=0, precision=0, label="seed")
                     run = gr.Button("Run", variant="primary")
-            verdict = gr.Markdown("*Pick an example and press Run.*")
+            verdict = gr.Markdown("*Pick an example and press Run.*", elem_id="verdict")
             with gr.Row(equal_height=True):
                 with gr.Column(min_width=120):
-                    o_img = gr.Image(label="1 original", interactive=False, height=140)
+                    gr.Markdown("**1 original**")
+                    o_img = gr.Image(label="1 original", show_label=False, interactive=False, height=140)
                     o_lab = gr.Label(num_top_classes=3, show_label=False)
                 with gr.Column(min_width=120):
-                    p_img = gr.Image(label="2 perturbation (amplified)", interactive=False, height=140)
+                    gr.Markdown("**2 perturbation (amplified)**")
+                    p_img = gr.Image(label="2 perturbation (amplified)", show_label=False, interactive=False, height=140)
                     p_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    a_img = gr.Image(label="3 adversarial", interactive=False, height=140)
+                    gr.Markdown("**3 adversarial**")
+                    a_img = gr.Image(label="3 adversarial", show_label=False, interactive=False, height=140)
                     a_lab = gr.Label(num_top_classes=3, show_label=False)
                 with gr.Column(min_width=120):
-                    d_lab = gr.Label(label="4 detector verdict")
+                    gr.Markdown("**4 detector**")
+                    d_lab = gr.Label(label="4 detector verdict", show_label=False)
                     d_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    u_img = gr.Image(label="5 ISM purified", interactive=False, height=140)
+                    gr.Markdown("**5 ISM purified**")
+                    u_img = gr.Image(label="5 ISM purified", show_label=False, interactive=False, height=140)
                     u_lab = gr.Label(num_top_classes=3, show_label=False)
                 with gr.Column(min_width=120):
-                    r_img = gr.Image(label="6 regeneration (live)", interactive=False, height=140)
+                    gr.Markdown("**6 regeneration (live)**")
+                    r_img = gr.Image(label="6 regeneration (live)", show_label=False, interactive=False, height=140,
+                                     elem_id="regen-live")
                     r_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    f_img = gr.Image(label="7 final input to the classifier", interactive=False, height=140)
+                    gr.Markdown("**7 final input to the classifier**")
+                    f_img = gr.Image(label="7 final input to the classifier", show_label=False, interactive=False, height=140)
                     f_lab = gr.Label(num_top_classes=3, show_label=False)
-            frames = gr.Gallery(label="regeneration iterations (browse after the run)", columns=12, height=140,
+            frames = gr.Gallery(label="regeneration iterations (browse after the run)", columns=16, height=170,
                                 object_fit="contain")
             with gr.Row():
                 notes = gr.Markdown()

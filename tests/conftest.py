@@ -70,3 +70,16 @@ def real_images():
             xs.append(decode_image(str(f)).float() / 255)
             ys.append(label)
     return torch.stack(xs), torch.tensor(ys)
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The real app, built from the shipped weights, launched on localhost for the session."""
+    import app
+    from ism import load_defense
+
+    demo = app.build_demo(load_defense(WEIGHTS))
+    demo.queue(default_concurrency_limit=2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    demo.close()

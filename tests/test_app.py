@@ -1,23 +1,13 @@
 """The app, launched on localhost and driven through its named API endpoint with gradio_client."""
 import pytest
+from gradio_client import Client, handle_file
 
-gr = pytest.importorskip("gradio")
-from gradio_client import Client, handle_file  # noqa: E402
-
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def client():
-    import app
-    from ism import load_defense
-    from conftest import WEIGHTS
-
-    demo = app.build_demo(load_defense(WEIGHTS))
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield Client(url, verbose=False)
-    demo.close()
+def client(app_url):
+    return Client(app_url, verbose=False)
 
 
 def test_defend_returns_every_stage(client):

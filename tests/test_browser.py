@@ -16,35 +16,22 @@ if not Path(CHROMIUM).exists():
 playwright = pytest.importorskip("playwright.sync_api")
 
 
-@pytest.fixture(scope="module")
-def url():
-    import app
-    from ism import load_defense
-    from conftest import WEIGHTS
-
-    demo = app.build_demo(load_defense(WEIGHTS))
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url
-    demo.close()
-
-
-def test_run_an_example_in_the_browser(url, tmp_path):
+def test_run_an_example_in_the_browser(app_url, tmp_path):
     shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(url)
+        page.goto(app_url)
         page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
-        page.locator(".thumbnail-item").nth(6).click()          # cat_1.png? any example works
-        page.get_by_text("what the model sees").wait_for()
+        page.locator(".thumbnail-item").nth(6).click()          # the 7th example (a cat)
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)   # the preview says the input is set
         page.get_by_role("button", name="Run", exact=True).click()
         page.get_by_text("Final prediction").wait_for(timeout=120_000)
-        regen = page.locator("text=6 regeneration (live)").locator("xpath=ancestor::div[contains(@class,'block')][1]")
-        assert regen.locator("img").count() >= 1
+        page.locator("#regen-live img").first.wait_for(timeout=30_000)
+        assert page.locator("#regen-live img").count() >= 1
         page.screenshot(path=str(shots / "app-run.png"), full_page=True)
-        verdict = page.get_by_text("Final prediction").inner_text()
+        verdict = page.locator("#verdict").inner_text()
         browser.close()
     assert "CAUGHT" in verdict or "MISSED" in verdict
     assert (shots / "app-run.png").stat().st_size > 10_000

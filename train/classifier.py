@@ -51,26 +51,14 @@ def fgsm_rs(model, x, y, eps, step, run: Run):
 
 def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: str, epochs: float,
                  teacher: Classifier | None, state: dict | None) -> None:
-    steps_per_epoch = -(-len(run.train) // run.cfg.batch_size)
-    total = max(1, int(epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total, pct_start=0.25)
-    start = 0
-    if state and state.get("stage") == stage:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"]); start = state["step"]
-        torch.set_rng_state(state["rng"])
+    resume = state if state and state.get("stage") == stage else None
+    opt, sched, steps_per_epoch, total, start = run.one_cycle(
+        model, tc.lr, epochs, run.cfg.batch_size, pct_start=0.25, weight_decay=tc.weight_decay, state=resume)
+    if resume:
+        torch.set_rng_state(resume["rng"])
     T = tc.temperature
-    it, epoch = None, -1
-    bar = run.steps(total, stage, start)
-    for step in bar:
-        e = step // steps_per_epoch
-        if e != epoch or it is None:
-            epoch = e
-            it = run.batches(run.train, True, seed=run.cfg.seed * 1000 + e)
-            for _ in range(step % steps_per_epoch):
-                next(it)
-        x, y = next(it)
+    batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, stage)
+    for step, epoch, (x, y), epoch_end, bar in batches:
         x = augment(x)
         model.train()
         soft = None
@@ -92,7 +80,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
         opt.step(); sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+        if epoch_end:
             acc = accuracy(model, run, run.val)
             run.log(stage=stage, epoch=epoch, step=step + 1, loss=round(loss.item(), 4), val_acc=round(acc, 4))
             run.save_ckpt(stage=stage, model=model.state_dict(), opt=opt.state_dict(),

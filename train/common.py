@@ -83,6 +83,37 @@ class Run:
             j = idx[i:i + bs]
             yield self.to(split.float(j)), split.labels[j].to(self.device)
 
+    def one_cycle(self, model, lr: float, epochs: float, batch_size: int, pct_start: float = 0.15,
+                  weight_decay: float = 1e-4, state: dict | None = None):
+        """AdamW + one-cycle schedule over ``epochs``; restores model/optimiser/schedule from a
+        checkpoint ``state``. Returns (opt, sched, steps_per_epoch, total_steps, start_step)."""
+        steps_per_epoch = -(-len(self.train) // batch_size)
+        total = max(1, int(epochs * steps_per_epoch))
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=pct_start)
+        start = 0
+        if state:
+            model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"]); start = state["step"]
+        return opt, sched, steps_per_epoch, total, start
+
+    def loop(self, make_epoch, steps_per_epoch: int, total: int, start: int = 0, desc: str = "train"):
+        """Yield (step, epoch, batch, epoch_end, bar) from ``start`` to ``total``.
+
+        ``make_epoch(seed)`` returns the batch iterator of one epoch; the seed depends only on the
+        run seed and the epoch, so a resumed run sees exactly the batches it would have seen.
+        """
+        bar = self.steps(total, desc, start)
+        it, epoch = None, -1
+        for step in bar:
+            e = step // steps_per_epoch
+            if e != epoch:
+                epoch, it = e, make_epoch(self.cfg.seed * 1000 + e)
+                for _ in range(step % steps_per_epoch):
+                    next(it)
+            end = (step + 1) % steps_per_epoch == 0 or step + 1 == total
+            yield step, epoch, next(it), end, bar
+
     def steps(self, total: int, desc: str, start: int = 0):
         return tqdm(range(start, total), initial=start, total=total, desc=f"{self.name}:{desc}",
                     mininterval=5, dynamic_ncols=True)

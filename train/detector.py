@@ -49,24 +49,11 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
     cfg = DetectorConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
                          eps_levels=[0.0, *LEVELS], target_fpr=tc.target_fpr)
     model = PerturbationDetector(cfg).to(run.device).to(memory_format=torch.channels_last)
-    steps_per_epoch = -(-len(run.train) // tc.batch_size)
-    total = max(1, int(run.epochs(tc.epochs) * steps_per_epoch))
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total, pct_start=0.15)
-    start, state = 0, run.load_ckpt()
-    if state:
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"]); start = state["step"]
-    it, epoch = None, -1
-    bar = run.steps(total, "train", start)
-    for step in bar:
-        e = step // steps_per_epoch
-        if e != epoch:
-            epoch = e
-            it = pairs(run, run.train, pool, True, tc.batch_size, seed=run.cfg.seed * 1000 + e)
-            for _ in range(step % steps_per_epoch):
-                next(it)
-        x, xa, y, j = next(it)
+    opt, sched, steps_per_epoch, total, start = run.one_cycle(
+        model, tc.lr, run.epochs(tc.epochs), tc.batch_size, state=run.load_ckpt())
+    batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed),
+                       steps_per_epoch, total, start)
+    for step, epoch, (x, xa, y, j), epoch_end, bar in batches:
         flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1, 1)
         inp = torch.cat([torch.where(flip, x.flip(3), x), torch.where(flip, xa.flip(3), xa)])
         target = torch.cat([torch.zeros(len(x)), torch.ones(len(x))]).to(run.device)
@@ -82,7 +69,7 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
         opt.step(); sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+        if epoch_end:
             run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
             run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
     model.eval()

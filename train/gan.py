@@ -81,16 +81,9 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
         G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
         opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"]); start = state["step"]
     bce = F.binary_cross_entropy_with_logits
-    it, epoch = None, -1
-    bar = run.steps(total, "train", start)
-    for step in bar:
-        e = step // steps_per_epoch
-        if e != epoch:
-            epoch = e
-            it = pairs(run, run.train, pool, True, tc.batch_size, seed=run.cfg.seed * 1000 + e)
-            for _ in range(step % steps_per_epoch):
-                next(it)
-        x, xa, _, _ = next(it)
+    batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed),
+                       steps_per_epoch, total, start)
+    for step, epoch, (x, xa, _, _), epoch_end, bar in batches:
         n = len(x)
         G.train(); D.train()
         z = G.sample_latent(n)
@@ -113,7 +106,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
         opt_g.zero_grad(set_to_none=True); loss_g.backward(); opt_g.step()
         if step % 50 == 0:
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.4f}")
-        if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
+        if epoch_end:
             run.log(epoch=epoch, step=step + 1, loss_d=round(loss_d.item(), 4), loss_g=round(loss_g.item(), 5))
             run.save_ckpt(G=G.state_dict(), D=D.state_dict(), opt_g=opt_g.state_dict(),
                           opt_d=opt_d.state_dict(), step=step + 1)
