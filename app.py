@@ -39,6 +39,10 @@ the ISM and approximates the regeneration loop (BPDA, EOT), such defenses are kn
 """
 
 
+def _same(a, b) -> bool:
+    return a is b or (isinstance(a, (str, dict, type(None))) and a == b)
+
+
 def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks:
     handler = DemoHandler(defense)
     example_items = [(e.path, e.name) for e in handler.examples]
@@ -46,10 +50,11 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
     def defend(file, attack, eps, steps, threat, restarts, iterations, seed):
         try:
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed)
+            sent = None
             for s, note, label in stream:
                 regen = s.regeneration[-1] if s.regeneration else None
                 frames = [(st.image, st.caption) for st in s.regeneration] if (s.done or not s.regeneration) else gr.skip()
-                yield (
+                values = (
                     s.original.image if s.original else None,
                     s.original.top3 if s.original else None,
                     s.perturbation.image if s.perturbation else None,
@@ -71,6 +76,13 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                     "\n".join(f"- ⚠️ {w}" for w in s.warnings),
                     timings_text(s),
                 )
+                # stream only what changed (each regeneration iteration then sends one image, not 19
+                # outputs); the last update carries everything, so API callers get every stage
+                if s.done or sent is None:
+                    yield values
+                else:
+                    yield tuple(gr.skip() if _same(v, w) else v for v, w in zip(values, sent))
+                sent = values
         except UserError as e:
             raise gr.Error(str(e)) from None
 

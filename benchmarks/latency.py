@@ -43,7 +43,7 @@ def main() -> None:
     demo = app.build_demo(d)
     demo.queue(default_concurrency_limit=2)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)  # like a browser: files are fetched lazily
     image = handle_file(str(ROOT / "examples/cifar10/cat_0.png"))
     args = (image, a.attack, a.eps, a.steps, a.threat, d.config.regen_restarts, d.config.regen_steps, 0)
     client.predict(*args, api_name="/defend")  # warm-up

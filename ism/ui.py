@@ -6,6 +6,7 @@ with gr.Error), so a visitor sees a sentence, never a stack trace, and the serve
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,12 @@ class DemoHandler:
         return p.tensor, p.note
 
     def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
-            iterations: int, seed: int):
-        """Stream ``DemoState``s for one uploaded or example image."""
+            iterations: int, seed: int, frame_interval: float = 0.25):
+        """Stream ``DemoState``s for one uploaded or example image.
+
+        Regeneration iterations are streamed at most every ``frame_interval`` seconds (a browser
+        update costs more than an iteration); every iteration stays in the final state's frames.
+        """
         x, note = self.prepare(path)
         try:
             req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
@@ -76,8 +81,13 @@ class DemoHandler:
         except (TypeError, ValueError) as e:
             raise UserError(str(e)) from e
         label = self.label_of(path)
+        last, shown = 0.0, -1
         for state in run_demo(self.defense, x, label, req):
-            yield state, note, label
+            now = time.perf_counter()
+            n = len(state.regeneration)
+            if state.done or n <= 1 or n == shown or now - last >= frame_interval:
+                last, shown = now, n
+                yield state, note, label
 
 
 def top3_text(top: dict) -> str:
