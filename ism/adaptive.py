@@ -22,10 +22,14 @@ from .defense import Defense
 class AdaptiveTarget(nn.Module):
     """x (N, C, H, W) in [0, 1] -> logits, differentiable end to end (BPDA + soft gating)."""
 
+    def train(self, mode: bool = True) -> "AdaptiveTarget":
+        return super().train(False)
+
     def __init__(self, defense: Defense, seed: int = 0):
         super().__init__()
         self.defense = defense
         self._seeds = itertools.count(seed)
+        self.eval()  # torchattacks restores the mode it found; never leave the shared defense training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense

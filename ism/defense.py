@@ -66,6 +66,11 @@ class Defense(nn.Module):
             raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {self.config.final_input!r}")
         self.eval()
 
+    def train(self, mode: bool = True) -> "Defense":
+        """A defense is an inference pipeline: it stays in eval mode whatever a caller (or an
+        attack library restoring 'training mode') asks, so BatchNorm statistics never drift."""
+        return super().train(False)
+
     # --- facts -----------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:

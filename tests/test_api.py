@@ -59,3 +59,8 @@ def test_attack_factory_rejects_bad_arguments(tiny_defense):
         make_attack("magic", tiny_defense.classifier, 0.1)
     with pytest.raises(ValueError, match="eps must lie"):
         make_attack("pgd", tiny_defense.classifier, 2.0)
+
+
+def test_defense_never_enters_training_mode(tiny_defense):
+    tiny_defense.train()
+    assert not any(m.training for m in tiny_defense.modules())

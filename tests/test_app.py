@@ -35,3 +35,25 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.0, 1, "gray-box", 1, 1, 0,
                          api_name="/defend")
     assert "No attack applied" in out[15]
+
+
+@pytest.mark.parametrize("attack,threat", [("PGD", "adaptive white-box"), ("CW (L2)", "gray-box"),
+                                           ("Square (black-box)", "gray-box"), ("DeepFool (L2)", "adaptive white-box")])
+def test_every_threat_model_and_attack_family_runs(client, attack, threat):
+    out = client.predict(handle_file(str(ROOT / "examples/cifar10/dog_0.png")), attack, 0.1, 3, threat, 2, 3, 1,
+                         api_name="/defend")
+    assert "Final prediction" in out[15] and out[13]
+
+
+def test_concurrent_visitors_get_their_own_results(client):
+    jobs = {name: client.submit(handle_file(str(ROOT / f"examples/cifar10/{name}_0.png")), "FGSM", 0.05, 1,
+                                "gray-box", 2, 4, 0, api_name="/defend")
+            for name in ("airplane", "frog", "truck", "horse")}
+    for name, job in jobs.items():
+        assert f"true label ({name})" in job.result()[15]
+
+
+def test_bad_settings_are_clean_errors(client):
+    with pytest.raises(Exception, match="greater than maximum value|capped at"):
+        client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 5, "gray-box", 8, 100000, 0,
+                       api_name="/defend")
