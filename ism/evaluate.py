@@ -54,6 +54,11 @@ def main(argv=None) -> dict:
     stem = a.dataset if not a.limit else f"{a.dataset}-limit{a.limit}"
     (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(res, f"Evaluation: {res['data']}", command))
+    from .curves import curves_from_results, plot_curves
+
+    for attack in EvalConfig().attacks:
+        fig = plot_curves(curves_from_results(res, attack), f"{attack.upper()}, gray-box, {res['data']}: {command}")
+        fig.savefig(out / f"{stem}-{attack}.png", dpi=100)
     print((out / f"{stem}.md").read_text())
     return res
 
