@@ -13,18 +13,18 @@ BOXES = {
     "detector on\nx − ISM(x)": (0.50, 0.55, "#fde2c8"),
     "classifier(x)": (0.50, 0.15, "#e3f2dc"),
     "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)": (0.73, 0.55, "#eadcf5"),
-    "classifier(final image)": (0.93, 0.55, "#e3f2dc"),
+    "classifier(final image:\nISM output or regenerated)": (0.93, 0.55, "#e3f2dc"),
 }
 ARROWS = [("input x", "ISM network\n(encoder → 128-d code → decoder)", ""),
           ("ISM network\n(encoder → 128-d code → decoder)", "detector on\nx − ISM(x)", ""),
           ("detector on\nx − ISM(x)", "classifier(x)", "clean"),
           ("detector on\nx − ISM(x)", "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "attacked"),
-          ("regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "classifier(final image)", "")]
+          ("regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "classifier(final image:\nISM output or regenerated)", "")]
 
 
 def pipeline_figure():
     fig, ax = plt.subplots(figsize=(11, 3.2))
-    ax.set_xlim(0, 1.02)
+    ax.set_xlim(-0.04, 1.06)
     ax.set_ylim(0, 0.8)
     ax.axis("off")
     for text, (x, y, color) in BOXES.items():
@@ -38,6 +38,7 @@ def pipeline_figure():
             start, end = (xa, ya - 0.102), (xb, yb + 0.102)
         ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color="#333"))
         if label:
-            ax.text((start[0] + end[0]) / 2 + 0.01, (start[1] + end[1]) / 2 + 0.02, label, fontsize=8, color="#a33")
+            dx, dy = (-0.025, 0.025) if ya == yb else (0.01, 0)
+            ax.text((start[0] + end[0]) / 2 + dx, (start[1] + end[1]) / 2 + dy, label, fontsize=8, color="#a33")
     fig.tight_layout()
     return fig
