@@ -16,7 +16,7 @@ from ism.attacks import ATTACKS
 from ism.curves import curves_from_results, load_results, measure_curves, plot_curves
 from ism.demo import MAX_EPS, THREATS
 from ism.diagram import pipeline_figure
-from ism.ui import DemoHandler, UserError, blank_image, detection_text, threat_help, timings_text, top3_text
+from ism.ui import DemoHandler, UserError, detection_text, threat_help, timings_text, top3_text
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .defense import Defense
@@ -118,7 +117,3 @@ def timings_text(s: DemoState) -> str:
 
 def threat_help() -> str:
     return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items())
-
-
-def blank_image(size: int = 128) -> np.ndarray:
-    return np.full((size, size, 3), 240, np.uint8)

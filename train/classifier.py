@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from ism.classifier import Classifier, ClassifierConfig
 from ism.data import augment
-from ism.hub import write_card
 
 from .common import Run, accuracy
 
@@ -107,7 +106,7 @@ def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Class
     student.eval()
     metrics = measure_classifier(run, student, tc)
     metrics["teacher clean accuracy (test)"] = round(teacher_acc, 4)
-    save_classifier(run, student.cpu().to(memory_format=torch.contiguous_format), tc, metrics)
+    save_classifier(run, student, tc, metrics)
     return student
 
 
@@ -128,16 +127,8 @@ def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -
 
 
 def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metrics: dict) -> None:
-    from dataclasses import asdict
-
-    run.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(run.out, config=model.config)
-    write_card(
-        run.out, title=f"Target classifier ({run.cfg.dataset})",
-        summary=("Layer sequence of paper Table 1 (see ism/classifier.py for the documented fixes), "
-                 f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "
-                 f"(T = {tc.temperature}) and FGSM-RS adversarial training (eps {tc.adv_eps:.4f}). "
-                 "Input: (N, 3, H, W) floats in [0, 1]; output: logits."),
-        command=run.command, data=run.data_note(), metrics=metrics,
-        extra="## Training config\n```json\n" + __import__("json").dumps(asdict(tc), indent=2) + "\n```\n"
-              f"\nTrained in {run.elapsed()}.")
+    run.publish(model, "Target classifier", metrics=metrics, train_config=tc, summary=(
+        "Layer sequence of paper Table 1 (see ism/classifier.py for the documented fixes), "
+        f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "
+        f"(T = {tc.temperature}) and FGSM-RS adversarial training (eps {tc.adv_eps:.4f}). "
+        "Input: (N, 3, H, W) floats in [0, 1]; output: logits."))

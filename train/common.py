@@ -138,6 +138,21 @@ class Run:
         return (f"{self.cfg.dataset} from `{self.cfg.data}`: {len(self.train)} train / {len(self.val)} "
                 f"held-out validation (seed {self.cfg.seed}) / {len(self.test)} test images")
 
+    def publish(self, model, title: str, summary: str, metrics: dict, train_config, folder: Path | None = None,
+                data: str = "") -> None:
+        """Write ``model`` as a Hub artefact (config.json + model.safetensors) and its model card,
+        with the command, data, training config, time and measured metrics."""
+        from ism.hub import write_card
+
+        folder = folder or self.out
+        folder.mkdir(parents=True, exist_ok=True)
+        model = model.cpu().to(memory_format=torch.contiguous_format)
+        model.save_pretrained(folder, config=model.config)
+        write_card(folder, title=f"{title} ({self.cfg.dataset})", summary=summary, command=self.command,
+                   data=self.data_note() + data, metrics=metrics,
+                   extra="## Training config\n```json\n" + json.dumps(asdict(train_config), indent=2) + "\n```\n\n"
+                         f"Trained in {self.elapsed()}.")
+
     def log(self, **kv) -> None:
         log = Path(self.cfg.ckpt_dir) / "logs" / f"{self.cfg.dataset}-{self.name}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,12 @@ Recipe:
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ism.detector import DetectorConfig, PerturbationDetector
-from ism.hub import write_card
 from ism.ism_net import ISMNetwork
 from ism.metrics import auroc
 
@@ -78,17 +76,10 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
     model.config.threshold = float(torch.quantile(p_val, 1 - tc.target_fpr))
     metrics = measure_detector(run, model, ism, clf)
     metrics["threshold (calibrated on held-out clean val)"] = round(model.config.threshold, 6)
-    run.out.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    model.save_pretrained(run.out, config=model.config)
-    write_card(run.out, title=f"Perturbation detector ({run.cfg.dataset})",
-               summary=("Classifies the ISM residual x - ISM(x) as clean or attacked (sigmoid of the first "
-                        "output) and estimates the attack strength (softmax over eps levels). The decision "
-                        f"threshold is calibrated for a {tc.target_fpr:.0%} false-positive rate on held-out "
-                        "clean images and stored in config.json."),
-               command=run.command, data=run.data_note(), metrics=metrics,
-               extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
-                     f"Trained in {run.elapsed()}.")
+    run.publish(model, "Perturbation detector", metrics=metrics, train_config=tc, summary=(
+        "Classifies the ISM residual x - ISM(x) as clean or attacked (sigmoid of the first output) and "
+        "estimates the attack strength (softmax over eps levels). The decision threshold is calibrated for a "
+        f"{tc.target_fpr:.0%} false-positive rate on held-out clean images and stored in config.json."))
     return model
 
 

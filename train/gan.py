@@ -15,14 +15,12 @@ Recipe:
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ism.gan import Discriminator, DiscriminatorConfig, Generator
-from ism.hub import write_card
 
 from .advpool import build_pool, load_classifier
 from .common import Run
@@ -112,18 +110,11 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
                           opt_d=opt_d.state_dict(), step=step + 1)
     G.eval(); D.eval()
     metrics = measure_gan(run, G, D, ism, clf)
+    summary = ("Generator: z (128) -> image in [0, 1], initialised from the ISM decoder, latent prior fitted to "
+               "ISM codes; used by regeneration. Discriminator: image -> logit of 'clean real image', trained "
+               "against generated, adversarial and Eq. 2 samples. Both written by the same command.")
     for name, model, title in (("generator", G, "GAN generator"), ("discriminator", D, "GAN discriminator")):
-        folder = run.out.parent / name
-        folder.mkdir(parents=True, exist_ok=True)
-        model.cpu().save_pretrained(folder, config=model.config)
-        write_card(folder, title=f"{title} ({run.cfg.dataset})",
-                   summary=("Generator: z (128) -> image in [0, 1], initialised from the ISM decoder, "
-                            "latent prior fitted to ISM codes; used by regeneration. Discriminator: image -> "
-                            "logit of 'clean real image', trained against generated, adversarial and Eq. 2 "
-                            "samples. Both written by the same command."),
-                   command=run.command, data=run.data_note(), metrics=metrics,
-                   extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
-                         f"Trained in {run.elapsed()}.")
+        run.publish(model, title, summary, metrics, tc, folder=run.out.parent / name)
     return G
 
 

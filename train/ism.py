@@ -12,13 +12,11 @@ Recipe:
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ism.hub import write_card
 from ism.ism_net import ISMConfig, ISMNetwork
 from ism.metrics import psnr
 
@@ -74,18 +72,11 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
             run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
     model.eval()
     metrics = measure_ism(run, model, clf)
-    run.out.mkdir(parents=True, exist_ok=True)
-    model = model.cpu().to(memory_format=torch.contiguous_format)
-    model.save_pretrained(run.out, config=model.config)
-    write_card(run.out, title=f"ISM network ({run.cfg.dataset})",
-               summary=("Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder "
-                        "shaped like the GAN generator, trained with Eq. 3 to map attacked images back "
-                        "to clean ones. Input and output: (N, 3, H, W) floats in [0, 1]."),
-               command=run.command, data=run.data_note() + "; attacked copies: FGSM / PGD-10 against "
-               f"the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}",
-               metrics=metrics,
-               extra="## Training config\n```json\n" + json.dumps(asdict(tc), indent=2) + "\n```\n\n"
-                     f"Trained in {run.elapsed()}.")
+    run.publish(model, "ISM network", metrics=metrics, train_config=tc, summary=(
+        "Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder shaped like the "
+        "GAN generator, trained with Eq. 3 to map attacked images back to clean ones. Input and output: "
+        "(N, 3, H, W) floats in [0, 1]."),
+        data=f"; attacked copies: FGSM / PGD-10 against the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}")
     return model
 
 
