@@ -13,7 +13,7 @@ import torch
 
 from ism import load_defense
 from ism.attacks import ATTACKS
-from ism.curves import curves_from_results, load_results, measure_curves, plot_curves
+from ism.curves import adaptive_summary, curves_from_results, load_results, measure_curves, plot_curves
 from ism.demo import MAX_EPS, THREATS
 from ism.diagram import pipeline_figure
 from ism.ui import DemoHandler, UserError, detection_text, threat_help, timings_text, top3_text
@@ -129,7 +129,7 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
         gr.Markdown("# Watch an adversarial attack being caught and undone\n"
                     "Instance Sparsity Mapping defense (Haque & Kang, 2021) on CIFAR-10. Pick an image, "
-                    "choose an attack, press **Run**.")
+                    "choose an attack, press **Run**.\n\n" + adaptive_summary(load_results(results_path)))
         with gr.Tab("Attack & defend"):
             with gr.Row():
                 with gr.Column(scale=3):

@@ -21,6 +21,11 @@ from .evaluation import EvalConfig, evaluate, markdown
 DATA = {"cifar10": "../shared/data/cifar10"}
 
 
+def _fraction(text: str) -> float:
+    num, _, den = text.strip().partition("/")
+    return float(num) / float(den or 1)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m ism.evaluate", description=__doc__)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATA))
@@ -31,6 +36,9 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--adaptive-eps", default=None,
+                   help="comma-separated epsilons for the adaptive attack, e.g. 4/255,8/255 (default: 4/255, 8/255, "
+                        "16/255, 0.2, 0.3, 0.4)")
     p.add_argument("--fresh", action="store_true", help="ignore partial results from an earlier run")
     a = p.parse_args(argv)
     if a.threads:
@@ -42,6 +50,8 @@ def main(argv=None) -> dict:
     if a.limit:
         idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))[:a.limit].sort().values
     cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed)
+    if a.adaptive_eps is not None:
+        cfg.adaptive_eps = [_fraction(v) for v in a.adaptive_eps.split(",") if v.strip()]
     state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}.json"
     if a.fresh and state.exists():
         state.unlink()
