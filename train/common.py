@@ -127,7 +127,7 @@ class Run:
     def load_ckpt(self) -> dict | None:
         if self.cfg.resume and self.ckpt.exists():
             print(f"resuming from {self.ckpt}")
-            return torch.load(self.ckpt, map_location=self.device, weights_only=False)
+            return torch.load(self.ckpt, map_location=self.device, weights_only=True)
         return None
 
     def elapsed(self) -> str:
