@@ -16,30 +16,12 @@ from ism.attacks import ATTACKS
 from ism.curves import adaptive_summary, curves_from_results, load_results, measure_curves, plot_curves
 from ism.demo import MAX_EPS, THREATS
 from ism.diagram import pipeline_figure
-from ism.ui import DemoHandler, UserError, detection_text, threat_help, timings_text, top3_text
+from ism.report import curves_note
+from ism.ui import DemoHandler, UserError, detection_text, how_text, threat_help, timings_text, top3_text
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
 assert set(ATTACK_LABELS.values()) == set(ATTACKS)
-
-HOW = """
-**The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
-image so that a classifier changes its answer. The **ISM network** squeezes the image through a
-128-number code and rebuilds it: structure survives, the attacker's fine pattern mostly does not.
-The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images leave a tell-tale
-residue, and it estimates how strong the attack was. Inputs judged clean go straight to the
-classifier; inputs judged attacked are purified and **regenerated**: a GAN generator searches its
-latent space, step by step, for an image that matches the purified one. The hardened **classifier**
-(defensive distillation + adversarial training) reads the final image: for the shipped CIFAR-10
-weights that is the ISM output, because on held-out data the classifier read it better than the
-regenerated image (0.54 against 0.25; see `weights/cifar10/defense.json`). Regeneration is shown so
-you can watch it work, and it can be switched in with `final_input`.
-
-**What it does not promise.** Against the paper's *gray-box* attacker, who does not know the
-defense, purification helps a lot. Against an *adaptive* attacker, who differentiates through
-the ISM and approximates the regeneration loop (BPDA, EOT), such defenses are known to break
-(Athalye et al., 2018). The "adaptive white-box" setting and the robustness curves show by how much.
-"""
 
 
 def _same(a, b) -> bool:
@@ -110,10 +92,7 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
         res = load_results(results_path)
         if not res:
             return None, "No evaluation results yet: run `python -m ism.evaluate --dataset cifar10`, or measure live below."
-        note = (f"From `{results_path}` ({res['clean']['images']} test images). Gray-box only: the attacker does "
-                "not know the defense. The rise at large epsilon is a warning sign, not robustness: the ISM was "
-                "trained on these very attacks and reads the label that a huge perturbation leaks."
-                + ("" if "adaptive" in res else " Adaptive results are not in this file yet: use the live measurement."))
+        note = curves_note(res, results_path)
         return plot_curves(curves_from_results(res, ATTACK_LABELS.get(attack, "pgd")), f"{attack}: {res.get('command', '')}"), note
 
     def live_curves(attack, n, progress=gr.Progress()):
@@ -190,8 +169,9 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                 warnings = gr.Markdown()
                 timings = gr.Markdown()
         with gr.Tab("Robustness curves"):
-            gr.Markdown("Accuracy versus epsilon: no defense, the defense against a gray-box attacker, and the "
-                        "defense against an adaptive attacker (BPDA + EOT).")
+            gr.Markdown("Accuracy versus epsilon for each defense (no defense, this defense, and the paper's "
+                        "baselines MagNet and DDSA, trained here) and each threat model: gray-box (solid) and "
+                        "adaptive white-box (dashed).")
             c_attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
             c_plot = gr.Plot(label="from the evaluation results")
             c_note = gr.Markdown()
@@ -200,8 +180,8 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                 c_run = gr.Button("Measure live on a small batch")
             c_live = gr.Plot(label="measured live")
         with gr.Tab("How it works"):
-            gr.Plot(value=pipeline_figure(), label="the pipeline")
-            gr.Markdown(HOW)
+            gr.Plot(value=pipeline_figure(defense.config.gate), label="the pipeline")
+            gr.Markdown(how_text(defense))
 
         outputs = [o_img, o_lab, p_img, p_txt, a_img, a_lab, d_lab, d_txt, u_img, u_lab, r_img, r_txt, frames,
                    f_img, f_lab, verdict, notes, warnings, timings]

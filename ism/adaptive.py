@@ -7,6 +7,7 @@
   ``EOTPGD`` averages gradients over them (EOT).
 - The detector's hard gate is replaced by its probability: logits = p * defended + (1 - p) *
   undefended, so the attacker is pushed both to fool the classifier and to slip past the detector.
+  Without a gate (``config.gate = False``) the target is simply classifier(final image).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class AdaptiveTarget(nn.Module):
             regen = last.image
             target = regen if d.config.final_input == "regenerated" else (purified.detach() + regen) / 2
             final = purified + (target - purified).detach()   # BPDA: identity backward
+        if not d.config.gate:
+            return d.classifier(final)
         logit, _ = d.detector(x - purified)
         p = torch.sigmoid(logit.float()).unsqueeze(1)
         return p * d.classifier(final) + (1 - p) * d.classifier(x)

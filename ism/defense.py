@@ -3,6 +3,10 @@
     x -> detector(x - ISM(x)) -> clean?  yes -> classifier(x)
                                   no  -> ISM(x) -> [regenerate] -> classifier(final image)
 
+With ``gate = False`` (chosen on validation by ``python -m train pipeline``) the classifier reads
+the final image for every input and the detector only reports; an adaptive attacker can then no
+longer slip past the purifier by staying below the detector's threshold.
+
 ``Defense`` is an ``nn.Module`` whose ``forward`` is ``predict``: one logits tensor, so a
 torchattacks attack can target the whole pipeline end to end.
 """
@@ -30,6 +34,7 @@ class DefenseConfig:
     dataset: str = "cifar10"
     final_input: str = "purified"   # which image the classifier reads for attacked inputs; chosen by
                                     # `python -m train pipeline` from validation measurements
+    gate: bool = True               # True: only flagged inputs are purified; False: every input is
     regen_steps: int = 30           # default regeneration budget (Adam updates of z)
     regen_restarts: int = 4         # restart 0 starts at the ISM code, the rest at random
     regen_lr: float = 0.05
@@ -142,9 +147,12 @@ class Defense(nn.Module):
         return regen if self.config.final_input == "regenerated" else (purified + regen) / 2
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked."""
+        """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked
+        (every input when ``config.gate`` is False)."""
         x = self._check(x)
         purified = self.ism(x)
+        if not self.config.gate:
+            return self.classifier(self.final_image(x, purified))
         det = self.detection(x, purified)
         logits = self.classifier(x)
         if det.attacked.any():
@@ -156,7 +164,7 @@ class Defense(nn.Module):
         return self.predict(x)
 
 
-def _resolve(path_or_repo: str | Path, revision: str | None) -> Path:
+def resolve_weights(path_or_repo: str | Path, revision: str | None) -> Path:
     from .hub import WeightsError
 
     p = Path(path_or_repo)
@@ -184,7 +192,7 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
     """
     from .hub import WeightsError
 
-    root = _resolve(path_or_repo, revision)
+    root = resolve_weights(path_or_repo, revision)
     cfg_file = root / "defense.json"
     if not cfg_file.is_file():
         raise WeightsError(f"{cfg_file} is missing: not a defense weights folder")

@@ -168,15 +168,16 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # final decision
     t = time.perf_counter()
-    mode = defense.config.final_input
-    if not det.attacked:
+    mode, gated = defense.config.final_input, defense.config.gate
+    head = ("judged attacked" if det.attacked else "judged clean") if gated else "every input is purified"
+    if gated and not det.attacked:
         final, why = x_adv, "judged clean: the classifier reads the input as is"
     elif mode == "purified":
-        final, why = purified, "judged attacked: the classifier reads the ISM output"
+        final, why = purified, f"{head}: the classifier reads the ISM output"
     elif mode == "regenerated":
-        final, why = last.image, "judged attacked: the classifier reads the regenerated image"
+        final, why = last.image, f"{head}: the classifier reads the regenerated image"
     else:
-        final, why = (purified + last.image) / 2, "judged attacked: the classifier reads mean(ISM, regenerated)"
+        final, why = (purified + last.image) / 2, f"{head}: the classifier reads mean(ISM, regenerated)"
     s.final = _stage(defense, final, t, why)
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.done = True

@@ -22,16 +22,23 @@ ARROWS = [("input x", "ISM network\n(encoder → 128-d code → decoder)", ""),
           ("regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "classifier(final image:\nISM output or regenerated)", "")]
 
 
-def pipeline_figure():
+def pipeline_figure(gate: bool = True):
+    """The pipeline; with ``gate=False`` every input is purified and the detector only reports."""
+    boxes, arrows = dict(BOXES), list(ARROWS)
+    if not gate:
+        boxes.pop("classifier(x)")
+        arrows = [(a, b, "every input" if label == "attacked" else label) for a, b, label in arrows if b != "classifier(x)"]
     fig, ax = plt.subplots(figsize=(11, 3.2))
     ax.set_xlim(-0.04, 1.06)
     ax.set_ylim(0, 0.8)
     ax.axis("off")
-    for text, (x, y, color) in BOXES.items():
+    if not gate:
+        ax.text(0.50, 0.36, "reports P(attacked) and strength;\ndoes not gate", ha="center", fontsize=8, color="#a33")
+    for text, (x, y, color) in boxes.items():
         ax.add_patch(FancyBboxPatch((x - 0.085, y - 0.1), 0.17, 0.2, boxstyle="round,pad=0.01", fc=color, ec="#555"))
         ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
-    for a, b, label in ARROWS:
-        (xa, ya, _), (xb, yb, _) = BOXES[a], BOXES[b]
+    for a, b, label in arrows:
+        (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
         if ya == yb:
             start, end = (xa + 0.087, ya), (xb - 0.087, yb)
         else:

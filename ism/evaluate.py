@@ -1,7 +1,8 @@
-"""``python -m ism.evaluate --dataset cifar10 [--limit N]``: gray-box evaluation on the test set.
+"""``python -m ism.evaluate --dataset cifar10 [--limit N]``: the evaluation of ``ism.evaluation``.
 
-Writes ``results/<dataset>.json`` and ``results/<dataset>.md``; resumable (partial results in
-``.cache/eval``), seeded.
+Writes ``results/<dataset>.json``, ``results/<dataset>.md`` and the plots
+``results/<dataset>-{fgsm,pgd,roc}.png``; resumable (partial results in ``.cache/eval``), seeded.
+Sanity-check failures are printed as warnings and written into the results.
 """
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ from pathlib import Path
 
 import torch
 
+from .ablation import base_classifier_folder
+from .baselines import DDSA, MagNet, MagNetAutoencoder, Purified
+from .classifier import Classifier
 from .data import load_split
-from .defense import load_defense
-from .evaluation import EvalConfig, evaluate, markdown
+from .defense import load_defense, resolve_weights
+from .evaluation import EvalConfig, evaluate, spread
+from .report import markdown, write_figures
+from .sanity import sanity_checks, warnings_text
 
 DATA = {"cifar10": "../shared/data/cifar10"}
 
@@ -26,50 +32,67 @@ def _fraction(text: str) -> float:
     return float(num) / float(den or 1)
 
 
+def load_baselines(root: Path, device) -> dict:
+    """The raw-image classifier and, where their weights exist, MagNet and DDSA around it."""
+    base = Classifier.from_pretrained(str(base_classifier_folder(root))).to(device).eval()
+    out = {"base": base, "magnet": None, "ddsa": None}
+    if (root / "baselines/magnet/model.safetensors").exists():
+        out["magnet"] = MagNet(MagNetAutoencoder.from_pretrained(str(root / "baselines/magnet")).to(device), base)
+    if (root / "baselines/ddsa/model.safetensors").exists():
+        out["ddsa"] = Purified(DDSA.from_pretrained(str(root / "baselines/ddsa")).to(device), base)
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m ism.evaluate", description=__doc__)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATA))
     p.add_argument("--data", default=None, help="data root (default: the shared copy)")
     p.add_argument("--weights", default=None, help="weights folder or Hub repo id (default weights/<dataset>)")
-    p.add_argument("--limit", type=int, default=None, help="first N test images, spread over classes")
+    p.add_argument("--limit", type=int, default=None, help="N test images, spread over classes")
     p.add_argument("--out", default="results")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--adaptive-eps", default=None,
-                   help="comma-separated epsilons for the adaptive attack, e.g. 4/255,8/255 (default: 4/255, 8/255, "
+                   help="comma-separated epsilons for the adaptive attacks, e.g. 4/255,8/255 (default: 4/255, 8/255, "
                         "16/255, 0.2, 0.3, 0.4)")
+    p.add_argument("--adaptive-images", type=int, default=EvalConfig.adaptive_images,
+                   help="images for the white-box attacks (a spread subset; 0 = all)")
+    p.add_argument("--small", action="store_true",
+                   help="smoke test: a few images and steps for the latent, ablation, sanity and regeneration sections")
     p.add_argument("--fresh", action="store_true", help="ignore partial results from an earlier run")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    command = "python -m ism.evaluate " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    d = load_defense(a.weights or f"weights/{a.dataset}")
+    command = "python -m ism.evaluate " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    root = resolve_weights(a.weights or f"weights/{a.dataset}", None)
+    d = load_defense(root)
     test = load_split(a.data or DATA[a.dataset], "test")
-    idx = torch.arange(len(test))
-    if a.limit:
-        idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))[:a.limit].sort().values
-    cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed)
+    idx = spread(len(test), a.limit, a.seed)
+    cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None)
     if a.adaptive_eps is not None:
         cfg.adaptive_eps = [_fraction(v) for v in a.adaptive_eps.split(",") if v.strip()]
-    state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}.json"
+    if a.small:  # every section runs, on a few images with few steps: a smoke test, not a measurement
+        cfg.latent_images, cfg.ablation_images, cfg.ablation_regen_images = 4, 6, 2
+        cfg.sanity_images, cfg.regen_images = 4, 4
+        cfg.latent_steps, cfg.square_queries, cfg.sanity_steps = 5, 100, 5
+    state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}-v2.json"
     if a.fresh and state.exists():
         state.unlink()
     t0 = time.time()
-    res = evaluate(d, test.images[idx], test.labels[idx], cfg, state)
+    res = evaluate(d, test.images[idx], test.labels[idx], cfg, state, weights_root=root, **load_baselines(root, "cpu"))
     res["command"], res["wall_seconds_this_run"] = command, round(time.time() - t0, 1)
     res["data"] = "CIFAR-10 (JPEG copy)" if a.dataset == "cifar10" else a.dataset
+    res["sanity_checks"] = sanity_checks(res)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = a.dataset if not a.limit else f"{a.dataset}-limit{a.limit}"
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(res, f"Evaluation: {res['data']}", command))
-    from .curves import curves_from_results, plot_curves
-
-    for attack in EvalConfig().attacks:
-        fig = plot_curves(curves_from_results(res, attack), f"{attack.upper()}, gray-box, {res['data']}: {command}")
-        fig.savefig(out / f"{stem}-{attack}.png", dpi=100)
+    write_figures(res, out, stem, res["data"])
     print((out / f"{stem}.md").read_text())
+    for w in warnings_text(res["sanity_checks"]):
+        print(w, file=sys.stderr)
     return res
 
 

@@ -23,3 +23,14 @@ def auroc(scores_neg: torch.Tensor, scores_pos: torch.Tensor) -> float:
     ranks = mid[inverse]
     n0, n1 = len(neg), len(pos)
     return float((ranks[n0:].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
+
+
+def roc_points(scores_neg: torch.Tensor, scores_pos: torch.Tensor, points: int = 101) -> dict:
+    """ROC curve sampled at ``points`` thresholds (score quantiles): {"fpr": [...], "tpr": [...]},
+    from (1, 1) down to (0, 0), rounded to 4 decimals (compact enough for a results JSON)."""
+    neg, pos = scores_neg.double().flatten(), scores_pos.double().flatten()
+    qs = torch.quantile(torch.cat([neg, pos]), torch.linspace(0, 1, points, dtype=torch.double))
+    th = torch.cat([torch.tensor([-float("inf")], dtype=torch.double), qs])
+    fpr = [(neg > t).double().mean().item() for t in th]
+    tpr = [(pos > t).double().mean().item() for t in th]
+    return {"fpr": [round(v, 4) for v in fpr], "tpr": [round(v, 4) for v in tpr]}

@@ -55,6 +55,7 @@ def regenerate_steps(generator: Generator, target: torch.Tensor, *, z0: torch.Te
             with torch.enable_grad():
                 img = generator(z)
                 err = (img - tgt).pow(2).flatten(1).mean(1)
+                total = err.sum()   # inside enable_grad: callers may hold torch.no_grad()
             per = err.detach().view(restarts, n)
             cur_err, cur = per.min(0)
             cur_img = img.detach().view(restarts, n, *img.shape[1:])[cur, torch.arange(n, device=device)]
@@ -69,7 +70,7 @@ def regenerate_steps(generator: Generator, target: torch.Tensor, *, z0: torch.Te
             yield RegenerationStep(step, image, best_err, best, done)
             if done:
                 return
-            (grad,) = torch.autograd.grad(err.sum(), z)
+            (grad,) = torch.autograd.grad(total, z)
             z.grad = grad
             opt.step()
     finally:

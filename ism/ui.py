@@ -117,3 +117,36 @@ def timings_text(s: DemoState) -> str:
 
 def threat_help() -> str:
     return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items())
+
+
+def how_text(defense: Defense) -> str:
+    """The 'how it works' text, true to the loaded defense's configuration."""
+    c = defense.config
+    gate = ("Inputs judged clean go straight to the classifier; inputs judged attacked are purified."
+            if c.gate else
+            "Every input is purified: the detector reports, it does not decide. (With a gate, an adaptive "
+            "attacker stays just below the detector's threshold and attacks the bare classifier; on held-out "
+            "data the ungated pipeline held up better, see `defense.json`.)")
+    final = {"purified": "the classifier reads the **ISM output**, because on held-out data it read that better "
+                         "than the regenerated image; regeneration is shown so you can watch it work",
+             "regenerated": "the classifier reads the **regenerated** image",
+             "mean": "the classifier reads the mean of the ISM output and the regenerated image"}[c.final_input]
+    return f"""
+**The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
+image so that a classifier changes its answer. The **ISM network** squeezes the image through a
+128-number code and rebuilds it: structure survives, much of the attacker's fine pattern does not.
+The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images leave a tell-tale
+residue, and it estimates how strong the attack was. {gate} **Regeneration** then searches a GAN
+generator's latent space, step by step, for an image that matches the purified one; {final}.
+
+**How it was hardened.** The classifier was first hardened as the paper says (defensive
+distillation + adversarial training). Against an attacker who differentiates through the ISM that
+was not enough, so ISM and classifier were then trained together against PGD that goes through the
+ISM (`python -m train robust`), keeping the ISM a reconstruction of its input.
+
+**What it does not promise.** Against the paper's *gray-box* attacker, who does not know the
+defense, purification helps a lot. Against an *adaptive* attacker, who differentiates through the
+ISM and approximates the regeneration loop (BPDA, EOT), purifier defenses are known to lose most
+of that (Athalye et al., 2018). The "adaptive white-box" setting and the robustness curves show by
+how much, next to the baselines MagNet and DDSA.
+"""

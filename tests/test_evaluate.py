@@ -1,4 +1,4 @@
-"""The evaluation command on a few real test images: writes JSON, Markdown and plots, and resumes."""
+"""The evaluation command on a few real test images: every section, JSON, Markdown, plots, resume."""
 import json
 
 from ism.evaluate import main
@@ -9,19 +9,30 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     import conftest
 
     args = ["--dataset", "cifar10", "--limit", "12", "--weights", str(conftest.WEIGHTS), "--data", str(conftest.DATA),
-            "--out", str(tmp_path / "results"), "--batch-size", "6", "--adaptive-eps", "8/255,0.3"]
+            "--out", str(tmp_path / "results"), "--batch-size", "6", "--adaptive-eps", "8/255,0.3", "--small"]
     res = main(args)
-    assert res["clean"]["images"] == 12 and 0 <= res["clean"]["pipeline"] <= 1
+    c = res["clean"]
+    assert c["images"] == 12 and 0 <= c["pipeline"] <= 1 and 0 <= c["false_positive_rate"] <= 1
     assert len(res["graybox"]) == 10   # FGSM and PGD-10 at five epsilons
     for r in res["graybox"].values():
         assert 0 <= r["no_defense"] <= 1 and 0 <= r["defense"] <= 1 and 0 <= r["detector_auroc"] <= 1
+        assert r["roc"]["fpr"][0] == 1.0 and r["roc"]["tpr"][-1] == 0.0   # ROC runs from (1, 1) to (0, 0)
+        if "magnet" in c:
+            assert r["magnet"] <= r["magnet_defended"] <= 1 and 0 <= r["ddsa"] <= 1
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
-    assert all(0 <= r["defense"] <= 1 for r in res["adaptive"].values())
-    assert "Adaptive white-box" in (tmp_path / "results" / "cifar10-limit12.md").read_text()
-    assert res["regeneration"]["images"] == 12
+    assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
+    assert [round(r["eps"], 4) for r in res["latent"].values()] == [0.0314, 0.3]
+    stages = [r["stage"] for r in res["ablation"]["rows"]]
+    assert stages[0] == "classifier alone" and sum(r["deployed"] for r in res["ablation"]["rows"]) == 1
+    assert set(res["sanity"]["accuracy"]) >= {"adaptive PGD-10", "adaptive PGD-5"}
+    assert res["sanity_checks"] and all(set(k) == {"check", "passed", "detail"} for k in res["sanity_checks"])
+    md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
+    assert md.startswith("# Evaluation")
+    for section in ("Table 3", "Adaptive white-box", "Latent-space attack", "Per-stage ablation", "Sanity checks"):
+        assert section in md
     written = json.loads((tmp_path / "results" / "cifar10-limit12.json").read_text())
     assert written["graybox"] == res["graybox"]
-    assert (tmp_path / "results" / "cifar10-limit12.md").read_text().startswith("# Evaluation")
-    assert (tmp_path / "results" / "cifar10-limit12-pgd.png").stat().st_size > 5000
+    for plot in ("pgd", "fgsm", "roc"):
+        assert (tmp_path / "results" / f"cifar10-limit12-{plot}.png").stat().st_size > 5000
     again = main(args)   # resumes from .cache/eval: nothing recomputed, same figures
-    assert again["graybox"] == res["graybox"]
+    assert again["graybox"] == res["graybox"] and again["ablation"] == res["ablation"]

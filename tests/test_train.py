@@ -17,7 +17,13 @@ def test_train_all_tiny_then_resume(tmp_path):
         assert {"config.json", "model.safetensors", "README.md"} <= files, (name, files)
         card = (out / name / "README.md").read_text()
         assert "python -m train all" in card and "Measured metrics" in card
+    for name in ("ablation/plain", "ablation/adversarial", "ablation/ism", "ablation/distilled",
+                 "baselines/magnet", "baselines/ddsa"):
+        assert (out / name / "model.safetensors").is_file() and (out / name / "README.md").is_file(), name
+    magnet = json.loads((out / "baselines/magnet/config.json").read_text())
+    assert magnet["recon_threshold"] != 1.0 and len(magnet["jsd_thresholds"]) == 2   # calibrated
     cfg = json.loads((out / "defense.json").read_text())
+    assert isinstance(cfg["gate"], bool) and "gate on: adaptive PGD-10 8/255" in cfg["measurements"]
     assert cfg["final_input"] in ("purified", "regenerated", "mean") and cfg["measurements"]["validation images"] > 0
     d = load_defense(out)
     assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -1,7 +1,8 @@
-"""``python -m train {classifier,ism,detector,gan,pipeline,all} [options]``
+"""``python -m train {classifier,ism,detector,gan,robust,baselines,distilled,pipeline,all} [options]``
 
 Each component writes ``<out>/<component>/{config.json, model.safetensors, README.md}``; ``all``
-runs them in dependency order (classifier -> ism -> detector, gan -> pipeline).
+runs them in dependency order (classifier -> ism -> detector, gan -> robust -> pipeline; baselines and the
+ablation's distillation-only classifier, `distilled`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ COMPONENTS = {
     "ism": ("train.ism", "train_ism"),
     "detector": ("train.detector", "train_detector"),
     "gan": ("train.gan", "train_gan"),
+    "robust": ("train.robust", "train_robust"),
+    "baselines": ("train.baselines", "train_baselines"),
+    "distilled": ("train.classifier", "train_distilled"),
     "pipeline": ("train.pipeline", "train_pipeline"),
 }
 

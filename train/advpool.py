@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from tqdm import tqdm
 
+from ism.ablation import base_classifier_folder
 from ism.attacks import make_attack
 from ism.classifier import Classifier
 from ism.data import Split
@@ -36,14 +37,18 @@ class Pool:
 
 
 def load_classifier(out: Path, device) -> Classifier:
-    folder = out / "classifier"
+    """The raw-image classifier the gray-box pools are crafted against (see base_classifier_folder)."""
+    folder = base_classifier_folder(out)
     if not (folder / "model.safetensors").exists():
         raise FileNotFoundError(f"{folder} has no trained classifier: run `python -m train classifier` first")
     return Classifier.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
 
 
-def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: int = 500) -> Pool:
-    weights = run.out.parent / "classifier" / "model.safetensors"
+def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: int = 500,
+               folder: Path | None = None) -> Pool:
+    """Attack ``split`` with ``classifier`` (whose weights are in ``folder``, default the raw-image
+    classifier of ``base_classifier_folder``; their hash keys the cache)."""
+    weights = (folder or base_classifier_folder(run.out.parent)) / "model.safetensors"
     key = hashlib.sha1(weights.read_bytes()).hexdigest()[:10]
     cache = Path(run.cfg.ckpt_dir) / "pool" / f"{run.cfg.dataset}-{tag}-{len(split)}-{run.cfg.seed}-{key}.safetensors"
     if cache.exists():

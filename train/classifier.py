@@ -101,6 +101,7 @@ def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Class
     teacher.eval().requires_grad_(False)
     teacher_acc = accuracy(teacher, run, run.test)
     run.log(stage="teacher", test_acc=round(teacher_acc, 4))
+    publish_teacher(run, teacher, tc, teacher_acc)
     student = Classifier(mc).to(run.device).to(memory_format=torch.channels_last)
     _train_stage(run, student, tc, "student", run.epochs(tc.student_epochs), teacher, state)
     student.eval()
@@ -132,3 +133,35 @@ def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metr
         f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "
         f"(T = {tc.temperature}) and FGSM-RS adversarial training (eps {tc.adv_eps:.4f}). "
         "Input: (N, 3, H, W) floats in [0, 1]; output: logits."))
+
+
+def publish_teacher(run: Run, teacher: Classifier, tc: ClassifierTrainConfig, test_acc: float) -> None:
+    """The teacher is the ablation's 'classifier alone' (cross-entropy only, no hardening)."""
+    run.publish(teacher, "Classifier alone (ablation: distillation teacher)", train_config=tc,
+                folder=run.out.parent / "ablation" / "plain",
+                metrics={"clean accuracy (test)": round(test_acc, 4)}, summary=(
+                    f"The distillation teacher: Table 1 classifier, widths {tc.channels} + Dense({tc.hidden}), "
+                    f"trained with cross-entropy on logits / {tc.temperature}; no distillation and no adversarial "
+                    "training. Used by the per-stage ablation. Input: (N, 3, H, W) floats in [0, 1]; output: logits."))
+
+
+def train_distilled(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
+    """Ablation stage '+ defensive distillation': a student of the shipped teacher
+    (``<out>/ablation/plain``) trained on soft labels only, without adversarial examples."""
+    tc = tc or ClassifierTrainConfig(adv_fraction=0.0)
+    folder = run.out.parent / "ablation" / "plain"
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"{folder} has no teacher: run `python -m train classifier` first")
+    teacher = Classifier.from_pretrained(str(folder)).to(run.device).to(memory_format=torch.channels_last)
+    teacher.eval().requires_grad_(False)
+    student = Classifier(teacher.config).to(run.device).to(memory_format=torch.channels_last)
+    state = run.load_ckpt()
+    _train_stage(run, student, tc, "student", run.epochs(tc.student_epochs), teacher, state)
+    student.eval()
+    run.publish(student, "Classifier + defensive distillation (ablation)", train_config=tc,
+                folder=run.out.parent / "ablation" / "distilled",
+                metrics=measure_classifier(run, student, tc), summary=(
+                    f"Student of the teacher in ablation/plain at T = {tc.temperature}, soft labels (KL * T^2) plus "
+                    "the hard label, no adversarial examples. Used by the per-stage ablation. Input: (N, 3, H, W) "
+                    "floats in [0, 1]; output: logits."))
+    return student

@@ -1,0 +1,151 @@
+"""Evaluation results as Markdown tables and matplotlib figures (results/<dataset>.md, *.png)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .sanity import sanity_checks
+
+# Paper Table 3 (CIFAR-10): attack level -> (no defence, proposed, MagNet, DDSA). The paper does not
+# name the attack behind the table.
+PAPER_TABLE3 = {0.2: (0.482, 0.936, 0.792, 0.895), 0.3: (0.374, 0.894, 0.688, 0.853),
+                0.4: (0.268, 0.871, 0.564, 0.816)}
+
+
+def _eps(e: float) -> str:
+    return f"{e:.4f} ({e * 255:.0f}/255)"
+
+
+def _f(v) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _name(r: dict) -> str:
+    return r["attack"].upper() + (f"-{r['steps']}" if r["attack"] != "fgsm" else "")
+
+
+def markdown(res: dict, title: str, command: str) -> str:
+    c = res["clean"]
+    L = [f"# {title}", "", f"Measured by `{command}`"
+         + (f" in {res['wall_seconds_this_run'] / 60:.1f} min" if res.get("wall_seconds_this_run") else "") + ".", ""]
+    L += ["## Clean accuracy", "",
+          "| classifier (deployed) | full pipeline | raw-image classifier | MagNet | DDSA | detector false-positive rate |",
+          "|---|---|---|---|---|---|",
+          f"| {_f(c['classifier'])} | {_f(c['pipeline'])} | {_f(c.get('base_classifier'))} | {_f(c.get('magnet'))} | "
+          f"{_f(c.get('ddsa'))} | {c['false_positive_rate']:.4f} |", "",
+          f"{c['images']} test images. MagNet rejects {_f(c.get('magnet_rejected'))} of clean images."]
+    gray = res.get("graybox", {})
+    if gray:
+        L += ["", "## Table 3: gray-box (attack crafted against the protected classifier alone)", "",
+              "The pipeline is attacked through its own classifier; *no defense*, MagNet and DDSA through the "
+              "raw-image classifier they protect. MagNet: reformer accuracy / accuracy counting a rejected "
+              "input as defended (MagNet's own metric). Paper: Table 3 of Haque & Kang (attack not named).", "",
+              "| attack | eps | no defense | this project | MagNet | DDSA | paper: no def. / proposed / MagNet / DDSA |",
+              "|---|---|---|---|---|---|---|"]
+        for r in gray.values():
+            p = PAPER_TABLE3.get(round(r["eps"], 4))
+            mag = (f"{_f(r.get('magnet'))} / {_f(r.get('magnet_defended'))}" if "magnet" in r else "–")
+            L.append(f"| {_name(r)} | {_eps(r['eps'])} | {_f(r.get('base_no_defense', r['no_defense']))} | "
+                     f"**{_f(r['defense'])}** | {mag} | {_f(r.get('ddsa'))} | "
+                     + (" / ".join(f"{v:.3f}" for v in p) if p else "–") + " |")
+        L += ["", "### Gray-box detail: this project", "",
+              "| attack | eps | deployed classifier alone | pipeline | classifier on ISM output | detector AUROC | detected |",
+              "|---|---|---|---|---|---|---|"]
+        for r in gray.values():
+            L.append(f"| {_name(r)} | {_eps(r['eps'])} | {_f(r['no_defense'])} | {_f(r['defense'])} | "
+                     f"{_f(r['ism_only'])} | {r['detector_auroc']:.4f} | {_f(r['detected'])} |")
+    adp = res.get("adaptive", {})
+    if adp:
+        any_r = next(iter(adp.values()))
+        L += ["", "## Adaptive white-box (the attacker knows and differentiates through the whole defense)", "",
+              f"PGD-{any_r['steps']} on {any_r['images']} test images (a seeded spread subset). {any_r['method']}", "",
+              "| eps | no defense | this project | MagNet (reformer / defended) | DDSA | this project, gray-box | detector AUROC | detected |",
+              "|---|---|---|---|---|---|---|---|"]
+        for k, r in adp.items():
+            g = gray.get(k, {}).get("defense")
+            mag = f"{_f(r.get('magnet'))} / {_f(r.get('magnet_defended'))}" if "magnet" in r else "–"
+            L.append(f"| {_eps(r['eps'])} | {_f(r['no_defense'])} | **{_f(r['defense'])}** | {mag} | "
+                     f"{_f(r.get('ddsa'))} | {_f(g)} | {r['detector_auroc']:.4f} | {_f(r['detected'])} |")
+    lat = res.get("latent", {})
+    if lat:
+        r0 = next(iter(lat.values()))
+        L += ["", "## Latent-space attack on regeneration", "",
+              f"Search z so that G(z) is within eps of x yet misclassified; submit x + clip(G(z) - x) "
+              f"({r0['images']} images). *On-manifold success*: such a G(z) was found. The pipeline that "
+              "classifies the regenerated image is the one this attack targets.", "",
+              "| eps | on-manifold success | deployed pipeline | pipeline reading the regenerated image |",
+              "|---|---|---|---|"]
+        for r in lat.values():
+            L.append(f"| {_eps(r['eps'])} | {_f(r['on_manifold_success'])} | {_f(r['defense'])} | "
+                     f"{_f(r['regenerated_pipeline'])} |")
+    ab = res.get("ablation")
+    if ab:
+        L += ["", "## Per-stage ablation (eps = 8/255)", "",
+              "Each row adds one stage. Gray-box: PGD-10 against the row's classifier alone; adaptive: PGD-10 "
+              "through the row's whole defense (BPDA + EOT where regeneration is in the path).", "",
+              "| stage | clean | gray-box PGD-10 | adaptive PGD-10 | images (adaptive) |", "|---|---|---|---|---|"]
+        for r in ab["rows"]:
+            name = r["stage"] + (" **(deployed)**" if r["deployed"] else "")
+            L.append(f"| {name} | {_f(r['clean'])} | {_f(r['graybox_pgd10_8/255'])} | {_f(r['adaptive_pgd10_8/255'])} | "
+                     f"{r['images']} ({r['adaptive_images']}) |")
+        if ab.get("skipped"):
+            L.append(f"\nSkipped (weights missing): {', '.join(ab['skipped'])}.")
+    s = res.get("sanity")
+    if s:
+        L += ["", "## Sanity checks", "", f"Measured on {s['images']} images at eps {_eps(s['eps'])}: "
+              + ", ".join(f"{k}: {v:.3f}" for k, v in s["accuracy"].items()) + ".", ""]
+    checks = sanity_checks(res)
+    if checks:
+        failed = [c for c in checks if not c["passed"]]
+        L += ["", f"{len(checks) - len(failed)} of {len(checks)} checks pass."
+              + (" Failed checks (each one a reason to distrust a number above):" if failed else ""), ""]
+        L += [f"- **{c['check']}**: {c['detail']}" for c in failed]
+        L += [f"- passed: {c['check']}" for c in checks if c["passed"] and not c["check"].startswith(("larger", "accuracy"))]
+    if "regeneration" in res:
+        g = res["regeneration"]
+        L += ["", "## Regeneration of clean test images", "",
+              f"{g['images']} images, {g['steps']} steps x {g['restarts']} restarts: PSNR vs input "
+              f"{g['psnr_vs_input_db']:.2f} dB, vs ISM output {g['psnr_vs_purified_db']:.2f} dB, classifier "
+              f"accuracy {g['classifier_accuracy']:.4f}, mean steps used {g['mean_steps_used']:.1f}."]
+    secs = {k: v.get("seconds") for k, v in res.items() if isinstance(v, dict) and "seconds" in v}
+    for part in ("graybox", "adaptive", "latent"):
+        if res.get(part):
+            secs[part] = round(sum(r.get("seconds", 0) for r in res[part].values()), 1)
+    L += ["", "## Time per section (s)", "", " | ".join(f"{k}: {v}" for k, v in secs.items())]
+    L += ["", "Gray-box figures assume the attacker does not know the defense; the adaptive table is "
+          "what an attacker who knows it achieves."]
+    return "\n".join(L) + "\n"
+
+
+def write_figures(res: dict, out: Path, stem: str, label: str) -> list[Path]:
+    """Accuracy-vs-epsilon curves (one figure per attack, all defenses and threat models) and the
+    detector's ROC curves. Returns the paths written."""
+    from .curves import curves_from_results, plot_curves, plot_roc
+
+    paths = []
+    for attack in ("fgsm", "pgd"):
+        series = curves_from_results(res, attack)
+        if series:
+            fig = plot_curves(series, f"{attack.upper()}: accuracy vs epsilon, {label}")
+            paths.append(out / f"{stem}-{attack}.png")
+            fig.savefig(paths[-1], dpi=100)
+    if res.get("graybox"):
+        fig = plot_roc(res, f"Detector ROC (clean vs attacked), {label}")
+        paths.append(out / f"{stem}-roc.png")
+        fig.savefig(paths[-1], dpi=100)
+    return paths
+
+
+def curves_note(res: dict, path: str) -> str:
+    """What the saved curves show, and every sanity check they fail (for the app's curves tab)."""
+    n = res["clean"]["images"]
+    m = next(iter(res.get("adaptive", {}).values()), {}).get("images")
+    text = (f"From `{path}`: gray-box curves (solid) on {n} test images"
+            + (f", adaptive white-box curves (dashed: PGD through the whole defense, BPDA + EOT) on {m}" if m else
+               "; no adaptive results in this file yet (use the live measurement)")
+            + ". Gray-box: the attacker knows the classifier but not the defense; adaptive: the attacker knows both.")
+    failed = [c for c in res.get("sanity_checks", sanity_checks(res)) if not c["passed"]]
+    if failed:
+        text += ("\n\n**Sanity checks this evaluation fails** (each one a reason to distrust a number):\n"
+                 + "\n".join(f"- {c['check']}: {c['detail']}" for c in failed[:8])
+                 + (f"\n- … and {len(failed) - 8} more (see the results file)" if len(failed) > 8 else ""))
+    return text

@@ -1,0 +1,75 @@
+"""Checks that flag a flawed evaluation (Carlini et al. 2019, "On evaluating adversarial robustness").
+
+Each check compares measured accuracies and allows for sampling noise: two accuracies p1, p2 on
+n1, n2 images differ "really" only by more than ``2 * sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2)``
+(at least 0.005). A failed check does not stop the evaluation; it is printed as a warning and
+written into the results, because it usually means the attack, not the defense, is weak
+(gradient masking, label leaking, a randomised defense attacked without EOT).
+"""
+from __future__ import annotations
+
+import math
+
+UNBOUNDED_MAX = 0.05   # an unbounded attack must bring accuracy to about zero
+
+
+def _tol(p1: float, n1: int, p2: float, n2: int) -> float:
+    return max(0.005, 2 * math.sqrt(p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)))
+
+
+def _check(name: str, passed: bool, detail: str) -> dict:
+    return {"check": name, "passed": bool(passed), "detail": detail}
+
+
+def series(res: dict) -> dict:
+    """{(threat, attack, column): [(eps, accuracy, n), ...]} for every curve in the results."""
+    out = {}
+    for threat in ("graybox", "adaptive"):
+        for r in res.get(threat, {}).values():
+            for col in ("no_defense", "defense", "base_no_defense", "magnet", "ddsa"):
+                if col in r:
+                    out.setdefault((threat, r["attack"], col), []).append((r["eps"], r[col], r.get("images", 0)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+CLEAN_OF = {"no_defense": "classifier", "defense": "pipeline", "base_no_defense": "base_classifier",
+            "magnet": "magnet", "ddsa": "ddsa"}
+
+
+def sanity_checks(res: dict) -> list[dict]:
+    checks = []
+    clean = res.get("clean", {})
+    n_clean = clean.get("images", 0)
+    for (threat, attack, col), pts in series(res).items():
+        name = f"{threat} {attack.upper()}, {col}"
+        bad = [(e1, a1, e2, a2) for (e1, a1, n1), (e2, a2, n2) in zip(pts, pts[1:]) if a2 > a1 + _tol(a1, n1, a2, n2)]
+        checks.append(_check(f"larger epsilon never raises accuracy ({name})", not bad,
+                             "; ".join(f"eps {e1:.3f}: {a1:.3f} -> eps {e2:.3f}: {a2:.3f}" for e1, a1, e2, a2 in bad)
+                             or "monotone within noise"))
+        c = clean.get(CLEAN_OF[col])
+        if c is not None:
+            above = [(e, a) for e, a, n in pts if a > c + _tol(a, n, c, n_clean)]
+            checks.append(_check(f"accuracy under attack is not above clean accuracy ({name})", not above,
+                                 "; ".join(f"eps {e:.3f}: {a:.3f} > clean {c:.3f}" for e, a in above)
+                                 or f"all at or below clean {c:.3f}"))
+    s = res.get("sanity")
+    if s:
+        acc, n = s["accuracy"], s["images"]
+        few = next((v for k, v in acc.items() if k.startswith("adaptive PGD") and "unbounded" not in k), None)
+        many = [v for k, v in acc.items() if k.startswith("adaptive PGD") and "unbounded" not in k]
+        if len(many) >= 2:
+            checks.append(_check("more attack steps never raise accuracy", many[-1] <= few + _tol(few, n, many[-1], n),
+                                 f"{list(acc)[0]}: {few:.3f}, {list(acc)[1]}: {many[-1]:.3f} ({n} images)"))
+        unb = next((v for k, v in acc.items() if "unbounded" in k), None)
+        if unb is not None:
+            checks.append(_check("an unbounded attack reaches ~0% accuracy", unb <= UNBOUNDED_MAX,
+                                 f"{unb:.3f} (must be <= {UNBOUNDED_MAX})"))
+        sq = next((v for k, v in acc.items() if k.startswith("Square")), None)
+        if sq is not None and few is not None:
+            checks.append(_check("black-box Square is not stronger than white-box PGD", sq >= few - _tol(sq, n, few, n),
+                                 f"Square {sq:.3f}, PGD {few:.3f} ({n} images, eps {s['eps']:.4f})"))
+    return checks
+
+
+def warnings_text(checks: list[dict]) -> list[str]:
+    return [f"WARNING (sanity check failed): {c['check']}: {c['detail']}" for c in checks if not c["passed"]]

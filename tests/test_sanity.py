@@ -1,0 +1,36 @@
+"""The sanity checks flag the patterns of a flawed evaluation, and pass a sound one."""
+from ism.sanity import sanity_checks, warnings_text
+
+
+def _res(defense_curve, clean=0.8, sanity=None, n=10000):
+    gray = {f"pgd@{e:.4f}": {"attack": "pgd", "eps": e, "defense": a, "no_defense": 0.1, "images": n}
+            for e, a in defense_curve}
+    res = {"clean": {"images": n, "pipeline": clean, "classifier": 0.8}, "graybox": gray}
+    if sanity:
+        res["sanity"] = {"images": 200, "eps": 8 / 255, "accuracy": sanity}
+    return res
+
+
+def test_sound_results_pass():
+    checks = sanity_checks(_res([(0.1, 0.6), (0.2, 0.5), (0.3, 0.4)], sanity={
+        "adaptive PGD-10": 0.30, "adaptive PGD-50": 0.28, "adaptive PGD-50, eps = 1 (unbounded)": 0.0,
+        "Square, 1000 queries (black-box)": 0.45}))
+    assert checks and all(c["passed"] for c in checks)
+    assert warnings_text(checks) == []
+
+
+def test_label_leaking_and_masking_are_flagged():
+    checks = sanity_checks(_res([(0.1, 0.4), (0.2, 0.6), (0.3, 0.9)], clean=0.75, sanity={
+        "adaptive PGD-10": 0.30, "adaptive PGD-50": 0.40, "adaptive PGD-50, eps = 1 (unbounded)": 0.3,
+        "Square, 1000 queries (black-box)": 0.10}))
+    failed = {c["check"].split(" (")[0] for c in checks if not c["passed"]}
+    assert failed == {"larger epsilon never raises accuracy", "accuracy under attack is not above clean accuracy",
+                      "more attack steps never raise accuracy", "an unbounded attack reaches ~0% accuracy",
+                      "black-box Square is not stronger than white-box PGD"}
+    assert all(w.startswith("WARNING") for w in warnings_text(checks))
+
+
+def test_noise_is_tolerated():
+    # 0.500 -> 0.505 on 1,000 images is within sampling noise: not a violation
+    checks = sanity_checks(_res([(0.1, 0.500), (0.2, 0.505)], n=1000))
+    assert all(c["passed"] for c in checks)
