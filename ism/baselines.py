@@ -96,12 +96,16 @@ class MagNet(Purified):
     def ae(self) -> MagNetAutoencoder:
         return self.purifier
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1 + len(temperatures)): reconstruction error, then JSD per temperature."""
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reformer logits classifier(AE(x)), detector scores (N, 1 + len(temperatures)):
+        reconstruction error, then JSD per temperature), from one pass of the auto-encoder."""
         r = self.ae(x)
         lx, lr = self.classifier(x), self.classifier(r)
         cols = [(x - r).abs().flatten(1).mean(1)] + [jsd(lx, lr, T) for T in self.ae.config.temperatures]
-        return torch.stack([c.float() for c in cols], 1)
+        return lr, torch.stack([c.float() for c in cols], 1)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outputs(x)[1]
 
     def rejected(self, x: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
         s = self.scores(x) if scores is None else scores

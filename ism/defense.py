@@ -149,16 +149,20 @@ class Defense(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked
         (every input when ``config.gate`` is False)."""
+        return self.predict_all(x)[0]
+
+    def predict_all(self, x: torch.Tensor) -> tuple[torch.Tensor, Detection, torch.Tensor]:
+        """(pipeline logits, detection, purified image) from one pass of the ISM."""
         x = self._check(x)
         purified = self.ism(x)
-        if not self.config.gate:
-            return self.classifier(self.final_image(x, purified))
         det = self.detection(x, purified)
+        if not self.config.gate:
+            return self.classifier(self.final_image(x, purified)), det, purified
         logits = self.classifier(x)
         if det.attacked.any():
             defended = self.classifier(self.final_image(x, purified))
             logits = torch.where(det.attacked.view(-1, 1), defended, logits)
-        return logits
+        return logits, det, purified
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x)
