@@ -50,9 +50,15 @@ class AdaptiveTarget(nn.Module):
 
 def make_adaptive_attack(defense: Defense, eps: float, steps: int = 10, eot_iter: int = 2,
                          alpha: float | None = None, seed: int = 0) -> torchattacks.attack.Attack:
-    """PGD with BPDA through purification/regeneration and EOT over regeneration's restarts."""
+    """PGD with BPDA through purification/regeneration and EOT over regeneration's restarts.
+
+    ``eot_iter`` applies only when regeneration is in the path; a defense whose classifier reads
+    the purified image is deterministic, so EOT would repeat the same gradient and it is set to 1.
+    """
     if not 0.0 <= eps <= 1.0 or steps < 1 or eot_iter < 1:
         raise ValueError(f"need 0 <= eps <= 1, steps >= 1, eot_iter >= 1; got {eps}, {steps}, {eot_iter}")
+    if defense.config.final_input == "purified":
+        eot_iter = 1
     alpha = alpha if alpha is not None else 2.5 * eps / steps
     return torchattacks.EOTPGD(AdaptiveTarget(defense, seed), eps=eps, alpha=alpha, steps=steps,
                                eot_iter=eot_iter, random_start=True)

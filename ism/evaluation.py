@@ -200,7 +200,6 @@ class Evaluation:
     def adaptive(self) -> None:
         """PGD-10 through each whole defense at each epsilon, on ``adaptive_images`` images."""
         cfg, idx = self.cfg, self.adaptive_idx
-        eot = cfg.eot_iter if (self.d.config.final_input != "purified") else 1
         targets = {"defense": self.d, "no_defense": self.base}
         if self.magnet is not None:
             targets["magnet"] = self.magnet
@@ -211,7 +210,7 @@ class Evaluation:
             if k in self.res.get("adaptive", {}):
                 continue
             t0, cnt, probs = time.time(), dict.fromkeys(("detected", "magnet_rejected", "magnet_defended"), 0), []
-            attacks = {name: self.seeded(make_adaptive_attack(m, eps, steps=cfg.steps, eot_iter=eot, seed=cfg.seed)
+            attacks = {name: self.seeded(make_adaptive_attack(m, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
                                          if name == "defense" else make_attack("pgd", m, eps, steps=cfg.steps))
                        for name, m in targets.items()}
             for name in targets:
@@ -239,7 +238,7 @@ class Evaluation:
             if self.magnet is None:
                 row.pop("magnet_rejected"), row.pop("magnet_defended")
             row["detector_auroc"] = auroc(self._clean_probs(idx), torch.cat(probs))
-            row.update(attack="pgd", eps=eps, steps=cfg.steps, eot_iter=eot, images=m,
+            row.update(attack="pgd", eps=eps, steps=cfg.steps, eot_iter=attacks["defense"].eot_iter, images=m,
                        seconds=round(time.time() - t0, 1),
                        method="PGD through the whole defense: exact gradients through ISM, detector (soft gate: "
                               "p * clf(final) + (1 - p) * clf(x)) and classifier; BPDA (identity) through "
@@ -301,13 +300,12 @@ class Evaluation:
             return
         cfg, eps, t0 = self.cfg, 8 / 255, time.time()
         idx = self.adaptive_idx[:cfg.sanity_images]
-        eot = cfg.eot_iter if self.d.config.final_input != "purified" else 1
         runs = {
-            f"adaptive PGD-{cfg.steps}": make_adaptive_attack(self.d, eps, steps=cfg.steps, eot_iter=eot, seed=cfg.seed),
+            f"adaptive PGD-{cfg.steps}": make_adaptive_attack(self.d, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed),
             f"adaptive PGD-{cfg.sanity_steps}": make_adaptive_attack(self.d, eps, steps=cfg.sanity_steps,
-                                                                     eot_iter=eot, seed=cfg.seed),
+                                                                     eot_iter=cfg.eot_iter, seed=cfg.seed),
             f"adaptive PGD-{cfg.sanity_steps}, eps = 1 (unbounded)": make_adaptive_attack(
-                self.d, 1.0, steps=cfg.sanity_steps, eot_iter=eot, alpha=0.05, seed=cfg.seed),
+                self.d, 1.0, steps=cfg.sanity_steps, eot_iter=cfg.eot_iter, alpha=0.05, seed=cfg.seed),
             f"Square, {cfg.square_queries} queries (black-box)": make_attack(
                 "square", self.d, eps, steps=max(1, cfg.square_queries // 100), seed=cfg.seed),
         }

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 
 from ism.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, MagNetConfig, Purified
 from ism.ablation import base_classifier_folder
-from ism.classifier import Classifier
 
-from .advpool import build_pool
+from .advpool import build_pool, load_classifier
 from .common import Run, accuracy
 from .ism import pairs
 
@@ -37,7 +36,7 @@ class BaselineTrainConfig:
 def train_baselines(run: Run, tc: BaselineTrainConfig | None = None) -> None:
     tc = tc or BaselineTrainConfig()
     folder = base_classifier_folder(run.out.parent)
-    clf = Classifier.from_pretrained(str(folder)).to(run.device).eval().requires_grad_(False)
+    clf = load_classifier(run.out.parent, run.device)
     c = clf.config
     root = run.out.parent / "baselines"
 

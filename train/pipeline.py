@@ -95,8 +95,7 @@ def measure_gate(run: Run, d, sub, pool, adaptive_images: int) -> dict:
     j = torch.arange(min(adaptive_images, len(sub)))
     x, y = run.to(sub.float(j)), sub.labels[j].to(run.device)
     torch.manual_seed(run.cfg.seed)
-    eot = 1 if d.config.final_input == "purified" else 2
-    xa = make_adaptive_attack(d, 8 / 255, steps=10, eot_iter=eot, seed=run.cfg.seed)(x.contiguous(), y)
+    xa = make_adaptive_attack(d, 8 / 255, steps=10, seed=run.cfg.seed)(x.contiguous(), y)
     with torch.no_grad():
         c["adaptive PGD-10 8/255"] = (d.predict(xa).argmax(1) == y).sum().item() / len(j)
     out = {k: round(v / len(sub), 4) if k != "adaptive PGD-10 8/255" else round(v, 4) for k, v in c.items()}

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import nn
 
 from ism.ablation import base_classifier_folder
+from ism.attacks import make_attack
 from ism.classifier import Classifier
 from ism.data import augment
 from ism.ism_net import ISMNetwork
@@ -45,7 +45,7 @@ class RobustTrainConfig:
 
 
 def robust_accuracy(run: Run, model: nn.Module, split, eps: float, steps: int = 10) -> float:
-    atk = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+    atk = make_attack("pgd", model, eps, steps=steps)
 
     def adv(x, y):
         with torch.enable_grad():
@@ -72,8 +72,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
         weight_decay=tc.weight_decay, state=state)
     if state:
         torch.set_rng_state(state["rng"])
-    atk = torchattacks.PGD(composite, eps=tc.eps, alpha=2.5 * tc.eps / tc.steps, steps=tc.steps,
-                           random_start=True)
+    atk = make_attack("pgd", composite, tc.eps, steps=tc.steps)
     val = run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // tc.val_images)))
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, "robust")
     for step, epoch, (x, y), epoch_end, bar in batches:
