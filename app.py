@@ -17,6 +17,7 @@ from ism.curves import adaptive_summary, curves_from_results, load_results, meas
 from ism.demo import MAX_EPS, THREATS
 from ism.diagram import pipeline_figure
 from ism.report import curves_note
+from ism.serve import ServeConfig
 from ism.ui import DemoHandler, UserError, detection_text, how_text, threat_help, timings_text, top3_text
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
@@ -28,8 +29,9 @@ def _same(a, b) -> bool:
     return a is b or (isinstance(a, (str, dict, type(None))) and a == b)
 
 
-def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks:
-    handler = DemoHandler(defense)
+def build_demo(defense, results_path: str = "results/cifar10.json", serve: ServeConfig | None = None) -> gr.Blocks:
+    serve = serve or ServeConfig()
+    handler = DemoHandler(defense, max_seconds=serve.max_seconds)
     example_items = [(e.path, e.name) for e in handler.examples]
 
     def defend(file, attack, eps, steps, threat, restarts, iterations, seed):
@@ -130,7 +132,9 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
                         restarts = gr.Slider(1, 8, value=defense.config.regen_restarts, step=1, label="regeneration restarts")
                         iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1, label="regeneration iterations")
                         seed = gr.Number(value=0, precision=0, label="seed")
-                    run = gr.Button("Run", variant="primary")
+                    with gr.Row():
+                        run = gr.Button("Run", variant="primary")
+                        stop = gr.Button("Stop", variant="stop")
             verdict = gr.Markdown("*Pick an example and press Run.*", elem_id="verdict")
             with gr.Row(equal_height=True):
                 with gr.Column(min_width=120):
@@ -188,23 +192,26 @@ def build_demo(defense, results_path: str = "results/cifar10.json") -> gr.Blocks
         gallery.select(pick_example, None, file, api_name=False)
         file.change(preview, file, [seen, prep_note], api_name=False)
         eps.change(eps_units, eps, eps_note, api_name=False, show_progress="hidden")
-        run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed], outputs,
-                  api_name="defend", concurrency_limit=2)
+        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed], outputs,
+                            api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
+        stop.click(None, None, None, cancels=[running], api_name=False)
         c_attack.change(saved_curves, c_attack, [c_plot, c_note], api_name=False)
         demo.load(saved_curves, c_attack, [c_plot, c_note], api_name=False)
-        c_run.click(live_curves, [c_attack, c_n], c_live, api_name="curves", concurrency_limit=1)
+        c_run.click(live_curves, [c_attack, c_n], c_live, api_name="curves", concurrency_limit=serve.curves_concurrency)
+    demo.handler = handler  # for tests and benchmarks: handler.active counts runs in progress
     return demo
 
 
 def main() -> None:
     source = os.environ.get("ISM_WEIGHTS", "weights/cifar10")
     revision = os.environ.get("ISM_REVISION") or None
-    torch.set_num_threads(int(os.environ.get("ISM_THREADS", "2")))
+    serve = ServeConfig.from_env()
+    torch.set_num_threads(serve.threads)
     defense = load_defense(source, revision=revision)
     print(f"ism-defense: loaded {source}" + (f"@{revision}" if revision else "") +
-          f" ({len(defense.classes)} classes, final input: {defense.config.final_input})")
-    demo = build_demo(defense)
-    demo.queue(default_concurrency_limit=2, max_size=64)
+          f" ({len(defense.classes)} classes, final input: {defense.config.final_input}); {serve}")
+    demo = build_demo(defense, serve=serve)
+    demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False)
 
 

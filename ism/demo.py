@@ -36,6 +36,7 @@ class DemoRequest:
     restarts: int = 4
     iterations: int = 30
     seed: int = 0
+    max_seconds: float | None = None   # stop regenerating after this long (the app's per-request cap)
 
     def validate(self) -> "DemoRequest":
         if self.attack not in ATTACKS:
@@ -51,6 +52,8 @@ class DemoRequest:
         if int(self.restarts) * max(1, int(self.iterations)) > MAX_REGEN_BUDGET:
             raise ValueError(f"restarts x iterations is capped at {MAX_REGEN_BUDGET} per request "
                              f"(asked {int(self.restarts)} x {int(self.iterations)})")
+        if self.max_seconds is not None and not float(self.max_seconds) > 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
         return replace(self, eps=float(self.eps), steps=int(self.steps), restarts=int(self.restarts),
                        iterations=int(self.iterations), seed=int(self.seed))
 
@@ -112,7 +115,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     if len(x) != 1:
         raise ValueError("run_demo takes exactly one image")
     s = DemoState()
-    t = time.perf_counter()
+    t = t_start = time.perf_counter()
     s.original = _stage(defense, x, t, "the input")
     y = torch.tensor([label if label is not None else int(defense.classifier(x).argmax(1))])
     yield s
@@ -161,6 +164,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         s.regeneration.append(Stage(to_display(step.image), top3(defense, step.image), time.perf_counter() - t,
                                     f"iteration {step.step}: MSE {float(step.error):.5f}"))
         yield s
+        if req.max_seconds is not None and time.perf_counter() - t_start > req.max_seconds and not step.done:
+            s.warnings.append(f"Regeneration stopped after iteration {step.step}: this server caps a run at "
+                              f"{req.max_seconds:g} s so every visitor gets a turn.")
+            break
     s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
                       "averages over them (EOT); compare the two threat models.")
     s.warnings.append("The defense optimises at inference (regeneration loop): its gradient is not "

@@ -3,6 +3,10 @@
 Writes ``results/<dataset>.json``, ``results/<dataset>.md`` and the plots
 ``results/<dataset>-{fgsm,pgd,roc}.png``; resumable (partial results in ``.cache/eval``), seeded.
 Sanity-check failures are printed as warnings and written into the results.
+
+Runs unchanged under ``torchrun --nproc_per_node N python -m ism.evaluate ...``: each process
+evaluates a share of every section's batches (gloo on CPU, nccl with one GPU per process) and
+process 0 writes the merged results, identical to a single-process run.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .ablation import base_classifier_folder
 from .baselines import DDSA, MagNet, MagNetAutoencoder, Purified
 from .classifier import Classifier
@@ -53,6 +58,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto (cuda:<LOCAL_RANK> if available, else cpu), cpu, cuda")
     p.add_argument("--adaptive-eps", default=None,
                    help="comma-separated epsilons for the adaptive attacks, e.g. 4/255,8/255 (default: 4/255, 8/255, "
                         "16/255, 0.2, 0.3, 0.4)")
@@ -65,8 +71,9 @@ def main(argv=None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     command = "python -m ism.evaluate " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    device = distributed.init(a.device)
     root = resolve_weights(a.weights or f"weights/{a.dataset}", None)
-    d = load_defense(root)
+    d = load_defense(root, device=device)
     test = load_split(a.data or DATA[a.dataset], "test")
     idx = spread(len(test), a.limit, a.seed)
     cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None)
@@ -76,12 +83,18 @@ def main(argv=None) -> dict:
         cfg.latent_images, cfg.ablation_images, cfg.ablation_regen_images = 4, 6, 2
         cfg.sanity_images, cfg.regen_images = 4, 4
         cfg.latent_steps, cfg.square_queries, cfg.sanity_steps = 5, 100, 5
-    state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}-v2.json"
-    if a.fresh and state.exists():
+    state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}-v3.json"
+    if a.fresh and state.exists() and distributed.is_main():
         state.unlink()
+    distributed.barrier()
     t0 = time.time()
-    res = evaluate(d, test.images[idx], test.labels[idx], cfg, state, weights_root=root, **load_baselines(root, "cpu"))
+    res = evaluate(d, test.images[idx], test.labels[idx], cfg, state, weights_root=root,
+                   **load_baselines(root, device))
     res["command"], res["wall_seconds_this_run"] = command, round(time.time() - t0, 1)
+    res["processes"], res["device"] = distributed.world(), str(device.type)
+    if not distributed.is_main():
+        distributed.shutdown()
+        return res
     res["data"] = "CIFAR-10 (JPEG copy)" if a.dataset == "cifar10" else a.dataset
     res["sanity_checks"] = sanity_checks(res)
     out = Path(a.out)
@@ -93,6 +106,7 @@ def main(argv=None) -> dict:
     print((out / f"{stem}.md").read_text())
     for w in warnings_text(res["sanity_checks"]):
         print(w, file=sys.stderr)
+    distributed.shutdown()
     return res
 
 

@@ -17,6 +17,10 @@ Sections (each resumable: finished ones are kept in a JSON state file and skippe
 - ``regeneration`` PSNR and accuracy of regenerated clean images.
 
 All attacks run in float32 (no autocast), so the gradients the attacker sees are exact.
+
+Every section runs batch by batch through ``Evaluation.tally``: the random state of each batch is
+seeded from its index, and under ``torchrun`` each process takes every N-th batch and the results
+are merged in batch order, so one process and N processes give the same numbers.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .ablation import Stage, ablation_stages, variant
 from .adaptive import make_adaptive_attack
 from .attacks import make_attack
@@ -84,31 +89,55 @@ class Evaluation:
         self.magnet, self.ddsa, self.root = magnet, ddsa, weights_root
         self.dev = next(defense.parameters()).device
         self.state_file = Path(state_file) if state_file else None
-        self.res = json.loads(self.state_file.read_text()) if self.state_file and self.state_file.exists() else {}
+        res = None
+        if distributed.is_main():
+            res = json.loads(self.state_file.read_text()) if self.state_file and self.state_file.exists() else {}
+        self.res = distributed.broadcast(res)   # every process resumes from the same state
         self.n = len(labels)
         self.adaptive_idx = spread(self.n, cfg.adaptive_images, cfg.seed)
 
     # --- helpers ---------------------------------------------------------------------------
     def save(self) -> None:
-        if self.state_file:
+        if self.state_file and distributed.is_main():
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            self.state_file.write_text(json.dumps(self.res))
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.res))
+            tmp.replace(self.state_file)
 
-    def batches(self, idx: torch.Tensor | None = None, desc: str = ""):
+    def tally(self, idx: torch.Tensor | None, desc: str, fn) -> dict:
+        """Apply ``fn(x, y) -> {name: number or 1-D tensor}`` to every batch of ``idx`` (all images if
+        None) and merge: numbers are summed, tensors concatenated, in batch order.
+
+        Batch ``b`` runs with the random state seeded from ``(seed, b)``. Under torchrun this
+        process computes batches ``rank, rank + world, ...`` and the parts are gathered, so the
+        merged result is the one a single process gets.
+        """
         idx = torch.arange(self.n) if idx is None else idx
-        bs = self.cfg.batch_size
-        for i in tqdm(range(0, len(idx), bs), desc=desc, mininterval=5, leave=False):
-            j = idx[i:i + bs]
-            yield self.images[j].to(self.dev).float() / 255, self.labels[j].to(self.dev)
+        bs, world, rank = self.cfg.batch_size, distributed.world(), distributed.rank()
+        starts = list(range(0, len(idx), bs))
+        mine = {}
+        for b in tqdm(range(rank, len(starts), world), desc=desc, mininterval=5, leave=False,
+                      disable=not distributed.is_main()):
+            j = idx[starts[b]:starts[b] + bs]
+            torch.manual_seed(self.cfg.seed * 1_000_003 + b)
+            out = fn(self.images[j].to(self.dev).float() / 255, self.labels[j].to(self.dev))
+            mine[b] = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+        parts = {}
+        for p in distributed.gather(mine):
+            parts.update(p)
+        merged: dict = {}
+        for b in sorted(parts):
+            for k, v in parts[b].items():
+                if isinstance(v, torch.Tensor):
+                    merged.setdefault(k, []).append(v)
+                else:
+                    merged[k] = merged.get(k, 0) + v
+        return {k: torch.cat(v) if isinstance(v, list) else v for k, v in merged.items()}
 
     @staticmethod
     def correct(model, x, y) -> int:
         with torch.no_grad():
             return (model(x).argmax(1) == y).sum().item()
-
-    def seeded(self, attack):
-        torch.manual_seed(self.cfg.seed)
-        return attack
 
     # --- sections --------------------------------------------------------------------------
     def run(self) -> dict:
@@ -121,30 +150,28 @@ class Evaluation:
     def clean(self) -> None:
         if "clean" in self.res:
             return
-        t0, c, probs = time.time(), dict.fromkeys(("classifier", "pipeline", "base_classifier", "magnet",
-                                                   "magnet_rejected", "ddsa", "flagged"), 0), []
-        for x, y in self.batches(desc="clean"):
-            c["classifier"] += self.correct(self.d.classifier, x, y)
-            c["base_classifier"] += self.correct(self.base, x, y)
+        t0 = time.time()
+
+        def batch(x, y):
+            c = {"classifier": self.correct(self.d.classifier, x, y), "base_classifier": self.correct(self.base, x, y)}
             with torch.no_grad():
                 logits, det, _ = self.d.predict_all(x)
-                c["pipeline"] += (logits.argmax(1) == y).sum().item()
+                c["pipeline"] = (logits.argmax(1) == y).sum().item()
                 if self.magnet is not None:
                     lm, sm = self.magnet.outputs(x)
-                    c["magnet"] += (lm.argmax(1) == y).sum().item()
-                    c["magnet_rejected"] += self.magnet.rejected(x, sm).sum().item()
+                    c["magnet"] = (lm.argmax(1) == y).sum().item()
+                    c["magnet_rejected"] = self.magnet.rejected(x, sm).sum().item()
                 if self.ddsa is not None:
-                    c["ddsa"] += self.correct(self.ddsa, x, y)
-            c["flagged"] += det.attacked.sum().item()
-            probs.append(det.probability.cpu())
+                    c["ddsa"] = self.correct(self.ddsa, x, y)
+            c["flagged"], c["probs"] = det.attacked.sum().item(), det.probability.float()
+            return c
+
+        c = self.tally(None, "clean", batch)
+        probs = c.pop("probs")
         r = {k: v / self.n for k, v in c.items()}
         r["false_positive_rate"] = r.pop("flagged")
-        if self.magnet is None:
-            r.pop("magnet"), r.pop("magnet_rejected")
-        if self.ddsa is None:
-            r.pop("ddsa")
         self.res["clean"] = {"images": self.n, **r, "seconds": round(time.time() - t0, 1)}
-        self.res["_clean_probs"] = torch.cat(probs).tolist()
+        self.res["_clean_probs"] = probs.tolist()
         self.save()
 
     def _clean_probs(self, idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,38 +185,32 @@ class Evaluation:
                 k = key(attack, eps)
                 if k in self.res.get("graybox", {}):
                     continue
-                t0, probs = time.time(), []
-                cnt = dict.fromkeys(("no_defense", "defense", "ism_only", "detected", "base_no_defense",
-                                     "magnet", "magnet_rejected", "magnet_defended", "ddsa"), 0)
-                atk = self.seeded(make_attack(attack, self.d.classifier, eps, steps=cfg.steps, seed=cfg.seed))
+                t0 = time.time()
+                atk = make_attack(attack, self.d.classifier, eps, steps=cfg.steps, seed=cfg.seed)
                 atk_base = atk if shared else make_attack(attack, self.base, eps, steps=cfg.steps, seed=cfg.seed)
-                for x, y in self.batches(desc=k):
+
+                def batch(x, y):
                     xa = atk(x, y)
                     xb = xa if shared else atk_base(x, y)
-                    cnt["no_defense"] += self.correct(self.d.classifier, xa, y)
-                    cnt["base_no_defense"] += self.correct(self.base, xb, y)
+                    c = {"no_defense": self.correct(self.d.classifier, xa, y),
+                         "base_no_defense": self.correct(self.base, xb, y)}
                     with torch.no_grad():
                         logits, det, purified = self.d.predict_all(xa)
-                        cnt["defense"] += (logits.argmax(1) == y).sum().item()
-                        cnt["ism_only"] += self.correct(self.d.classifier, purified, y)
+                        c["defense"] = (logits.argmax(1) == y).sum().item()
+                        c["ism_only"] = self.correct(self.d.classifier, purified, y)
                         if self.magnet is not None:
                             lm, sm = self.magnet.outputs(xb)
-                            ok = lm.argmax(1) == y
-                            rej = self.magnet.rejected(xb, sm)
-                            cnt["magnet"] += ok.sum().item()
-                            cnt["magnet_rejected"] += rej.sum().item()
-                            cnt["magnet_defended"] += (ok | rej).sum().item()
+                            ok, rej = lm.argmax(1) == y, self.magnet.rejected(xb, sm)
+                            c.update(magnet=ok.sum().item(), magnet_rejected=rej.sum().item(),
+                                     magnet_defended=(ok | rej).sum().item())
                         if self.ddsa is not None:
-                            cnt["ddsa"] += self.correct(self.ddsa, xb, y)
-                    cnt["detected"] += det.attacked.sum().item()
-                    probs.append(det.probability.cpu())
+                            c["ddsa"] = self.correct(self.ddsa, xb, y)
+                    c["detected"], c["probs"] = det.attacked.sum().item(), det.probability.float()
+                    return c
+
+                cnt = self.tally(None, k, batch)
+                p = cnt.pop("probs")
                 row = {m: v / self.n for m, v in cnt.items()}
-                if self.magnet is None:
-                    for m in ("magnet", "magnet_rejected", "magnet_defended"):
-                        row.pop(m)
-                if self.ddsa is None:
-                    row.pop("ddsa")
-                p = torch.cat(probs)
                 row["detector_auroc"] = auroc(self._clean_probs(), p)
                 row["roc"] = roc_points(self._clean_probs(), p)
                 row.update(attack=attack, eps=eps, steps=cfg.steps if attack != "fgsm" else 1,
@@ -209,35 +230,35 @@ class Evaluation:
             k = key("pgd", eps)
             if k in self.res.get("adaptive", {}):
                 continue
-            t0, cnt, probs = time.time(), dict.fromkeys(("detected", "magnet_rejected", "magnet_defended"), 0), []
-            attacks = {name: self.seeded(make_adaptive_attack(m, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
-                                         if name == "defense" else make_attack("pgd", m, eps, steps=cfg.steps))
+            t0 = time.time()
+            attacks = {name: make_adaptive_attack(m, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
+                       if name == "defense" else make_attack("pgd", m, eps, steps=cfg.steps)
                        for name, m in targets.items()}
-            for name in targets:
-                cnt[name] = 0
-            for x, y in self.batches(idx, desc=f"adaptive {k}"):
+
+            def batch(x, y):
+                c = {}
                 for name, m in targets.items():
                     xa = attacks[name](x, y)
                     with torch.no_grad():
                         if name == "defense":
                             logits, det, _ = self.d.predict_all(xa)
-                            cnt["detected"] += det.attacked.sum().item()
-                            probs.append(det.probability.cpu())
+                            c["detected"], c["probs"] = det.attacked.sum().item(), det.probability.float()
                         elif name == "magnet":
                             logits, sm = m.outputs(xa)
                         else:
                             logits = m(xa)
                         ok = logits.argmax(1) == y
-                        cnt[name] += ok.sum().item()
+                        c[name] = ok.sum().item()
                         if name == "magnet":
                             rej = m.rejected(xa, sm)
-                            cnt["magnet_rejected"] += rej.sum().item()
-                            cnt["magnet_defended"] += (ok | rej).sum().item()
+                            c["magnet_rejected"], c["magnet_defended"] = rej.sum().item(), (ok | rej).sum().item()
+                return c
+
+            cnt = self.tally(idx, f"adaptive {k}", batch)
+            probs = cnt.pop("probs")
             m = len(idx)
             row = {name: v / m for name, v in cnt.items()}
-            if self.magnet is None:
-                row.pop("magnet_rejected"), row.pop("magnet_defended")
-            row["detector_auroc"] = auroc(self._clean_probs(idx), torch.cat(probs))
+            row["detector_auroc"] = auroc(self._clean_probs(idx), probs)
             row.update(attack="pgd", eps=eps, steps=cfg.steps, eot_iter=attacks["defense"].eot_iter, images=m,
                        seconds=round(time.time() - t0, 1),
                        method="PGD through the whole defense: exact gradients through ISM, detector (soft gate: "
@@ -256,13 +277,14 @@ class Evaluation:
             k = key("latent", eps)
             if k in self.res.get("latent", {}) or not cfg.latent_images:
                 continue
-            t0, c = time.time(), dict.fromkeys(("on_manifold_success", "defense", "regenerated_pipeline"), 0)
-            torch.manual_seed(cfg.seed)
-            for x, y in self.batches(idx, desc=f"latent {k}"):
+            t0 = time.time()
+
+            def batch(x, y):
                 xa, success = latent_attack(self.d, x, y, eps, LatentAttackConfig(steps=cfg.latent_steps))
-                c["on_manifold_success"] += success.sum().item()
-                c["defense"] += self.correct(self.d.predict, xa, y)
-                c["regenerated_pipeline"] += self.correct(regen.predict, xa, y)
+                return {"on_manifold_success": success.sum().item(), "defense": self.correct(self.d.predict, xa, y),
+                        "regenerated_pipeline": self.correct(regen.predict, xa, y)}
+
+            c = self.tally(idx, f"latent {k}", batch)
             self.res.setdefault("latent", {})[k] = {
                 **{n: v / len(idx) for n, v in c.items()}, "eps": eps, "images": len(idx),
                 "seconds": round(time.time() - t0, 1)}
@@ -278,16 +300,14 @@ class Evaluation:
         for s in stages:
             t0 = time.time()
             row = {"stage": s.name, "deployed": s.deployed, "images": len(idx)}
-            gray = self.seeded(make_attack("pgd", s.classifier, eps, steps=cfg.steps))
-            c = dict.fromkeys(("clean", "graybox_pgd10_8/255"), 0)
-            for x, y in self.batches(idx, desc=f"ablation {s.name}"):
-                c["clean"] += self.correct(_predict(s), x, y)
-                c["graybox_pgd10_8/255"] += self.correct(_predict(s), gray(x, y), y)
+            gray = make_attack("pgd", s.classifier, eps, steps=cfg.steps)
+            c = self.tally(idx, f"ablation {s.name}", lambda x, y: {
+                "clean": self.correct(_predict(s), x, y), "graybox_pgd10_8/255": self.correct(_predict(s), gray(x, y), y)})
             row.update({n: v / len(idx) for n, v in c.items()})
             aidx = idx[:cfg.ablation_regen_images] if s.randomised else idx
-            adv = self.seeded(make_adaptive_attack(s.model, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
-                              if isinstance(s.model, Defense) else make_attack("pgd", s.model, eps, steps=cfg.steps))
-            ok = sum(self.correct(_predict(s), adv(x, y), y) for x, y in self.batches(aidx, desc="adaptive"))
+            adv = (make_adaptive_attack(s.model, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
+                   if isinstance(s.model, Defense) else make_attack("pgd", s.model, eps, steps=cfg.steps))
+            ok = self.tally(aidx, "adaptive", lambda x, y: {"ok": self.correct(_predict(s), adv(x, y), y)})["ok"]
             row.update({"adaptive_pgd10_8/255": ok / len(aidx), "adaptive_images": len(aidx),
                         "seconds": round(time.time() - t0, 1)})
             rows.append(row)
@@ -311,8 +331,7 @@ class Evaluation:
         }
         out = {}
         for name, atk in runs.items():
-            torch.manual_seed(cfg.seed)
-            ok = sum(self.correct(self.d.predict, atk(x, y), y) for x, y in self.batches(idx, desc=name))
+            ok = self.tally(idx, name, lambda x, y: {"ok": self.correct(self.d.predict, atk(x, y), y)})["ok"]
             out[name] = ok / len(idx)
         self.res["sanity"] = {"images": len(idx), "eps": eps, "accuracy": out, "seconds": round(time.time() - t0, 1)}
         self.save()
@@ -321,19 +340,20 @@ class Evaluation:
         if "regeneration" in self.res or not self.cfg.regen_images:
             return
         t0, idx = time.time(), torch.arange(min(self.cfg.regen_images, self.n))
-        ps_x, ps_pur, correct, steps_used = 0.0, 0.0, 0, 0
-        for x, y in self.batches(idx, desc="regenerate"):
+
+        def batch(x, y):
             *_, last = self.d.regenerate_steps(x)
             with torch.no_grad():
                 pur = self.d.purify(x)
-            correct += self.correct(self.d.classifier, last.image, y)
-            ps_x += psnr(last.image, x).sum().item()
-            ps_pur += psnr(last.image, pur).sum().item()
-            steps_used += last.step * len(x)
+            return {"correct": self.correct(self.d.classifier, last.image, y),
+                    "psnr_x": psnr(last.image, x).sum().item(), "psnr_pur": psnr(last.image, pur).sum().item(),
+                    "steps": last.step * len(x)}
+
+        t = self.tally(idx, "regenerate", batch)
         m, c = len(idx), self.d.config
         self.res["regeneration"] = {"images": m, "steps": c.regen_steps, "restarts": c.regen_restarts,
-                                    "psnr_vs_input_db": ps_x / m, "psnr_vs_purified_db": ps_pur / m,
-                                    "classifier_accuracy": correct / m, "mean_steps_used": steps_used / m,
+                                    "psnr_vs_input_db": t["psnr_x"] / m, "psnr_vs_purified_db": t["psnr_pur"] / m,
+                                    "classifier_accuracy": t["correct"] / m, "mean_steps_used": t["steps"] / m,
                                     "seconds": round(time.time() - t0, 1)}
         self.save()
 

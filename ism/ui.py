@@ -5,6 +5,7 @@ with gr.Error), so a visitor sees a sentence, never a stack trace, and the serve
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from .defense import Defense
 from .demo import THREATS, DemoRequest, DemoState, run_demo
 from .images import ImageInputError, prepare_image
+from .serve import ActiveRuns
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -47,8 +49,9 @@ def _digest(path: str) -> str:
 class DemoHandler:
     """Holds the loaded defense; one instance serves every visitor (no per-visitor state)."""
 
-    def __init__(self, defense: Defense, dataset: str = "cifar10"):
-        self.defense = defense
+    def __init__(self, defense: Defense, dataset: str = "cifar10", max_seconds: float | None = None):
+        self.defense, self.max_seconds = defense, max_seconds
+        self.active = ActiveRuns()   # runs in progress; a cancelled run leaves it at once
         self.examples = examples(defense, dataset)
         self._labels = {_digest(e.path): e.label for e in self.examples}
 
@@ -72,21 +75,25 @@ class DemoHandler:
 
         Regeneration iterations are streamed at most every ``frame_interval`` seconds (a browser
         update costs more than an iteration); every iteration stays in the final state's frames.
+        Closing the generator (the visitor left or pressed Stop) stops the computation at the next
+        iteration.
         """
         x, note = self.prepare(path)
         try:
             req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
-                              restarts=int(restarts), iterations=int(iterations), seed=int(seed)).validate()
+                              restarts=int(restarts), iterations=int(iterations), seed=int(seed),
+                              max_seconds=self.max_seconds).validate()
         except (TypeError, ValueError) as e:
             raise UserError(str(e)) from e
         label = self.label_of(path)
         last, shown = 0.0, -1
-        for state in run_demo(self.defense, x, label, req):
-            now = time.perf_counter()
-            n = len(state.regeneration)
-            if state.done or n <= 1 or n == shown or now - last >= frame_interval:
-                last, shown = now, n
-                yield state, note, label
+        with self.active, contextlib.closing(run_demo(self.defense, x, label, req)) as states:
+            for state in states:
+                now = time.perf_counter()
+                n = len(state.regeneration)
+                if state.done or n <= 1 or n == shown or now - last >= frame_interval:
+                    last, shown = now, n
+                    yield state, note, label
 
 
 def top3_text(top: dict) -> str:

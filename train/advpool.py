@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 from tqdm import tqdm
 
+from ism import distributed
 from ism.ablation import base_classifier_folder
 from ism.attacks import make_attack
 from ism.classifier import Classifier
@@ -51,8 +52,13 @@ def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: 
     weights = (folder or base_classifier_folder(run.out.parent)) / "model.safetensors"
     key = hashlib.sha1(weights.read_bytes()).hexdigest()[:10]
     cache = Path(run.cfg.ckpt_dir) / "pool" / f"{run.cfg.dataset}-{tag}-{len(split)}-{run.cfg.seed}-{key}.safetensors"
+    if not distributed.is_main():          # under torchrun, process 0 crafts the pool, the rest read it
+        distributed.barrier()
+        t = safetensors.torch.load_file(str(cache))
+        return Pool(t["adv"], t["level"], t["attack"])
     if cache.exists():
         t = safetensors.torch.load_file(str(cache))
+        distributed.barrier()
         return Pool(t["adv"], t["level"], t["attack"])
     g = torch.Generator().manual_seed(run.cfg.seed + 17)
     n = len(split)
@@ -60,7 +66,7 @@ def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: 
     attack = torch.randint(0, len(ATTACKS), (n,), generator=g)
     adv = torch.empty(split.images.shape, dtype=torch.float16)
     groups = [(a, lv) for a in range(len(ATTACKS)) for lv in range(1, len(LEVELS) + 1)]
-    bar = tqdm(total=n, desc=f"{run.name}:pool-{tag}", mininterval=5)
+    bar = tqdm(total=n, desc=f"{run.name}:pool-{tag}", mininterval=5, disable=not run.main)
     for a, lv in groups:
         idx = ((attack == a) & (level == lv)).nonzero().flatten()
         atk = make_attack(ATTACKS[a], classifier, LEVELS[lv - 1], steps=10)
@@ -73,5 +79,8 @@ def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: 
             bar.update(len(j))
     bar.close()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.torch.save_file({"adv": adv, "level": level, "attack": attack}, str(cache))
+    tmp = cache.with_suffix(".tmp")
+    safetensors.torch.save_file({"adv": adv, "level": level, "attack": attack}, str(tmp))
+    tmp.replace(cache)
+    distributed.barrier()
     return Pool(adv, level, attack)

@@ -22,7 +22,7 @@ from ism.ablation import base_classifier_folder
 
 from .advpool import build_pool, load_classifier
 from .common import Run, accuracy
-from .ism import pairs
+from .ism import encode_decode, pairs
 
 
 @dataclass
@@ -63,6 +63,10 @@ def train_baselines(run: Run, tc: BaselineTrainConfig | None = None) -> None:
                     f"adversarial images (against the classifier in `{folder.name}`) to output the clean image."))
 
 
+def _reconstruct(model, x):
+    return model(x), None
+
+
 def _fit(run: Run, model, tc: BaselineTrainConfig, epochs: float, stage: str, make_input, pool=None) -> None:
     """MSE(model(input), clean) (+ DDSA's sparsity) over ``epochs``; input = make_input(x, x')."""
     run.ckpt = run.ckpt.with_name(f"baselines-{stage}.pt")
@@ -72,16 +76,16 @@ def _fit(run: Run, model, tc: BaselineTrainConfig, epochs: float, stage: str, ma
         epoch_iter = lambda seed: ((x, None, y, None) for x, y in run.batches(run.train, True, tc.batch_size, seed))  # noqa: E731
     else:
         epoch_iter = lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed)  # noqa: E731
+    net = run.parallel(model, encode_decode if isinstance(model, DDSA) else _reconstruct)
     for step, epoch, (x, xa, _, _), epoch_end, bar in run.loop(epoch_iter, steps_per_epoch, total, start, stage):
         inp = make_input(x, xa)
         tgt = x.repeat(len(inp) // len(x), 1, 1, 1)
         model.train()
         with run.autocast():
+            out, code = net(inp)
+            loss = F.mse_loss(out.float(), tgt)
             if isinstance(model, DDSA):
-                code = model.encoder(inp)
-                loss = F.mse_loss(model.decoder(code).float(), tgt) + model.config.sparsity_weight * model.sparsity(code)
-            else:
-                loss = F.mse_loss(model(inp).float(), tgt)
+                loss = loss + model.config.sparsity_weight * model.sparsity(code)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()

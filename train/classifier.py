@@ -57,6 +57,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
         torch.set_rng_state(resume["rng"])
     T = tc.temperature
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, stage)
+    net = run.parallel(model)
     for step, epoch, (x, y), epoch_end, bar in batches:
         x = augment(x)
         model.train()
@@ -68,7 +69,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
             if k:
                 x = torch.cat([fgsm_rs(model, x[:k], y[:k], tc.adv_eps, tc.adv_step, run), x[k:]])
         with run.autocast():
-            logits = model(x).float()
+            logits = net(x).float()
         if soft is None:
             loss = F.cross_entropy(logits / T, y)
         else:

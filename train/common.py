@@ -1,4 +1,10 @@
-"""What every trainer shares: run config, device and bf16 autocast, batching, checkpoints, cards."""
+"""What every trainer shares: run config, device and bf16 autocast, batching, checkpoints, cards.
+
+Under ``torchrun --nproc_per_node N python -m train ...`` a run is data-parallel: every process
+holds the model, wrapped in DistributedDataParallel by ``Run.parallel`` (gloo on CPU, nccl with one
+GPU per process), and takes its 1/N share of each training batch, so the global batch size and
+the schedule stay those of a single process. Process 0 alone writes checkpoints, logs and weights.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from ism import distributed
 from ism.data import Split, load_split, train_val_split
 
 
@@ -47,8 +55,8 @@ class Run:
         self.command = command or command_line()  # recorded in the model card
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if cfg.device == "auto" else cfg.device))
+        self.device = distributed.init(cfg.device)
+        self.main = distributed.is_main()
         seed_all(cfg.seed)
         full = load_split(cfg.data, "train", download=cfg.download)
         self.test = load_split(cfg.data, "test", download=cfg.download)
@@ -80,8 +88,18 @@ class Run:
         n = len(split)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         for i in range(0, n, bs):
-            j = idx[i:i + bs]
+            j = self.shard(idx[i:i + bs]) if shuffle else idx[i:i + bs]
             yield self.to(split.float(j)), split.labels[j].to(self.device)
+
+    def shard(self, j: torch.Tensor) -> torch.Tensor:
+        """This process's share of a training batch (all of it with one process)."""
+        return j[distributed.rank()::distributed.world()]
+
+    def parallel(self, model: nn.Module, fn=None) -> nn.Module:
+        """What a training step calls: ``fn(model, *inputs)`` (default ``model(*inputs)``), inside
+        DistributedDataParallel under torchrun. ``fn`` lets a step use parts of a model (encoder,
+        decoder) while DDP still sees one forward whose backward averages gradients."""
+        return distributed.wrap(Forward(model, fn), self.device)
 
     def one_cycle(self, model, lr: float, epochs: float, batch_size: int, pct_start: float = 0.15,
                   weight_decay: float = 1e-4, state: dict | None = None):
@@ -116,9 +134,11 @@ class Run:
 
     def steps(self, total: int, desc: str, start: int = 0):
         return tqdm(range(start, total), initial=start, total=total, desc=f"{self.name}:{desc}",
-                    mininterval=5, dynamic_ncols=True)
+                    mininterval=5, dynamic_ncols=True, disable=not self.main)
 
     def save_ckpt(self, **state) -> None:
+        if not self.main:
+            return
         self.ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -145,20 +165,55 @@ class Run:
         from ism.hub import write_card
 
         folder = folder or self.out
-        folder.mkdir(parents=True, exist_ok=True)
-        model = model.cpu().to(memory_format=torch.contiguous_format)
-        model.save_pretrained(folder, config=model.config)
-        write_card(folder, title=f"{title} ({self.cfg.dataset})", summary=summary, command=self.command,
-                   data=self.data_note() + data, metrics=metrics,
-                   extra="## Training config\n```json\n" + json.dumps(asdict(train_config), indent=2) + "\n```\n\n"
-                         f"Trained in {self.elapsed()}.")
+        check_replicas(model)
+        if self.main:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = model.cpu().to(memory_format=torch.contiguous_format)
+            saved.save_pretrained(folder, config=saved.config)
+            write_card(folder, title=f"{title} ({self.cfg.dataset})", summary=summary, command=self.command,
+                       data=self.data_note() + data, metrics=metrics,
+                       extra="## Training config\n```json\n" + json.dumps(asdict(train_config), indent=2) +
+                             "\n```\n\n" + f"Trained in {self.elapsed()}" +
+                             (f" by {distributed.world()} processes." if distributed.world() > 1 else "."))
+            model.to(self.device)
+        distributed.barrier()   # the next component (or process) reads these weights
+
+    def on_main(self, fn, *args, **kwargs) -> None:
+        """Run ``fn`` (a file write) in process 0 only; the others wait until it is done."""
+        if self.main:
+            fn(*args, **kwargs)
+        distributed.barrier()
 
     def log(self, **kv) -> None:
+        if not self.main:
+            return
         log = Path(self.cfg.ckpt_dir) / "logs" / f"{self.cfg.dataset}-{self.name}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             f.write(json.dumps({"t": round(time.time() - self.t0, 1), **kv}) + "\n")
         tqdm.write(f"[{self.name}] " + " ".join(f"{k}={v}" for k, v in kv.items()))
+
+
+class Forward(nn.Module):
+    """``fn(model, *inputs)`` as one module (see ``Run.parallel``)."""
+
+    def __init__(self, model: nn.Module, fn=None):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *inputs):
+        return self.fn(self.model, *inputs) if self.fn is not None else self.model(*inputs)
+
+
+def check_replicas(model: nn.Module) -> None:
+    """Under torchrun, fail loudly if the processes' copies of ``model`` have drifted apart."""
+    if distributed.world() == 1:
+        return
+    with torch.no_grad():
+        sig = [round(float(p.detach().double().sum()), 6) for p in model.parameters()]
+    sigs = distributed.gather(sig)
+    if any(s != sigs[0] for s in sigs):
+        raise RuntimeError("the processes' model replicas differ: gradients were not synchronised")
 
 
 def _spread(n: int, k: int, seed: int) -> torch.Tensor:

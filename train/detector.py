@@ -51,6 +51,7 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
         model, tc.lr, run.epochs(tc.epochs), tc.batch_size, state=run.load_ckpt())
     batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed),
                        steps_per_epoch, total, start)
+    net = run.parallel(model)
     for step, epoch, (x, xa, y, j), epoch_end, bar in batches:
         flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1, 1)
         inp = torch.cat([torch.where(flip, x.flip(3), x), torch.where(flip, xa.flip(3), xa)])
@@ -60,7 +61,7 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
         with torch.no_grad(), run.autocast():
             r = (inp - ism(inp).float())
         with run.autocast():
-            a, lv = model(r)
+            a, lv = net(r)
             loss = F.binary_cross_entropy_with_logits(a.float(), target) + tc.level_weight * F.cross_entropy(lv.float(), level)
         opt.zero_grad(set_to_none=True)
         loss.backward()

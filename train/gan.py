@@ -81,27 +81,30 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
     bce = F.binary_cross_entropy_with_logits
     batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed),
                        steps_per_epoch, total, start)
+    G_net, D_net = run.parallel(G), run.parallel(D)
     for step, epoch, (x, xa, _, _), epoch_end, bar in batches:
         n = len(x)
         G.train(); D.train()
         z = G.sample_latent(n)
         with run.autocast():
-            fake = G(z).float()
+            fake = G_net(z).float()
         fake_adv = eq2_adversarial(fake, clf, tc.eq2_eps, tc.eq2_phi, run)
         # discriminator: clean real vs generated, adversarial and Eq. 2 samples
         with run.autocast():
-            d_real = D(x).float()
-            d_fake = D(torch.cat([fake.detach(), xa, fake_adv])).float()
+            d_all = D_net(torch.cat([x, fake.detach(), xa, fake_adv])).float()   # D has no batch norm
+            d_real, d_fake = d_all[:n], d_all[n:]
             loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
         opt_d.zero_grad(set_to_none=True); loss_d.backward(); opt_d.step()
         # generator
         with torch.no_grad(), run.autocast():
             codes = ism.encode(torch.cat([x, xa])).float()
+        D.requires_grad_(False)   # the generator step updates G only (and leaves D's replicas alone)
         with run.autocast():
             d_gen = D(fake).float()
-            rec = G(codes).float()
+            rec = G_net(codes).float()
             loss_g = (tc.adv_weight * bce(d_gen, torch.ones_like(d_gen)) + F.mse_loss(rec, torch.cat([x, x])))
         opt_g.zero_grad(set_to_none=True); loss_g.backward(); opt_g.step()
+        D.requires_grad_(True)
         if step % 50 == 0:
             bar.set_postfix(d=f"{loss_d.item():.3f}", g=f"{loss_g.item():.4f}")
         if epoch_end:

@@ -37,8 +37,14 @@ def pairs(run: Run, split, pool, shuffle: bool, batch_size: int, seed: int = 0):
     n = len(split)
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
     for i in range(0, n, batch_size):
-        j = idx[i:i + batch_size]
+        j = run.shard(idx[i:i + batch_size]) if shuffle else idx[i:i + batch_size]
         yield (run.to(split.float(j)), run.to(pool.adv[j].float()), split.labels[j].to(run.device), j)
+
+
+def encode_decode(model, x):
+    """(reconstruction, code): the training forward of an auto-encoder with a code penalty."""
+    code = model.encode(x) if hasattr(model, "encode") else model.encoder(x)
+    return model.decoder(code), code
 
 
 def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
@@ -51,14 +57,15 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
         model, tc.lr, run.epochs(tc.epochs), tc.batch_size, state=run.load_ckpt())
     batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.batch_size, seed=seed),
                        steps_per_epoch, total, start)
+    net = run.parallel(model, encode_decode)
     for step, epoch, (x, xa, y, _), epoch_end, bar in batches:
         flip = (torch.rand(len(x), device=x.device) < 0.5).view(-1, 1, 1, 1)
         x, xa = torch.where(flip, x.flip(3), x), torch.where(flip, xa.flip(3), xa)
         inp, tgt, yy = torch.cat([x, xa]), torch.cat([x, x]), torch.cat([y, y])
         model.train()
         with run.autocast():
-            code = model.encode(inp)
-            out = model.decoder(code).float()
+            out, code = net(inp)
+            out = out.float()
             loss = F.mse_loss(out, tgt) + tc.code_l1 * code.float().abs().mean()
             if tc.cls_weight:
                 loss = loss + tc.cls_weight * F.cross_entropy(clf(out).float(), yy)

@@ -32,7 +32,7 @@ MARGIN = 0.02   # about two standard errors of an accuracy near 0.3 on 1,000 ima
 def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> DefenseConfig:
     root = run.out.parent
     cfg = DefenseConfig(dataset=run.cfg.dataset, seed=run.cfg.seed)
-    save_defense_config(root, cfg)  # provisional, so load_defense works
+    run.on_main(save_defense_config, root, cfg)  # provisional, so load_defense works
     d = load_defense(root, device=run.device)
     sub = run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // n_val)))
     pool = build_pool(run, d.classifier, sub, "val-sample", folder=root / "classifier")
@@ -77,9 +77,10 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         "chosen": best,
         "gate chosen (adaptive accuracy; within noise, mean of clean, gray-box, adaptive)": cfg.gate,
     }
-    save_defense_config(root, cfg)
+    run.on_main(save_defense_config, root, cfg)
     run.log(chosen=best, **acc)
-    print(json.dumps(asdict(cfg), indent=2))
+    if run.main:
+        print(json.dumps(asdict(cfg), indent=2))
     return cfg
 
 

@@ -62,6 +62,13 @@ def _load(run: Run):
             ism.to(run.device).to(memory_format=torch.channels_last))
 
 
+def _purify_classify(composite, x, n: int):
+    """(ISM output of every input, classifier logits of the first ``n`` purified images)."""
+    ism, clf = composite
+    out = ism(x)
+    return out, clf(out[:n])
+
+
 def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
     tc = tc or RobustTrainConfig()
     clf, ism = _load(run)
@@ -75,14 +82,16 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
     atk = make_attack("pgd", composite, tc.eps, steps=tc.steps)
     val = run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // tc.val_images)))
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, "robust")
+    net = run.parallel(composite, _purify_classify)
     for step, epoch, (x, y), epoch_end, bar in batches:
         x = augment(x)
         with run.autocast():
             x_adv = atk(x, y)          # torchattacks puts the model in eval mode while attacking
         composite.train()
         with run.autocast():
-            out = ism(torch.cat([x_adv, x])).float()
-            ce = F.cross_entropy(clf(out[:len(x)]).float(), y)
+            out, logits = net(torch.cat([x_adv, x]), len(x))
+            out = out.float()
+            ce = F.cross_entropy(logits.float(), y)
             rec = F.mse_loss(out, torch.cat([x, x]))
             loss = ce + tc.recon_weight * rec
         opt.zero_grad(set_to_none=True)
@@ -100,7 +109,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
                           step=step + 1, rng=torch.get_rng_state())
     composite.eval().requires_grad_(False)
     metrics = measure_robust(run, clf, ism, tc)
-    archive(run)
+    run.on_main(archive, run)
     root = run.out.parent
     how = (f"PGD-{tc.steps} adversarial training at eps {tc.eps:.4f} of classifier(ISM(x)), ISM and classifier "
            f"together, with {tc.recon_weight} x the Eq. 3 reconstruction loss")

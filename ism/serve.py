@@ -1,0 +1,58 @@
+"""How the app serves many visitors on a small machine: queue, concurrency, threads, per-request caps.
+
+Every setting comes from an environment variable so a Space or a bigger machine can tune it without
+code changes; the defaults are the ones measured best on a 2-core CPU (``benchmarks/load.py``).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class ServeConfig:
+    concurrency: int = 2          # ISM_CONCURRENCY: demo runs computed at once (one per core)
+    threads: int = 1              # ISM_THREADS: torch intra-op threads; concurrency x threads <= cores
+    queue_size: int = 64          # ISM_QUEUE_SIZE: visitors waiting beyond this get "queue full"
+    max_seconds: float = 60.0     # ISM_MAX_SECONDS: a run stops regenerating after this and reports so
+    curves_concurrency: int = 1   # ISM_CURVES_CONCURRENCY: live robustness-curve measurements at once
+
+    @classmethod
+    def from_env(cls, env=None) -> "ServeConfig":
+        env = os.environ if env is None else env
+        out = {}
+        for f in fields(cls):
+            raw = env.get("ISM_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                value = type(f.default)(raw)
+            except ValueError:
+                raise ValueError(f"ISM_{f.name.upper()}={raw!r} is not a valid {type(f.default).__name__}") from None
+            if value <= 0:
+                raise ValueError(f"ISM_{f.name.upper()} must be positive, got {raw!r}")
+            out[f.name] = value
+        return cls(**out)
+
+
+class ActiveRuns:
+    """Counts demo runs in progress (a run that is cancelled or whose visitor left is closed, and
+    leaves the count), so tests and the load benchmark can see that nothing keeps running."""
+
+    def __init__(self):
+        self._n, self._lock = 0, threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self._n += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._n -= 1
+        return False
+
+    @property
+    def count(self) -> int:
+        return self._n
