@@ -90,10 +90,11 @@ class Defense(nn.Module):
         return float(self.detector.config.threshold)
 
     def _check(self, x, name: str = "x") -> torch.Tensor:
-        dev = next(self.parameters()).device
-        if isinstance(x, torch.Tensor) and x.device != dev:
-            raise ValueError(f"{name} is on {x.device} but the defense is on {dev}; move one of them")
-        return check_images(x, channels=self.classifier.config.in_channels, size=self.image_size, name=name)
+        p = next(self.parameters())
+        if isinstance(x, torch.Tensor) and x.device != p.device:
+            raise ValueError(f"{name} is on {x.device} but the defense is on {p.device}; move one of them")
+        x = check_images(x, channels=self.classifier.config.in_channels, size=self.image_size, name=name)
+        return x.to(p.dtype)   # any float dtype is accepted (float16/bfloat16/float64 -> the weights' dtype)
 
     # --- stages ----------------------------------------------------------------------------
     def purify(self, x: torch.Tensor) -> torch.Tensor:

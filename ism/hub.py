@@ -16,6 +16,7 @@ from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CHECKSUMS_NAME = "checksums.json"   # at a defense's root: sha256 of every component's weights
 
 
 class WeightsError(ValueError):
@@ -39,6 +40,7 @@ class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tag
             raise WeightsError(f"{path / CONFIG_NAME} is missing")
         if not (path / WEIGHTS_NAME).is_file():
             raise WeightsError(f"{path / WEIGHTS_NAME} is missing (only safetensors weights are loaded)")
+        verify_checksum(path)
         cfg = model_kwargs.get("config")
         if isinstance(cfg, dict):
             fields = cls.config_class.__dataclass_fields__
@@ -59,6 +61,46 @@ class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tag
         except RuntimeError as e:
             raise WeightsError(f"{path / WEIGHTS_NAME} does not match {path / CONFIG_NAME}: {e}") from e
         return model.eval()
+
+
+def sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_checksum(root: str | Path, folder: str | Path) -> None:
+    """Record the sha256 of ``folder/model.safetensors`` in ``root/checksums.json`` (the training
+    code calls this each time it publishes weights; ``verify_checksums`` checks them on load)."""
+    root, folder = Path(root), Path(folder)
+    manifest = root / CHECKSUMS_NAME
+    sums = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    sums[(folder / WEIGHTS_NAME).relative_to(root).as_posix()] = sha256(folder / WEIGHTS_NAME)
+    manifest.write_text(json.dumps(dict(sorted(sums.items())), indent=2) + "\n")
+
+
+def verify_checksum(folder: str | Path) -> None:
+    """Raise ``WeightsError`` if ``folder/model.safetensors`` differs from the sha256 recorded for
+    it in a ``checksums.json`` of an enclosing defense folder (a tampered or corrupted file).
+    Weights with no recorded checksum (a folder you assembled yourself) are not checked."""
+    weights = Path(folder).resolve() / WEIGHTS_NAME
+    for root in list(weights.parents)[1:4]:
+        manifest = root / CHECKSUMS_NAME
+        if not manifest.is_file():
+            continue
+        try:
+            sums = json.loads(manifest.read_text())
+        except json.JSONDecodeError as e:
+            raise WeightsError(f"{manifest} is not valid JSON: {e}") from e
+        expected = sums.get(weights.relative_to(root).as_posix())
+        if expected is not None and sha256(weights) != expected:
+            raise WeightsError(f"{weights} does not match the sha256 recorded in {manifest} when it was "
+                               "trained: the file was modified or corrupted")
+        return
 
 
 def write_card(folder: str | Path, *, title: str, summary: str, command: str, data: str,

@@ -42,6 +42,8 @@ class ActiveRuns:
 
     def __init__(self):
         self._n, self._lock = 0, threading.Lock()
+        self.finished = 0   # runs that reached their final state
+        self.stopped = 0    # runs closed before it (cancelled, visitor left, or an error)
 
     def __enter__(self):
         with self._lock:
@@ -52,6 +54,13 @@ class ActiveRuns:
         with self._lock:
             self._n -= 1
         return False
+
+    def record(self, finished: bool) -> None:
+        with self._lock:
+            if finished:
+                self.finished += 1
+            else:
+                self.stopped += 1
 
     @property
     def count(self) -> int:

@@ -86,14 +86,18 @@ class DemoHandler:
         except (TypeError, ValueError) as e:
             raise UserError(str(e)) from e
         label = self.label_of(path)
-        last, shown = 0.0, -1
-        with self.active, contextlib.closing(run_demo(self.defense, x, label, req)) as states:
-            for state in states:
-                now = time.perf_counter()
-                n = len(state.regeneration)
-                if state.done or n <= 1 or n == shown or now - last >= frame_interval:
-                    last, shown = now, n
-                    yield state, note, label
+        last, shown, finished = 0.0, -1, False
+        try:
+            with self.active, contextlib.closing(run_demo(self.defense, x, label, req)) as states:
+                for state in states:
+                    now = time.perf_counter()
+                    n = len(state.regeneration)
+                    finished = state.done
+                    if state.done or n <= 1 or n == shown or now - last >= frame_interval:
+                        last, shown = now, n
+                        yield state, note, label
+        finally:
+            self.active.record(finished)
 
 
 def top3_text(top: dict) -> str:

@@ -73,13 +73,21 @@ def real_images():
 
 
 @pytest.fixture(scope="session")
-def app_url():
-    """The real app, built from the shipped weights, launched on localhost for the session."""
+def app_demo():
+    """The real app, built from the shipped weights with the default serving settings, launched on
+    localhost for the session; ``app_demo.url`` is its address."""
     import app
     from ism import load_defense
+    from ism.serve import ServeConfig
 
-    demo = app.build_demo(load_defense(WEIGHTS))
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield url
+    serve = ServeConfig()
+    demo = app.build_demo(load_defense(WEIGHTS), serve=serve)
+    demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
+    _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_demo):
+    return app_demo.url

@@ -57,3 +57,38 @@ def test_bad_settings_are_clean_errors(client):
     with pytest.raises(Exception, match="greater than maximum value|capped at"):
         client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 5, "gray-box", 8, 100000, 0,
                        api_name="/defend")
+
+
+def test_decompression_bomb_and_long_file_name_uploads(client, tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")      # 400 Mpx in a ~50 KB file
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(buf.getvalue())
+    with pytest.raises(Exception, match="too large"):
+        client.predict(handle_file(str(bomb)), "FGSM", 0.1, 1, "gray-box", 1, 1, 0, api_name="/defend")
+    long_name = tmp_path / ("a" * 200 + ".png")
+    long_name.write_bytes((ROOT / "examples/cifar10/deer_0.png").read_bytes())
+    out = client.predict(handle_file(str(long_name)), "FGSM", 0.05, 1, "gray-box", 1, 2, 0, api_name="/defend")
+    assert "Final prediction" in out[15] and "true label (deer)" in out[15]   # recognised by content
+
+
+def test_cancelled_run_stops_computing(client, app_demo):
+    import time
+
+    runs = app_demo.handler.active
+    stopped_before = runs.stopped
+    job = client.submit(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 50, "adaptive white-box",
+                        8, 100, 0, api_name="/defend")       # 8 x 100 regeneration iterations: seconds of work
+    t0 = time.time()
+    while not job.outputs() and time.time() - t0 < 60:
+        time.sleep(0.02)
+    assert runs.count == 1, "the run never started"
+    job.cancel()
+    while runs.count and time.time() - t0 < 120:
+        time.sleep(0.05)
+    assert runs.count == 0 and runs.stopped == stopped_before + 1   # closed before its final state
+    assert "Final prediction" not in str(job.outputs()[-1][15])

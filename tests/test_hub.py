@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from ism import Classifier, WeightsError, load_defense
+from ism import Classifier, ISMNetwork, WeightsError, load_defense
 from conftest import ROOT, WEIGHTS, tiny_parts
 
 
@@ -109,3 +109,44 @@ def test_unknown_repo_offline_is_a_clear_error(tmp_path):
         """)
     assert r.returncode == 0, r.stderr
     assert "ERR could not load Hub repo 'nobody/not-there' (revision v9)" in r.stdout
+
+
+def test_tampered_weights_are_refused(tiny_weights):
+    from ism.hub import record_checksum
+
+    for name in ("classifier", "ism", "detector", "generator", "discriminator"):
+        record_checksum(tiny_weights, tiny_weights / name)
+    assert load_defense(tiny_weights) is not None
+    f = tiny_weights / "ism" / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0x01                     # one bit of one weight: still a valid safetensors file
+    f.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"ism/model.safetensors does not match the sha256 .*modified or corrupted"):
+        load_defense(tiny_weights)
+    with pytest.raises(WeightsError, match="modified or corrupted"):
+        ISMNetwork.from_pretrained(str(tiny_weights / "ism"))
+    data[-3] ^= 0x01
+    f.write_bytes(bytes(data))
+    assert load_defense(tiny_weights) is not None
+
+
+def test_every_shipped_weight_file_has_a_recorded_checksum():
+    from ism.hub import sha256
+
+    sums = json.loads((WEIGHTS / "checksums.json").read_text())
+    files = {p.relative_to(WEIGHTS).as_posix() for p in WEIGHTS.rglob("model.safetensors")}
+    assert set(sums) == files
+    assert all(sha256(WEIGHTS / rel) == h for rel, h in sums.items())
+
+
+def test_unknown_revision_of_a_cached_repo_offline_is_a_clear_error(tmp_path, tiny_weights):
+    _hub_cache(tmp_path / "hub", "someone/ism-cifar10", tiny_weights)
+    r = _run_offline(tmp_path / "hub", """
+        from ism import load_defense, WeightsError
+        try:
+            load_defense("someone/ism-cifar10", revision="v2.0")
+        except WeightsError as e:
+            print("ERR", e)
+        """)
+    assert r.returncode == 0, r.stderr
+    assert "ERR could not load Hub repo 'someone/ism-cifar10' (revision v2.0)" in r.stdout

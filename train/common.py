@@ -162,7 +162,7 @@ class Run:
                 data: str = "") -> None:
         """Write ``model`` as a Hub artefact (config.json + model.safetensors) and its model card,
         with the command, data, training config, time and measured metrics."""
-        from ism.hub import write_card
+        from ism.hub import record_checksum, write_card
 
         folder = folder or self.out
         check_replicas(model)
@@ -170,6 +170,7 @@ class Run:
             folder.mkdir(parents=True, exist_ok=True)
             saved = model.cpu().to(memory_format=torch.contiguous_format)
             saved.save_pretrained(folder, config=saved.config)
+            record_checksum(Path(self.cfg.out), folder)
             write_card(folder, title=f"{title} ({self.cfg.dataset})", summary=summary, command=self.command,
                        data=self.data_note() + data, metrics=metrics,
                        extra="## Training config\n```json\n" + json.dumps(asdict(train_config), indent=2) +

@@ -27,6 +27,7 @@ from torch import nn
 from ism.ablation import base_classifier_folder
 from ism.attacks import make_attack
 from ism.classifier import Classifier
+from ism.hub import record_checksum
 from ism.data import augment
 from ism.ism_net import ISMNetwork
 
@@ -131,6 +132,7 @@ def archive(run: Run) -> None:
         if not (root / dst / "model.safetensors").exists():
             (root / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(root / src, root / dst)
+            record_checksum(root, root / dst)
 
 
 def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dict:
