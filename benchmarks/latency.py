@@ -2,7 +2,8 @@
 
     python benchmarks/latency.py [--runs 20] [--attack PGD --eps 0.0314 --steps 10]
 
-Launches the app on localhost, then for one CIFAR-10 example image with PGD-10 and the default
+Launches the app on localhost (serving settings from the ISM_* environment, as app.py), then
+for one CIFAR-10 example image with PGD-10 and the default
 regeneration settings reports time to the first streamed frame and end-to-end latency (p50/p95).
 """
 from __future__ import annotations
@@ -38,10 +39,13 @@ def main() -> None:
     import app
     from ism import load_defense
 
-    torch.set_num_threads(2)
+    from ism.serve import ServeConfig
+
+    serve = ServeConfig.from_env()   # the app's serving settings (ISM_THREADS, ISM_CONCURRENCY, ...)
+    torch.set_num_threads(serve.threads)
     d = load_defense(a.weights)
-    demo = app.build_demo(d)
-    demo.queue(default_concurrency_limit=2)
+    demo = app.build_demo(d, serve=serve)
+    demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     client = Client(url, verbose=False, download_files=False)  # like a browser: files are fetched lazily
     image = handle_file(str(ROOT / "examples/cifar10/cat_0.png"))

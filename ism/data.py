@@ -8,6 +8,7 @@ Decoded tensors are cached as safetensors under ``.cache/`` (decoding 60k JPEGs 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def load_split(root: str | Path, split: str = "train", *, download: bool = False
             "(pass --download to fetch CIFAR-10 with torchvision)")
     if cache:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file({"images": s.images, "labels": s.labels}, str(cached),
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")   # atomic: other processes may be reading
+        safetensors.torch.save_file({"images": s.images, "labels": s.labels}, str(tmp),
                                     metadata={"classes": ",".join(s.classes)})
+        tmp.replace(cached)
     return s
 
 
