@@ -1,8 +1,8 @@
 """ism-defense: attack an image and watch the ISM defense detect, purify and regenerate it.
 
 Wiring only: every computation lives in ism/ (ism.ui adapters, ism.demo, ism.curves, ism.diagram).
-Weights load once at start from $ISM_WEIGHTS (a folder or a Hub repo id, with $ISM_REVISION),
-default weights/cifar10.
+Weights load once at start: every data set with a folder under weights/ (CIFAR-10, CelebA), or the
+one folder or Hub repo id in $ISM_WEIGHTS (with $ISM_REVISION). A dataset selector switches between them.
 """
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import os
 import gradio as gr
 import torch
 
-from ism import load_defense
 from ism.attacks import ATTACKS
 from ism.curves import adaptive_summary, curves_from_results, load_results, measure_curves, plot_curves
-from ism.demo import MAX_EPS, THREATS
+from ism.data import DATASETS
+from ism.demo import MAX_EPS, THREATS, to_display
 from ism.diagram import pipeline_figure
 from ism.report import curves_note
 from ism.serve import ServeConfig
-from ism.ui import DemoHandler, UserError, detection_text, how_text, threat_help, timings_text, top3_text
+from ism.ui import (DemoHandler, UserError, detection_text, how_text, load_defenses, threat_help, timings_text,
+                    top3_text)
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
@@ -29,12 +30,35 @@ def _same(a, b) -> bool:
     return a is b or (isinstance(a, (str, dict, type(None))) and a == b)
 
 
-def build_demo(defense, results_path: str = "results/cifar10.json", serve: ServeConfig | None = None) -> gr.Blocks:
+def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
+    """``defenses``: one Defense, or {dataset name: Defense}; the first is shown first."""
     serve = serve or ServeConfig()
-    handler = DemoHandler(defense, max_seconds=serve.max_seconds)
-    example_items = [(e.path, e.name) for e in handler.examples]
+    if not isinstance(defenses, dict):
+        defenses = {defenses.config.dataset: defenses}
+    handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds) for name, d in defenses.items()}
+    first = next(iter(handlers))
 
-    def defend(file, attack, eps, steps, threat, restarts, iterations, seed):
+    def handler_for(dataset) -> DemoHandler:
+        if dataset not in handlers:
+            raise gr.Error(f"unknown dataset {dataset!r}; this server has {', '.join(handlers)}")
+        return handlers[dataset]
+
+    def title(name) -> str:
+        return DATASETS[name].title if name in DATASETS else name
+
+    def results_path(name) -> str:
+        return f"{results_dir}/{name}.json"
+
+    def gallery_items(name):
+        return [(e.path, e.name) for e in handlers[name].examples]
+
+    def header(name) -> str:
+        return (f"# Watch an adversarial attack being caught and undone\n"
+                f"Instance Sparsity Mapping defense (Haque & Kang, 2021) on **{title(name)}**. Pick an image, "
+                "choose an attack, press **Run**.\n\n" + adaptive_summary(load_results(results_path(name))))
+
+    def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first):
+        handler = handler_for(dataset)
         try:
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed)
             sent = None
@@ -73,31 +97,42 @@ def build_demo(defense, results_path: str = "results/cifar10.json", serve: Serve
         except UserError as e:
             raise gr.Error(str(e)) from None
 
-    def preview(file):
+    def preview(file, dataset):
         if not file:
             return None, ""
         try:
-            x, note = handler.prepare(file)
+            x, note = handler_for(dataset).prepare(file)
         except UserError as e:
             gr.Warning(str(e))
             return None, f"❌ {e}"
-        from ism.demo import to_display
         return to_display(x), ("ℹ️ " + note if note else "ready")
 
-    def pick_example(evt: gr.SelectData):
-        return handler.examples[evt.index].path
+    def pick_example(dataset, evt: gr.SelectData):
+        return handler_for(dataset).examples[evt.index].path
+
+    def switch(dataset):
+        """Everything that depends on the data set: examples, defaults, texts, figures."""
+        d = handler_for(dataset).defense
+        upload = f"…or upload any image (it is centre-cropped and resized to {d.image_size}x{d.image_size})"
+        return (header(dataset), gr.update(value=gallery_items(dataset)), gr.update(value=None, label=upload), None, "",
+                d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
+                *saved_curves("PGD", dataset))
 
     def eps_units(eps):
         return f"ε = {eps:.4f} = {eps * 255:.1f}/255 (L∞, pixel values in [0, 1])"
 
-    def saved_curves(attack):
-        res = load_results(results_path)
+    def saved_curves(attack, dataset):
+        path = results_path(dataset)
+        res = load_results(path)
         if not res:
-            return None, "No evaluation results yet: run `python -m ism.evaluate --dataset cifar10`, or measure live below."
-        note = curves_note(res, results_path)
+            return None, (f"No evaluation results yet: run `python -m ism.evaluate --dataset {dataset}`, "
+                          "or measure live below.")
+        note = curves_note(res, path)
         return plot_curves(curves_from_results(res, ATTACK_LABELS.get(attack, "pgd")), f"{attack}: {res.get('command', '')}"), note
 
-    def live_curves(attack, n, progress=gr.Progress()):
+    def live_curves(attack, n, dataset, progress=gr.Progress()):
+        handler = handler_for(dataset)
+        defense = handler.defense
         ex = handler.examples[: int(n)]
         if not ex:
             raise gr.Error("no example images available")
@@ -107,17 +142,19 @@ def build_demo(defense, results_path: str = "results/cifar10.json", serve: Serve
                                 ATTACK_LABELS.get(attack, "pgd"), adaptive=True, progress=progress)
         return plot_curves(series, f"{attack}, measured live on {len(ex)} example images")
 
+    defense = handlers[first].defense
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
-        gr.Markdown("# Watch an adversarial attack being caught and undone\n"
-                    "Instance Sparsity Mapping defense (Haque & Kang, 2021) on CIFAR-10. Pick an image, "
-                    "choose an attack, press **Run**.\n\n" + adaptive_summary(load_results(results_path)))
+        head = gr.Markdown(header(first))
+        dataset = gr.Radio([(title(n), n) for n in handlers], value=first, label="dataset",
+                           visible=len(handlers) > 1)
         with gr.Tab("Attack & defend"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(value=example_items, label="Examples (click one)", columns=7, rows=3,
+                    gallery = gr.Gallery(value=gallery_items(first), label="Examples (click one)", columns=7, rows=3,
                                          height=330, allow_preview=False, object_fit="contain")
                     with gr.Row():
-                        file = gr.File(label="…or upload any image (it is centre-cropped and resized to 32x32)",
+                        file = gr.File(label=f"…or upload any image (it is centre-cropped and resized to "
+                                             f"{defense.image_size}x{defense.image_size})",
                                        file_types=["image"], type="filepath", height=110)
                         seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
                     prep_note = gr.Markdown()
@@ -184,33 +221,34 @@ def build_demo(defense, results_path: str = "results/cifar10.json", serve: Serve
                 c_run = gr.Button("Measure live on a small batch")
             c_live = gr.Plot(label="measured live")
         with gr.Tab("How it works"):
-            gr.Plot(value=pipeline_figure(defense.config.gate), label="the pipeline")
-            gr.Markdown(how_text(defense))
+            how_plot = gr.Plot(value=pipeline_figure(defense.config.gate), label="the pipeline")
+            how = gr.Markdown(how_text(defense))
 
         outputs = [o_img, o_lab, p_img, p_txt, a_img, a_lab, d_lab, d_txt, u_img, u_lab, r_img, r_txt, frames,
                    f_img, f_lab, verdict, notes, warnings, timings]
-        gallery.select(pick_example, None, file, api_name=False)
-        file.change(preview, file, [seen, prep_note], api_name=False)
+        gallery.select(pick_example, dataset, file, api_name=False)
+        file.change(preview, [file, dataset], [seen, prep_note], api_name=False)
+        dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,
+                                         c_plot, c_note], api_name=False)
         eps.change(eps_units, eps, eps_note, api_name=False, show_progress="hidden")
-        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed], outputs,
+        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed, dataset], outputs,
                             api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
         stop.click(None, None, None, cancels=[running], api_name=False)
-        c_attack.change(saved_curves, c_attack, [c_plot, c_note], api_name=False)
-        demo.load(saved_curves, c_attack, [c_plot, c_note], api_name=False)
-        c_run.click(live_curves, [c_attack, c_n], c_live, api_name="curves", concurrency_limit=serve.curves_concurrency)
-    demo.handler = handler  # for tests and benchmarks: handler.active counts runs in progress
+        c_attack.change(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
+        demo.load(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
+        c_run.click(live_curves, [c_attack, c_n, dataset], c_live, api_name="curves",
+                    concurrency_limit=serve.curves_concurrency)
+    demo.handlers = handlers  # for tests and benchmarks: handler.active counts runs in progress
+    demo.handler = handlers[first]
     return demo
 
 
 def main() -> None:
-    source = os.environ.get("ISM_WEIGHTS", "weights/cifar10")
-    revision = os.environ.get("ISM_REVISION") or None
     serve = ServeConfig.from_env()
     torch.set_num_threads(serve.threads)
-    defense = load_defense(source, revision=revision)
-    print(f"ism-defense: loaded {source}" + (f"@{revision}" if revision else "") +
-          f" ({len(defense.classes)} classes, final input: {defense.config.final_input}); {serve}")
-    demo = build_demo(defense, serve=serve)
+    defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
+    print(f"ism-defense: serving {', '.join(defenses)}; {serve}")
+    demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False)
 

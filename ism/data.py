@@ -2,7 +2,12 @@
 
 Accepted roots:
 - an ImageFolder tree ``root/{train,test}/<class>/*.jpg`` (e.g. ``../shared/data/cifar10``);
-- a torchvision CIFAR-10 root (``root/cifar-10-batches-py``), or ``download=True`` to fetch it.
+- a torchvision CIFAR-10 root (``root/cifar-10-batches-py``), or ``download=True`` to fetch it;
+- CelebA as shipped in ``../shared/data/celeba`` (``{train,test}/*.jpg`` + ``{train,test}_attrs.csv``),
+  or a torchvision CelebA root (``root/celeba/list_attr_celeba.txt``), or ``download=True``.
+  The task is one binary attribute (``Male``: classes female, male). Faces are centre-cropped to a
+  square (the full width of the aligned face, vertically centred) and resized to ``image_size``
+  (64 by default; antialiased), the usual CelebA-64 framing.
 Decoded tensors are cached as safetensors under ``.cache/`` (decoding 60k JPEGs takes ~10 s).
 """
 from __future__ import annotations
@@ -16,6 +21,27 @@ import numpy as np
 import torch
 
 CACHE_DIR = Path(".cache/data")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    root: str           # the offline copy beside the repository
+    image_size: int     # the model's input resolution (a config value: CelebA can go to 128 and more)
+    title: str          # how results name it
+    attribute: str | None = None   # CelebA: the binary attribute that is the label
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", "../shared/data/cifar10", 32, "CIFAR-10 (JPEG copy)"),
+    "celeba": DatasetInfo("celeba", "../shared/data/celeba", 64, "CelebA, Male attribute, 64x64", "Male"),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
 
 
 @dataclass
@@ -51,21 +77,71 @@ def _from_torchvision(root: Path, train: bool, download: bool) -> Split:
     return Split(images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes))
 
 
-def load_split(root: str | Path, split: str = "train", *, download: bool = False, cache: bool = True) -> Split:
-    """Load ``split`` ('train' or 'test') of CIFAR-10 from ``root`` as uint8 tensors."""
+def _square(img, size: int):
+    """Centre square crop (side = the shorter side) and antialiased resize to ``size``."""
+    from torchvision.transforms import v2
+
+    x = v2.functional.pil_to_tensor(img.convert("RGB"))
+    side = min(x.shape[-2:])
+    x = v2.functional.center_crop(x, [side, side])
+    return v2.functional.resize(x, [size, size], antialias=True)
+
+
+def _from_celeba_folder(root: Path, split: str, size: int, attribute: str) -> Split:
+    import csv
+
+    from PIL import Image
+
+    with open(root / f"{split}_attrs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or attribute not in rows[0]:
+        raise ValueError(f"{root / f'{split}_attrs.csv'} has no {attribute!r} column")
+    images = torch.stack([_square(Image.open(root / split / r["image_id"]), size) for r in rows])
+    labels = torch.tensor([int(r[attribute]) > 0 for r in rows], dtype=torch.int64)
+    return Split(images, labels, CELEBA_CLASSES[attribute])
+
+
+def _from_torchvision_celeba(root: Path, split: str, size: int, attribute: str, download: bool) -> Split:
+    from torchvision.datasets import CelebA
+
+    ds = CelebA(str(root), split=split, target_type="attr", download=download)
+    k = ds.attr_names.index(attribute)
+    images = torch.stack([_square(ds[i][0], size) for i in range(len(ds))])
+    return Split(images, ds.attr[:, k].to(torch.int64), CELEBA_CLASSES[attribute])
+
+
+CELEBA_CLASSES = {"Male": ["female", "male"]}   # label 0 / 1 of each supported attribute
+
+
+def load_split(root: str | Path, split: str = "train", *, download: bool = False, cache: bool = True,
+               dataset: str | None = None, image_size: int | None = None) -> Split:
+    """Load ``split`` ('train' or 'test') of ``dataset`` (CIFAR-10 or CelebA; by default recognised
+    from the files under ``root``) as uint8 tensors, at ``image_size`` (the data set's default if None)."""
     import safetensors.torch
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     folder = root / split
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
-    cached = CACHE_DIR / f"{key}-{split}.safetensors"
+    if dataset is None:
+        dataset = "celeba" if (root / f"{split}_attrs.csv").is_file() or (root / "celeba").is_dir() else "cifar10"
+    info = dataset_info(dataset)
+    size = image_size or info.image_size
+    key = hashlib.sha1(f"{root.resolve()}|{dataset}|{size}".encode()).hexdigest()[:10]
+    cached = CACHE_DIR / f"{dataset}-{key}-{split}.safetensors"
     if cache and cached.exists():
         t = safetensors.torch.load_file(str(cached))
         meta = safetensors.safe_open(str(cached), "pt").metadata()
         return Split(t["images"], t["labels"], meta["classes"].split(","))
-    if folder.is_dir():
+    if dataset == "celeba":
+        if (root / f"{split}_attrs.csv").is_file():
+            s = _from_celeba_folder(root, split, size, info.attribute)
+        elif (root / "celeba").is_dir() or download:
+            s = _from_torchvision_celeba(root, split, size, info.attribute, download)
+        else:
+            raise FileNotFoundError(f"no CelebA at {root}: expected {root}/{split}_attrs.csv and {folder}/*.jpg, "
+                                    "or a torchvision CelebA root (pass --download to fetch it)")
+    elif folder.is_dir():
         s = _from_imagefolder(folder)
     elif (root / "cifar-10-batches-py").is_dir() or download:
         s = _from_torchvision(root, split == "train", download)

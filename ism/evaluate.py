@@ -23,13 +23,12 @@ from . import distributed
 from .ablation import base_classifier_folder
 from .baselines import DDSA, MagNet, MagNetAutoencoder, Purified
 from .classifier import Classifier
-from .data import load_split
+from .data import DATASETS, load_split
 from .defense import load_defense, resolve_weights
 from .evaluation import EvalConfig, evaluate, spread
 from .report import markdown, write_figures
 from .sanity import sanity_checks, warnings_text
 
-DATA = {"cifar10": "../shared/data/cifar10"}
 
 
 def _fraction(text: str) -> float:
@@ -50,7 +49,7 @@ def load_baselines(root: Path, device) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="python -m ism.evaluate", description=__doc__)
-    p.add_argument("--dataset", default="cifar10", choices=sorted(DATA))
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--data", default=None, help="data root (default: the shared copy)")
     p.add_argument("--weights", default=None, help="weights folder or Hub repo id (default weights/<dataset>)")
     p.add_argument("--limit", type=int, default=None, help="N test images, spread over classes")
@@ -62,6 +61,8 @@ def main(argv=None) -> dict:
     p.add_argument("--adaptive-eps", default=None,
                    help="comma-separated epsilons for the adaptive attacks, e.g. 4/255,8/255 (default: 4/255, 8/255, "
                         "16/255, 0.2, 0.3, 0.4)")
+    p.add_argument("--eps", default=None,
+                   help="comma-separated gray-box epsilons (default: 8/255, 0.1, 0.2, 0.3, 0.4); e.g. 0.3 for Table 4 alone")
     p.add_argument("--adaptive-images", type=int, default=EvalConfig.adaptive_images,
                    help="images for the white-box attacks (a spread subset; 0 = all)")
     p.add_argument("--small", action="store_true",
@@ -74,9 +75,12 @@ def main(argv=None) -> dict:
     device = distributed.init(a.device)
     root = resolve_weights(a.weights or f"weights/{a.dataset}", None)
     d = load_defense(root, device=device)
-    test = load_split(a.data or DATA[a.dataset], "test")
+    info = DATASETS[a.dataset]
+    test = load_split(a.data or info.root, "test", dataset=a.dataset, image_size=d.image_size)
     idx = spread(len(test), a.limit, a.seed)
     cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None)
+    if a.eps is not None:
+        cfg.eps = [_fraction(v) for v in a.eps.split(",") if v.strip()]
     if a.adaptive_eps is not None:
         cfg.adaptive_eps = [_fraction(v) for v in a.adaptive_eps.split(",") if v.strip()]
     if a.small:  # every section runs, on a few images with few steps: a smoke test, not a measurement
@@ -95,7 +99,7 @@ def main(argv=None) -> dict:
     if not distributed.is_main():
         distributed.shutdown()
         return res
-    res["data"] = "CIFAR-10 (JPEG copy)" if a.dataset == "cifar10" else a.dataset
+    res["data"], res["dataset"] = info.title, a.dataset
     res["sanity_checks"] = sanity_checks(res)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from .images import ImageInputError, prepare_image
 from .serve import ActiveRuns
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 class UserError(ValueError):
@@ -40,6 +41,24 @@ def examples(defense: Defense, dataset: str = "cifar10") -> list[Example]:
         if cls in defense.classes:
             out.append(Example(str(p), defense.classes.index(cls), cls))
     return out
+
+
+def load_defenses(source: str | None = None, revision: str | None = None,
+                  weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Defense]:
+    """What the app serves: the defense in ``source`` (a folder or Hub repo id), or else every data
+    set with a trained defense under ``weights_dir`` (CIFAR-10 first)."""
+    from .data import DATASETS
+    from .defense import load_defense
+    from .hub import WeightsError
+
+    if source:
+        d = load_defense(source, revision=revision)
+        return {d.config.dataset: d}
+    found = {name: load_defense(Path(weights_dir) / name) for name in DATASETS
+             if (Path(weights_dir) / name / "defense.json").is_file()}
+    if not found:
+        raise WeightsError(f"no trained defense under {weights_dir}/ (expected e.g. {weights_dir}/cifar10/defense.json)")
+    return found
 
 
 def _digest(path: str) -> str:

@@ -11,6 +11,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("ISM_TEST_WEIGHTS", ROOT / "weights" / "cifar10"))
 DATA = Path(os.environ.get("ISM_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10"))
+CELEBA = Path(os.environ.get("ISM_CELEBA", ROOT.parent / "shared" / "data" / "celeba"))
+CELEBA_WEIGHTS = ROOT / "weights" / "celeba"
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -81,7 +83,10 @@ def app_demo():
     from ism.serve import ServeConfig
 
     serve = ServeConfig()
-    demo = app.build_demo(load_defense(WEIGHTS), serve=serve)
+    defenses = {"cifar10": load_defense(WEIGHTS)}
+    if (CELEBA_WEIGHTS / "defense.json").is_file():
+        defenses["celeba"] = load_defense(CELEBA_WEIGHTS)
+    demo = app.build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield demo

@@ -36,6 +36,11 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
         else:
             typ = {"int": int, "float": float, "str": str, "int | None": int,
                    "float | None": float}.get(str(f.type), str)
+            if f.name == "dataset":
+                from ism.data import DATASETS
+
+                p.add_argument(flag, choices=sorted(DATASETS), default=f.default)
+                continue
             p.add_argument(flag, type=typ, default=f.default)
     a = p.parse_args(argv)
     cfg = RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})

@@ -90,8 +90,11 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
 
 def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
     tc = tc or ClassifierTrainConfig()
-    mc = ClassifierConfig(num_classes=len(run.classes), channels=list(tc.channels), hidden=tc.hidden,
-                          class_names=list(run.classes))
+    sample = run.train.float(torch.arange(0, len(run.train), max(1, len(run.train) // 5000)))
+    mc = ClassifierConfig(num_classes=len(run.classes), image_size=run.cfg.image_size, channels=list(tc.channels),
+                          hidden=tc.hidden, class_names=list(run.classes),
+                          mean=[round(v, 4) for v in sample.mean((0, 2, 3)).tolist()],   # training-set statistics
+                          std=[round(v, 4) for v in sample.std((0, 2, 3)).tolist()])
     state = run.load_ckpt()
     teacher = Classifier(mc).to(run.device).to(memory_format=torch.channels_last)
     if not state or state.get("stage") == "teacher":

@@ -22,14 +22,15 @@ from torch import nn
 from tqdm import tqdm
 
 from ism import distributed
-from ism.data import Split, load_split, train_val_split
+from ism.data import Split, dataset_info, load_split, train_val_split
 
 
 @dataclass
 class RunConfig:
-    data: str = "../shared/data/cifar10"  # ImageFolder root or torchvision CIFAR-10 root
-    dataset: str = "cifar10"
-    out: str = "weights/cifar10"          # one sub-folder per component
+    dataset: str = "cifar10"              # cifar10 | celeba (ism.data.DATASETS)
+    data: str | None = None               # data root; default: the offline copy of the data set
+    out: str | None = None                # one sub-folder per component; default weights/<dataset>
+    image_size: int | None = None         # model resolution; default: the data set's (32 / 64)
     device: str = "auto"                  # auto = cuda if available
     seed: int = 0
     batch_size: int = 256
@@ -51,6 +52,10 @@ class Run:
     """State of one training run: device, data, checkpoints, log."""
 
     def __init__(self, cfg: RunConfig, name: str, command: str | None = None):
+        info = dataset_info(cfg.dataset)
+        cfg.data = cfg.data or info.root
+        cfg.out = cfg.out or f"weights/{cfg.dataset}"
+        cfg.image_size = cfg.image_size or info.image_size
         self.cfg, self.name = cfg, name
         self.command = command or command_line()  # recorded in the model card
         if cfg.threads:
@@ -58,8 +63,8 @@ class Run:
         self.device = distributed.init(cfg.device)
         self.main = distributed.is_main()
         seed_all(cfg.seed)
-        full = load_split(cfg.data, "train", download=cfg.download)
-        self.test = load_split(cfg.data, "test", download=cfg.download)
+        full = load_split(cfg.data, "train", download=cfg.download, dataset=cfg.dataset, image_size=cfg.image_size)
+        self.test = load_split(cfg.data, "test", download=cfg.download, dataset=cfg.dataset, image_size=cfg.image_size)
         if cfg.limit:
             full = full.subset(_spread(len(full), cfg.limit, cfg.seed))
             self.test = self.test.subset(_spread(len(self.test), cfg.limit, cfg.seed))

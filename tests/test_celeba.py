@@ -1,0 +1,56 @@
+"""CelebA (Male attribute, 64x64): data, the shipped defense through the library API, and the app's
+dataset selector."""
+import pytest
+import torch
+from gradio_client import Client, handle_file
+
+from conftest import CELEBA, CELEBA_WEIGHTS, ROOT
+
+needs_weights = pytest.mark.skipif(not (CELEBA_WEIGHTS / "defense.json").is_file(), reason="no CelebA weights")
+
+
+def test_celeba_split_is_the_male_attribute_at_64x64():
+    from ism.data import load_split
+
+    test = load_split(CELEBA, "test")            # recognised as CelebA from its attribute file
+    assert test.images.shape == (5723, 3, 64, 64) and test.images.dtype == torch.uint8
+    assert test.classes == ["female", "male"] and int(test.labels.sum()) == 1643   # data README: 1,643 male
+    small = load_split(CELEBA, "test", dataset="celeba", image_size=32)   # the resolution is a config value
+    assert small.images.shape == (5723, 3, 32, 32) and torch.equal(small.labels, test.labels)
+
+
+@pytest.fixture(scope="module")
+def celeba():
+    from ism import load_defense
+    from ism.data import load_split
+
+    d = load_defense(CELEBA_WEIGHTS)
+    test = load_split(CELEBA, "test")
+    idx = torch.arange(0, len(test), len(test) // 60)[:60]
+    return d, test.float(idx), test.labels[idx]
+
+
+@needs_weights
+def test_shipped_celeba_defense(celeba):
+    from ism import make_attack
+
+    d, x, y = celeba
+    assert d.classes == ["female", "male"] and d.image_size == 64
+    logits = d.predict(x)
+    assert logits.shape == (60, 2)
+    assert (logits.argmax(1) == y).float().mean() >= 0.85           # gender at 64x64 is an easy task
+    x_adv = make_attack("pgd", d.classifier, 0.3, steps=5)(x, y)
+    assert d.detection(x_adv).attacked.float().mean() >= 0.9      # a strong attack is caught
+    with pytest.raises(ValueError, match=r"\(N, 3, 64, 64\)"):
+        d.predict(torch.rand(1, 3, 32, 32))
+
+
+@needs_weights
+def test_app_dataset_selector(app_url):
+    client = Client(app_url, verbose=False)
+    out = client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
+                         "celeba", api_name="/defend")
+    assert "Final prediction" in out[15] and "true label (male)" in out[15]
+    with pytest.raises(Exception, match="unknown dataset"):
+        client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
+                       "imagenet", api_name="/defend")
