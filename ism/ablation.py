@@ -60,6 +60,8 @@ def ablation_stages(defense: Defense, root: str | Path) -> tuple[list[Stage], li
 
     plain, distilled, adv = load("ablation/plain"), load("ablation/distilled"), load("ablation/adversarial")
     clf = defense.classifier
+    if adv is None and not (root / "ablation" / "ism" / "model.safetensors").exists():
+        adv = clf   # `train robust` never ran: the deployed classifier is the FGSM-RS one
     c = defense.config
     for name, m in (("classifier alone", plain), ("+ defensive distillation", distilled),
                     ("+ adversarial training (FGSM-RS)", adv)):

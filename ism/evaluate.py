@@ -25,7 +25,7 @@ from .baselines import DDSA, MagNet, MagNetAutoencoder, Purified
 from .classifier import Classifier
 from .data import DATASETS, load_split
 from .defense import load_defense, resolve_weights
-from .evaluation import EvalConfig, evaluate, spread
+from .evaluation import SECTIONS, EvalConfig, evaluate, spread
 from .report import markdown, write_figures
 from .sanity import sanity_checks, warnings_text
 
@@ -63,6 +63,8 @@ def main(argv=None) -> dict:
                         "16/255, 0.2, 0.3, 0.4)")
     p.add_argument("--eps", default=None,
                    help="comma-separated gray-box epsilons (default: 8/255, 0.1, 0.2, 0.3, 0.4); e.g. 0.3 for Table 4 alone")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)}); clean always runs")
     p.add_argument("--adaptive-images", type=int, default=EvalConfig.adaptive_images,
                    help="images for the white-box attacks (a spread subset; 0 = all)")
     p.add_argument("--small", action="store_true",
@@ -93,7 +95,7 @@ def main(argv=None) -> dict:
     distributed.barrier()
     t0 = time.time()
     res = evaluate(d, test.images[idx], test.labels[idx], cfg, state, weights_root=root,
-                   **load_baselines(root, device))
+                   sections=[v.strip() for v in a.sections.split(",") if v.strip()], **load_baselines(root, device))
     res["command"], res["wall_seconds_this_run"] = command, round(time.time() - t0, 1)
     res["processes"], res["device"] = distributed.world(), str(device.type)
     if not distributed.is_main():

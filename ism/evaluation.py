@@ -66,6 +66,9 @@ class EvalConfig:
     seed: int = 0
 
 
+SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration")
+
+
 def key(attack: str, eps: float) -> str:
     return f"{attack}@{eps:.4f}"
 
@@ -140,9 +143,13 @@ class Evaluation:
             return (model(x).argmax(1) == y).sum().item()
 
     # --- sections --------------------------------------------------------------------------
-    def run(self) -> dict:
-        for name in ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration"):
-            getattr(self, name)()
+    def run(self, sections=SECTIONS) -> dict:
+        for name in sections:
+            if name not in SECTIONS:
+                raise ValueError(f"unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+        for name in SECTIONS:
+            if name in sections or name == "clean":   # every other section needs the clean pass
+                getattr(self, name)()
         self.res["config"] = asdict(self.cfg)
         self.save()
         return {k: v for k, v in self.res.items() if not k.startswith("_")}
@@ -363,7 +370,7 @@ def _predict(stage: Stage):
 
 
 def evaluate(defense: Defense, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig,
-             state_file: str | Path | None = None, **kw) -> dict:
+             state_file: str | Path | None = None, sections=SECTIONS, **kw) -> dict:
     """Evaluate ``defense`` on uint8 ``images`` (N, C, H, W) with ``labels`` (N,); see ``Evaluation``."""
     torch.manual_seed(cfg.seed)
-    return Evaluation(defense, images, labels, cfg, state_file, **kw).run()
+    return Evaluation(defense, images, labels, cfg, state_file, **kw).run(sections)
