@@ -60,9 +60,12 @@ def test_ablation_stages_on_the_shipped_layout(tiny_weights):
 
     d = load_defense(tiny_weights)
     stages, skipped = ablation_stages(d, tiny_weights)   # no ablation/ folder: those stages are skipped
-    assert "classifier alone" in skipped and "+ adversarial training (FGSM-RS)" in skipped
+    assert "classifier alone" in skipped and "+ defensive distillation" in skipped
     names = [s.name for s in stages]
-    assert names[0] == "+ ISM purification (always)" and any("gating" in n for n in names)
+    # without `train robust` the deployed classifier is the FGSM-RS one, so that stage is kept
+    assert names[:2] == ["+ adversarial training (FGSM-RS)", "+ ISM purification (always)"]
+    assert stages[0].model is d.classifier and any("gating" in n for n in names)
+    assert "+ adversarial training of ISM + classifier (PGD through the ISM)" in skipped
     assert sum(s.deployed for s in stages) == 1
     x = torch.rand(2, 3, 32, 32)
     for s in stages:
