@@ -216,7 +216,9 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
                 continue
             raise WeightsError(f"{folder} is missing")
         parts[name] = cls.from_pretrained(str(folder), map_location=str(device))
-    return Defense(**parts, config=cfg).to(device)
+    defense = Defense(**parts, config=cfg).to(device)
+    defense.source = root   # where it came from (the app reads what was trained, e.g. the ablation folders)
+    return defense
 
 
 def save_defense_config(folder: str | Path, config: DefenseConfig) -> None:

@@ -161,6 +161,17 @@ def how_text(defense: Defense) -> str:
                          "than the regenerated image; regeneration is shown so you can watch it work",
              "regenerated": "the classifier reads the **regenerated** image",
              "mean": "the classifier reads the mean of the ISM output and the regenerated image"}[c.final_input]
+    source = getattr(defense, "source", None)
+    if source is not None and (source / "ablation" / "adversarial" / "model.safetensors").is_file():
+        hardened = ("**How it was hardened.** The classifier was first hardened as the paper says (defensive\n"
+                    "distillation + adversarial training). Against an attacker who differentiates through the ISM that\n"
+                    "was not enough, so ISM and classifier were then trained together against PGD that goes through the\n"
+                    "ISM (`python -m train robust`), keeping the ISM a reconstruction of its input.")
+    else:
+        hardened = ("**How it was hardened.** As the paper says: defensive distillation and adversarial training\n"
+                    "(FGSM with a random start) of the classifier. The ISM was *not* adversarially trained with the\n"
+                    "classifier for these weights, so an attacker who differentiates through the ISM breaks it\n"
+                    "(see the adaptive white-box setting).")
     return f"""
 **The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
 image so that a classifier changes its answer. The **ISM network** squeezes the image through a
@@ -169,10 +180,7 @@ The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images 
 residue, and it estimates how strong the attack was. {gate} **Regeneration** then searches a GAN
 generator's latent space, step by step, for an image that matches the purified one; {final}.
 
-**How it was hardened.** The classifier was first hardened as the paper says (defensive
-distillation + adversarial training). Against an attacker who differentiates through the ISM that
-was not enough, so ISM and classifier were then trained together against PGD that goes through the
-ISM (`python -m train robust`), keeping the ISM a reconstruction of its input.
+{hardened}
 
 **What it does not promise.** Against the paper's *gray-box* attacker, who does not know the
 defense, purification helps a lot. Against an *adaptive* attacker, who differentiates through the

@@ -54,3 +54,13 @@ def test_app_dataset_selector(app_url):
     with pytest.raises(Exception, match="unknown dataset|not in the list of choices|choices"):
         client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
                        "imagenet", api_name="/defend")
+
+
+@needs_weights
+def test_how_it_works_is_true_to_each_defense(celeba):
+    from conftest import WEIGHTS
+    from ism import load_defense
+    from ism.ui import how_text
+
+    assert "was *not* adversarially trained" in how_text(celeba[0])      # `train robust` was not run for CelebA
+    assert "python -m train robust" in how_text(load_defense(WEIGHTS))
