@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ism import Classifier, ISMNetwork, WeightsError, load_defense
-from conftest import ROOT, WEIGHTS, tiny_parts
+from conftest import CELEBA_WEIGHTS, ROOT, WEIGHTS, tiny_parts
 
 
 def test_round_trip_every_component(tmp_path):
@@ -98,19 +98,6 @@ def test_load_from_offline_hub_cache(tmp_path, tiny_weights, src):
     assert "classes 10" in r.stdout
 
 
-def test_unknown_repo_offline_is_a_clear_error(tmp_path):
-    (tmp_path / "hub").mkdir()
-    r = _run_offline(tmp_path / "hub", """
-        from ism import load_defense, WeightsError
-        try:
-            load_defense("nobody/not-there", revision="v9")
-        except WeightsError as e:
-            print("ERR", e)
-        """)
-    assert r.returncode == 0, r.stderr
-    assert "ERR could not load Hub repo 'nobody/not-there' (revision v9)" in r.stdout
-
-
 def test_tampered_weights_are_refused(tiny_weights):
     from ism.hub import record_checksum
 
@@ -130,23 +117,30 @@ def test_tampered_weights_are_refused(tiny_weights):
     assert load_defense(tiny_weights) is not None
 
 
-def test_every_shipped_weight_file_has_a_recorded_checksum():
+@pytest.mark.parametrize("root", [WEIGHTS, CELEBA_WEIGHTS])
+def test_every_shipped_weight_file_has_a_recorded_checksum(root):
     from ism.hub import sha256
 
-    sums = json.loads((WEIGHTS / "checksums.json").read_text())
-    files = {p.relative_to(WEIGHTS).as_posix() for p in WEIGHTS.rglob("model.safetensors")}
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    sums = json.loads((root / "checksums.json").read_text())
+    files = {p.relative_to(root).as_posix() for p in root.rglob("model.safetensors")}
     assert set(sums) == files
-    assert all(sha256(WEIGHTS / rel) == h for rel, h in sums.items())
+    assert all(sha256(root / rel) == h for rel, h in sums.items())
 
 
-def test_unknown_revision_of_a_cached_repo_offline_is_a_clear_error(tmp_path, tiny_weights):
-    _hub_cache(tmp_path / "hub", "someone/ism-cifar10", tiny_weights)
-    r = _run_offline(tmp_path / "hub", """
+@pytest.mark.parametrize("repo,revision,cached", [("nobody/not-there", "v9", False),
+                                                   ("someone/ism-cifar10", "v2.0", True)])
+def test_unknown_repo_or_revision_offline_is_a_clear_error(tmp_path, tiny_weights, repo, revision, cached):
+    (tmp_path / "hub").mkdir()
+    if cached:   # the repo is in the cache, that revision is not
+        _hub_cache(tmp_path / "hub", repo, tiny_weights)
+    r = _run_offline(tmp_path / "hub", f"""
         from ism import load_defense, WeightsError
         try:
-            load_defense("someone/ism-cifar10", revision="v2.0")
+            load_defense("{repo}", revision="{revision}")
         except WeightsError as e:
             print("ERR", e)
         """)
     assert r.returncode == 0, r.stderr
-    assert "ERR could not load Hub repo 'someone/ism-cifar10' (revision v2.0)" in r.stdout
+    assert f"ERR could not load Hub repo '{repo}' (revision {revision})" in r.stdout
