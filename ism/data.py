@@ -78,13 +78,12 @@ def _from_torchvision(root: Path, train: bool, download: bool) -> Split:
 
 
 def _square(img, size: int):
-    """Centre square crop (side = the shorter side) and antialiased resize to ``size``."""
+    """A PIL face as a (3, size, size) uint8 tensor, framed as the app frames uploads (ism.images.square)."""
     from torchvision.transforms import v2
 
-    x = v2.functional.pil_to_tensor(img.convert("RGB"))
-    side = min(x.shape[-2:])
-    x = v2.functional.center_crop(x, [side, side])
-    return v2.functional.resize(x, [size, size], antialias=True)
+    from .images import square
+
+    return square(v2.functional.pil_to_tensor(img.convert("RGB")), size)
 
 
 def _from_celeba_folder(root: Path, split: str, size: int, attribute: str) -> Split:

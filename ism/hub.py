@@ -75,7 +75,7 @@ def sha256(path: str | Path) -> str:
 
 def record_checksum(root: str | Path, folder: str | Path) -> None:
     """Record the sha256 of ``folder/model.safetensors`` in ``root/checksums.json`` (the training
-    code calls this each time it publishes weights; ``verify_checksums`` checks them on load)."""
+    code calls this each time it publishes weights; ``verify_checksum`` checks them on load)."""
     root, folder = Path(root), Path(folder)
     manifest = root / CHECKSUMS_NAME
     sums = json.loads(manifest.read_text()) if manifest.is_file() else {}

@@ -95,6 +95,12 @@ def open_image(source) -> Image.Image:
     return rgb
 
 
+def square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre square crop (side = the shorter side) of a (C, H, W) image, antialiased resize to ``size``."""
+    side = min(x.shape[-2:])
+    return v2.functional.resize(v2.functional.center_crop(x, [side, side]), [size, size], antialias=True)
+
+
 def prepare_image(source, size: int) -> PreparedImage:
     """Open, convert to RGB, centre-crop to a square and resize to ``size`` x ``size``."""
     img = open_image(source)
@@ -104,8 +110,7 @@ def prepare_image(source, size: int) -> PreparedImage:
     note = []
     if (w, h) != (size, size):
         side = min(w, h)
-        x = v2.functional.center_crop(x, [side, side])
-        x = v2.functional.resize(x, [size, size], antialias=True)
+        x = square(x, size)
         note.append(f"{'centre-cropped to ' + str(side) + 'x' + str(side) + ', ' if w != h else ''}"
                     f"resized from {w}x{h} to {size}x{size}, the model's input size")
     if mode and mode not in ("RGB",):
