@@ -8,6 +8,8 @@ Weights of the intermediate classifiers live next to the deployed ones:
                                  and DDSA protect this one)
     <root>/ablation/ism          the ISM network as trained by Eq. 3 (before adversarial training)
     <root>/classifier, <root>/ism  + PGD adversarial training of both through the ISM (deployed)
+    <root>/ablation/robust.json    written by ``python -m train robust``: that stage ran, and whether
+                                 it kept the weights it started from (CelebA does not: size budget)
 
 Each stage is an ``nn.Module`` returning logits for [0, 1] images, so the same attacks run on all.
 A stage whose weights are missing is skipped (and reported as such).
@@ -22,6 +24,15 @@ from torch import nn
 from .classifier import Classifier
 from .defense import Defense
 from .ism_net import ISMNetwork
+
+
+ROBUST_MARKER = "ablation/robust.json"
+
+
+def robust_trained(root: str | Path) -> bool:
+    """Whether ``python -m train robust`` replaced the classifier and ISM in ``root``."""
+    root = Path(root)
+    return (root / ROBUST_MARKER).is_file() or (root / "ablation" / "ism" / "model.safetensors").is_file()
 
 
 def base_classifier_folder(root: str | Path) -> Path:
@@ -60,7 +71,8 @@ def ablation_stages(defense: Defense, root: str | Path) -> tuple[list[Stage], li
 
     plain, distilled, adv = load("ablation/plain"), load("ablation/distilled"), load("ablation/adversarial")
     clf = defense.classifier
-    if adv is None and not (root / "ablation" / "ism" / "model.safetensors").exists():
+    robust = robust_trained(root)
+    if adv is None and not robust:
         adv = clf   # `train robust` never ran: the deployed classifier is the FGSM-RS one
     c = defense.config
     for name, m in (("classifier alone", plain), ("+ defensive distillation", distilled),
@@ -69,9 +81,12 @@ def ablation_stages(defense: Defense, root: str | Path) -> tuple[list[Stage], li
     raw = adv if adv is not None else clf
     f = root / "ablation" / "ism"
     paper_ism = ISMNetwork.from_pretrained(str(f)).to(dev).eval() if (f / "model.safetensors").exists() else None
-    stages.append(Stage("+ ISM purification (always)",
-                        variant(defense, raw, paper_ism, gate=False, final_input="purified"), raw))
-    if adv is not None and paper_ism is not None:
+    if robust and (adv is None or paper_ism is None):
+        skipped.append("+ ISM purification (always)")   # the weights before `train robust` were not kept
+    else:
+        stages.append(Stage("+ ISM purification (always)",
+                            variant(defense, raw, paper_ism, gate=False, final_input="purified"), raw))
+    if robust:
         stages.append(Stage("+ adversarial training of ISM + classifier (PGD through the ISM)",
                             variant(defense, clf, gate=False, final_input="purified"), clf))
     else:

@@ -100,7 +100,7 @@ def markdown(res: dict, title: str, command: str) -> str:
             L.append(f"| {name} | {_f(r['clean'])} | {_f(r['graybox_pgd10_8/255'])} | {_f(r['adaptive_pgd10_8/255'])} | "
                      f"{r['images']} ({r['adaptive_images']}) |")
         if ab.get("skipped"):
-            L.append(f"\nSkipped (weights missing): {', '.join(ab['skipped'])}.")
+            L.append(f"\nSkipped (their weights are not shipped): {', '.join(ab['skipped'])}.")
     s = res.get("sanity")
     if s:
         L += ["", "## Sanity checks", "", f"Measured on {s['images']} images at eps {_eps(s['eps'])}: "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .ablation import robust_trained
 from .defense import Defense
 from .demo import THREATS, DemoRequest, DemoState, run_demo
 from .images import ImageInputError, prepare_image
@@ -162,7 +163,7 @@ def how_text(defense: Defense) -> str:
              "regenerated": "the classifier reads the **regenerated** image",
              "mean": "the classifier reads the mean of the ISM output and the regenerated image"}[c.final_input]
     source = getattr(defense, "source", None)
-    if source is not None and (source / "ablation" / "adversarial" / "model.safetensors").is_file():
+    if source is not None and robust_trained(source):
         hardened = ("**How it was hardened.** The classifier was first hardened as the paper says (defensive\n"
                     "distillation + adversarial training). Against an attacker who differentiates through the ISM that\n"
                     "was not enough, so ISM and classifier were then trained together against PGD that goes through the\n"

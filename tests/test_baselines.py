@@ -72,3 +72,25 @@ def test_ablation_stages_on_the_shipped_layout(tiny_weights):
         m = s.model.predict if hasattr(s.model, "predict") else s.model
         with torch.no_grad():
             assert m(x).shape == (2, 10)
+
+
+def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights):
+    """`train robust` ran but kept no starting weights (CelebA): the deployed classifier is not
+    labelled FGSM-RS, the pre-robust ISM stage is skipped, the robust stage is the deployed one."""
+    import json
+
+    from ism import load_defense
+    from ism.ablation import ROBUST_MARKER, robust_trained
+    from ism.ui import how_text
+
+    d = load_defense(tiny_weights)
+    assert not robust_trained(tiny_weights) and "was *not* adversarially trained" in how_text(d)
+    (tiny_weights / ROBUST_MARKER).parent.mkdir()
+    (tiny_weights / ROBUST_MARKER).write_text(json.dumps({"starting weights kept": []}))
+    assert robust_trained(tiny_weights) and "python -m train robust" in how_text(d)
+    stages, skipped = ablation_stages(d, tiny_weights)
+    names = [s.name for s in stages]
+    assert "+ adversarial training (FGSM-RS)" in skipped and "+ ISM purification (always)" in skipped
+    assert names[0] == "+ adversarial training of ISM + classifier (PGD through the ISM)"
+    assert stages[0].model.classifier is d.classifier and stages[0].model.ism is d.ism
+    assert sum(s.deployed for s in stages) == 1

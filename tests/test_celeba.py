@@ -19,6 +19,18 @@ def test_celeba_split_is_the_male_attribute_at_64x64():
     assert small.images.shape == (5723, 3, 32, 32) and torch.equal(small.labels, test.labels)
 
 
+def test_robust_training_of_celeba_flips_but_does_not_shift():
+    """Aligned faces: the CelebA ISM never saw shifted faces, so `train robust` flips only."""
+    from ism.data import augment
+    from train.robust import robust_config
+
+    assert robust_config("celeba").augment_shift == 0 and robust_config("cifar10").augment_shift == 4
+    x = torch.rand(16, 3, 8, 8)
+    out = augment(x, 0)
+    assert all(torch.equal(o, a) or torch.equal(o, a.flip(2)) for o, a in zip(out, x))
+    assert not all(torch.equal(o, a) or torch.equal(o, a.flip(2)) for o, a in zip(augment(x, 4), x))
+
+
 @pytest.fixture(scope="module")
 def celeba():
     from ism import load_defense
@@ -62,5 +74,5 @@ def test_how_it_works_is_true_to_each_defense(celeba):
     from ism import load_defense
     from ism.ui import how_text
 
-    assert "was *not* adversarially trained" in how_text(celeba[0])      # `train robust` was not run for CelebA
-    assert "python -m train robust" in how_text(load_defense(WEIGHTS))
+    for d in (celeba[0], load_defense(WEIGHTS)):   # both were hardened by `train robust`
+        assert "python -m train robust" in how_text(d) and "was *not* adversarially trained" not in how_text(d)
