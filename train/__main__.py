@@ -1,7 +1,7 @@
 """``python -m train {classifier,ism,detector,gan,robust,baselines,distilled,pipeline,all} [options]``
 
 Each component writes ``<out>/<component>/{config.json, model.safetensors, README.md}``; ``all``
-runs them in dependency order (classifier -> ism -> detector, gan -> robust -> pipeline; baselines and the
+runs them in dependency order (classifier -> ism -> robust -> detector, gan -> pipeline; baselines and the
 ablation's distillation-only classifier, `distilled`).
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from .common import Run, RunConfig, command_line
 COMPONENTS = {
     "classifier": ("train.classifier", "train_classifier"),
     "ism": ("train.ism", "train_ism"),
+    "robust": ("train.robust", "train_robust"),      # changes classifier + ISM: before what reads them
     "detector": ("train.detector", "train_detector"),
     "gan": ("train.gan", "train_gan"),
-    "robust": ("train.robust", "train_robust"),
     "baselines": ("train.baselines", "train_baselines"),
     "distilled": ("train.classifier", "train_distilled"),
     "pipeline": ("train.pipeline", "train_pipeline"),

@@ -23,7 +23,8 @@ Goodfellow et al. 2015), which protects clean accuracy.
 
 Both start from the shipped weights. The previous ones are kept for the per-stage ablation as
 ``<out>/ablation/adversarial`` (classifier) and ``<out>/ablation/ism`` (ISM). Afterwards rerun
-``python -m train detector`` (the residual x - ISM(x) changed) and ``python -m train pipeline``.
+``python -m train detector`` (the residual x - ISM(x) changed), ``gan`` (its generator starts from
+the ISM's codes) and ``pipeline``; ``python -m train all`` runs this stage before them.
 """
 from __future__ import annotations
 
