@@ -170,10 +170,11 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
             s.warnings.append(f"Regeneration stopped after iteration {step.step}: this server caps a run at "
                               f"{req.max_seconds:g} s so every visitor gets a turn.")
             break
-    s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
-                      "averages over them (EOT); compare the two threat models.")
-    s.warnings.append("The defense optimises at inference (regeneration loop): its gradient is not "
-                      "the attack's gradient, so gray-box numbers overstate robustness; BPDA attacks it.")
+    if defense.config.final_input != "purified":
+        s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
+                          "averages over them (EOT); compare the two threat models.")
+        s.warnings.append("The defense optimises at inference (regeneration loop): its gradient is not "
+                          "the attack's gradient, so gray-box numbers overstate robustness; BPDA attacks it.")
 
     # final decision
     t = time.perf_counter()

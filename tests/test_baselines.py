@@ -1,4 +1,5 @@
 """MagNet, DDSA, the latent-space attack, the gate switch and the ablation stages, on small inputs."""
+import pytest
 import torch
 
 from ism.ablation import ablation_stages, variant
@@ -94,3 +95,13 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
     assert names[0] == "+ adversarial training of ISM + classifier (PGD through the ISM)"
     assert stages[0].model.classifier is d.classifier and stages[0].model.ism is d.ism
     assert sum(s.deployed for s in stages) == 1
+
+
+@pytest.mark.parametrize("final_input, warned", [("purified", False), ("regenerated", True)])
+def test_regeneration_warnings_only_when_the_classifier_reads_regeneration(tiny_defense, final_input, warned):
+    """Regeneration is always shown; its EOT/BPDA caveats apply only when the decision depends on it."""
+    from ism.demo import DemoRequest, run_demo
+
+    d = variant(tiny_defense, gate=False, final_input=final_input)
+    *_, last = run_demo(d, torch.rand(1, 3, 32, 32), 0, DemoRequest("fgsm", 8 / 255, 1, "gray-box", 1, 2))
+    assert last.regeneration and any("randomised" in w for w in last.warnings) == warned
