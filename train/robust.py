@@ -21,8 +21,11 @@ the training epsilon linearly from 0 over that fraction of the steps (curriculum
 training) and ``clean_weight`` adds CE on purified clean images (the mixed clean/adversarial loss of
 Goodfellow et al. 2015), which protects clean accuracy.
 
-Both start from the shipped weights. The previous ones are kept for the per-stage ablation as
-``<out>/ablation/adversarial`` (classifier) and ``<out>/ablation/ism`` (ISM). Afterwards rerun
+Both start from the shipped weights. With ``archive`` (CIFAR-10) the previous ones are kept for the
+per-stage ablation as ``<out>/ablation/adversarial`` (classifier) and ``<out>/ablation/ism`` (ISM),
+and a rerun starts from them again; without it (CelebA, to keep ``weights/`` under its size budget)
+a rerun continues from the hardened weights. Either way ``<out>/ablation/robust.json`` records that
+this stage ran (``ism.ablation.robust_trained``). Afterwards rerun
 ``python -m train detector`` (the residual x - ISM(x) changed), ``gan`` (its generator starts from
 the ISM's codes) and ``pipeline``; ``python -m train all`` runs this stage before them.
 """
