@@ -8,8 +8,9 @@ Weights of the intermediate classifiers live next to the deployed ones:
                                  and DDSA protect this one)
     <root>/ablation/ism          the ISM network as trained by Eq. 3 (before adversarial training)
     <root>/classifier, <root>/ism  + PGD adversarial training of both through the ISM (deployed)
-    <root>/ablation/robust.json    written by ``python -m train robust``: that stage ran, and whether
-                                 it kept the weights it started from (CelebA does not: size budget)
+    <root>/ablation/robust.json    written by ``python -m train robust``: that stage ran (the command
+                                 and config of each run), and whether it kept the weights it
+                                 started from (CelebA does not: size budget)
 
 Each stage is an ``nn.Module`` returning logits for [0, 1] images, so the same attacks run on all.
 A stage whose weights are missing is skipped (and reported as such).

@@ -1,10 +1,13 @@
 """A one-step smoke run of every training entry point on tiny real data, then resume."""
 import json
 
+import pytest
 import torch
 
 from ism import load_defense
-from train.__main__ import main
+from train.__main__ import main, parse_args
+from train.common import apply_overrides
+from train.robust import RobustTrainConfig, robust_config
 
 
 def test_train_all_tiny_then_resume(tmp_path):
@@ -34,3 +37,44 @@ def test_train_all_tiny_then_resume(tmp_path):
     assert (out / "classifier" / "model.safetensors").stat().st_mtime_ns > before
     log = (ckpt / "logs" / "cifar10-classifier.jsonl").read_text().splitlines()
     assert any('"stage": "student"' in line for line in log)
+
+    # --set changes one field of the component's train config; it reaches the card and robust.json,
+    # whose history grows by one run when the starting weights are not archived
+    main(["robust", *args, "--set", "clean_weight=2.5", "--set", "archive=false"])
+    card = (out / "classifier" / "README.md").read_text()
+    assert '"clean_weight": 2.5' in card and "--set clean_weight=2.5" in card and "the last of 2 runs" in card
+    runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
+    assert [r["train_config"]["clean_weight"] for r in runs] == [0.0, 2.5]
+    assert "python -m train all" in runs[0]["command"]
+
+
+def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):
+    from ism.ablation import ROBUST_MARKER
+    from train.robust import robust_runs
+
+    assert robust_runs(tmp_path) == []
+    (tmp_path / ROBUST_MARKER).parent.mkdir()
+    (tmp_path / ROBUST_MARKER).write_text(json.dumps(
+        {"command": "python -m train robust", "train_config": {"lr": 5e-4}, "starting weights kept": []}))
+    assert robust_runs(tmp_path) == [{"command": "python -m train robust", "train_config": {"lr": 5e-4}}]
+
+
+def test_set_overrides_are_typed_and_checked():
+    tc = apply_overrides(robust_config("celeba"), ["clean_weight=3", "lr=3e-4", "steps=5", "archive=true",
+                                                   "eps-ramp=0"])
+    assert (tc.clean_weight, tc.lr, tc.steps, tc.archive, tc.eps_ramp) == (3.0, 3e-4, 5, True, 0.0)
+    assert isinstance(tc.steps, int) and tc.epochs == robust_config("celeba").epochs   # the rest unchanged
+    with pytest.raises(ValueError, match="clean_weight"):          # the message lists the fields
+        apply_overrides(RobustTrainConfig(), ["clean_wieght=3"])
+    with pytest.raises(ValueError, match="not a valid int"):
+        apply_overrides(RobustTrainConfig(), ["steps=three"])
+    with pytest.raises(ValueError, match="expected FIELD=VALUE"):
+        apply_overrides(RobustTrainConfig(), ["lr"])
+
+
+def test_cli_set_is_repeatable_and_one_component_only():
+    names, cfg = parse_args(["robust", "--dataset", "celeba", "--set", "clean_weight=3", "--set", "lr=3e-4"])
+    assert names == ["robust"] and cfg.overrides == ("clean_weight=3", "lr=3e-4")
+    for argv in (["all", "--set", "lr=1e-3"], ["pipeline", "--set", "lr=1e-3"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)

@@ -31,6 +31,11 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
     p.add_argument("component", choices=[*COMPONENTS, "all"])
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
+        if f.name == "overrides":
+            p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                           help="set a field of the component's train config (repeatable), e.g. "
+                                "--set clean_weight=3 --set lr=3e-4; see its *TrainConfig")
+            continue
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
@@ -44,7 +49,12 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
             p.add_argument(flag, type=typ, default=f.default)
     a = p.parse_args(argv)
     cfg = RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
+    cfg.overrides = tuple(cfg.overrides)
     names = list(COMPONENTS) if a.component == "all" else [a.component]
+    if cfg.overrides and len(names) > 1:
+        p.error("--set applies to one component's config: run the components one by one")
+    if cfg.overrides and a.component == "pipeline":
+        p.error("--set: `pipeline` has no train config")
     return names, cfg
 
 

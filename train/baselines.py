@@ -34,7 +34,7 @@ class BaselineTrainConfig:
 
 
 def train_baselines(run: Run, tc: BaselineTrainConfig | None = None) -> None:
-    tc = tc or BaselineTrainConfig()
+    tc = run.configure(tc or BaselineTrainConfig())
     folder = base_classifier_folder(run.out.parent)
     clf = load_classifier(run.out.parent, run.device)
     c = clf.config

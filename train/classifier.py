@@ -89,7 +89,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
 
 
 def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
-    tc = tc or ClassifierTrainConfig()
+    tc = run.configure(tc or ClassifierTrainConfig())
     sample = run.train.float(torch.arange(0, len(run.train), max(1, len(run.train) // 5000)))
     mc = ClassifierConfig(num_classes=len(run.classes), image_size=run.cfg.image_size, channels=list(tc.channels),
                           hidden=tc.hidden, class_names=list(run.classes),
@@ -152,7 +152,7 @@ def publish_teacher(run: Run, teacher: Classifier, tc: ClassifierTrainConfig, te
 def train_distilled(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
     """Ablation stage '+ defensive distillation': a student of the shipped teacher
     (``<out>/ablation/plain``) trained on soft labels only, without adversarial examples."""
-    tc = tc or ClassifierTrainConfig(adv_fraction=0.0)
+    tc = run.configure(tc or ClassifierTrainConfig(adv_fraction=0.0))
     folder = run.out.parent / "ablation" / "plain"
     if not (folder / "model.safetensors").exists():
         raise FileNotFoundError(f"{folder} has no teacher: run `python -m train classifier` first")

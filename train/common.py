@@ -7,7 +7,9 @@ the schedule stay those of a single process. Process 0 alone writes checkpoints,
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import json
 import random
 import shlex
@@ -42,6 +44,7 @@ class RunConfig:
     download: bool = False
     bf16: bool = True                     # bf16 autocast: ~2x on this CPU, standard on GPU
     threads: int | None = None
+    overrides: tuple[str, ...] = ()       # FIELD=VALUE for the component's train config (--set)
 
 
 def command_line(argv=None) -> str:
@@ -79,6 +82,10 @@ class Run:
         if not self.cfg.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def configure(self, tc):
+        """The component's train config ``tc`` with the run's ``--set FIELD=VALUE`` overrides."""
+        return apply_overrides(tc, self.cfg.overrides)
 
     def to(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -220,6 +227,41 @@ def check_replicas(model: nn.Module) -> None:
     sigs = distributed.gather(sig)
     if any(s != sigs[0] for s in sigs):
         raise RuntimeError("the processes' model replicas differ: gradients were not synchronised")
+
+
+def apply_overrides(tc, overrides) -> object:
+    """``tc`` (a dataclass) with each ``FIELD=VALUE`` of ``overrides`` set, VALUE read as the type
+    of the field's current value (a Python literal for tuples and lists); ValueError names the
+    fields when one is unknown or a value does not parse."""
+    fields = [f.name for f in dataclasses.fields(tc)]
+    changes = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of the "
+                             f"{type(tc).__name__} fields: {', '.join(fields)}")
+        changes[name] = _parse_value(text.strip(), getattr(tc, name), item)
+    return dataclasses.replace(tc, **changes)
+
+
+def _parse_value(text: str, current, item: str):
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        value = ast.literal_eval(text)
+        return type(current)(value) if isinstance(current, (tuple, list)) else value
+    except (ValueError, SyntaxError, TypeError):
+        kind = type(current).__name__ if current is not None else "Python literal"
+        raise ValueError(f"--set {item!r}: {text!r} is not a valid {kind}") from None
 
 
 def _spread(n: int, k: int, seed: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ def load_ism(out, device) -> ISMNetwork:
 
 
 def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> PerturbationDetector:
-    tc = tc or DetectorTrainConfig()
+    tc = run.configure(tc or DetectorTrainConfig())
     clf = load_classifier(run.out.parent, run.device)
     ism = load_ism(run.out.parent, run.device)
     pool = build_pool(run, clf, run.train, "train")

@@ -62,7 +62,7 @@ def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
 
 
 def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
-    tc = tc or GANTrainConfig()
+    tc = run.configure(tc or GANTrainConfig())
     clf = load_classifier(run.out.parent, run.device)
     ism = load_ism(run.out.parent, run.device)
     pool = build_pool(run, clf, run.train, "train")

@@ -48,7 +48,7 @@ def encode_decode(model, x):
 
 
 def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
-    tc = tc or ISMTrainConfig()
+    tc = run.configure(tc or ISMTrainConfig())
     clf = load_classifier(run.out.parent, run.device)
     pool = build_pool(run, clf, run.train, "train")
     model = ISMNetwork(ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels))

@@ -100,7 +100,7 @@ def _purify_classify(composite, x, n: int):
 
 
 def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
-    tc = tc or robust_config(run.cfg.dataset)
+    tc = run.configure(tc or robust_config(run.cfg.dataset))
     clf, ism = _load(run)
     composite = nn.Sequential(ism, clf)
     state = run.load_ckpt()
@@ -154,6 +154,9 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
            + (f", plus {tc.clean_weight} x CE on purified clean images" if tc.clean_weight else ""))
     kept = " (kept in ablation/adversarial)" if tc.archive else ""
     kept_ism = " (previous weights in ablation/ism)" if tc.archive else ""
+    n_runs = len(robust_runs(root))
+    if n_runs > 1:
+        how += f"; the last of {n_runs} runs of this stage, each continuing the one before (ablation/robust.json)"
     run.publish(clf, "Target classifier, adversarially trained through the ISM", metrics=metrics,
                 train_config=tc, folder=root / "classifier", summary=(
                     f"The distilled + FGSM-RS classifier{kept}, fine-tuned by {how}. "
@@ -166,13 +169,16 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
 
 
 def archive(run: Run, tc: RobustTrainConfig) -> None:
-    """Mark ``<out>`` as robust-trained (``ism.ablation.ROBUST_MARKER``) and, with ``tc.archive``,
-    keep the weights this stage started from, for the ablation (once)."""
+    """Mark ``<out>`` as robust-trained (``ism.ablation.ROBUST_MARKER``: the command and config of
+    each run that the weights come from, in order) and, with ``tc.archive``, keep the weights this
+    stage first started from, for the ablation (once)."""
     root = run.out.parent
     marker = root / ROBUST_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
+    # without archive a rerun continues from the last run's weights, so the history is every run in order
+    runs = robust_runs(root) if not tc.archive else []
     marker.write_text(json.dumps({
-        "command": run.command, "train_config": asdict(tc),
+        "runs": [*runs, {"command": run.command, "train_config": asdict(tc)}],
         "starting weights kept": ["ablation/adversarial", "ablation/ism"] if tc.archive else [],
     }, indent=2) + "\n")
     if not tc.archive:
@@ -182,6 +188,17 @@ def archive(run: Run, tc: RobustTrainConfig) -> None:
             (root / dst).parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(root / src, root / dst)
             record_checksum(root, root / dst)
+
+
+def robust_runs(root) -> list[dict]:
+    """The runs recorded in ``<root>/ablation/robust.json`` (command and train config), oldest first."""
+    marker = root / ROBUST_MARKER
+    if not marker.is_file():
+        return []
+    saved = json.loads(marker.read_text())
+    if "runs" in saved:
+        return saved["runs"]
+    return [{k: saved[k] for k in ("command", "train_config") if k in saved}]   # written before the history
 
 
 def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dict:
