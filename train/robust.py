@@ -179,8 +179,9 @@ def archive(run: Run, tc: RobustTrainConfig) -> None:
     root = run.out.parent
     marker = root / ROBUST_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    # without archive a rerun continues from the last run's weights, so the history is every run in order
-    runs = robust_runs(root) if not tc.archive else []
+    # a run started from the kept weights when they exist (``_load``), else it continued the last run
+    restarted = (root / "ablation" / "ism" / "model.safetensors").is_file()
+    runs = [] if restarted else robust_runs(root)
     marker.write_text(json.dumps({
         "runs": [*runs, {"command": run.command, "train_config": asdict(tc)}],
         "starting weights kept": ["ablation/adversarial", "ablation/ism"] if tc.archive else [],
