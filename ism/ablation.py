@@ -44,6 +44,14 @@ def base_classifier_folder(root: str | Path) -> Path:
     return folder if (folder / "model.safetensors").exists() else root / "classifier"
 
 
+def base_ism_folder(root: str | Path) -> Path:
+    """The ISM that ``python -m train robust`` starts from: ``ablation/ism`` (the Eq. 3 ISM) where
+    that stage kept it, else ``ism`` (a rerun then continues from the hardened one)."""
+    root = Path(root)
+    folder = root / "ablation" / "ism"
+    return folder if (folder / "model.safetensors").exists() else root / "ism"
+
+
 def variant(defense: Defense, classifier: nn.Module | None = None, ism: nn.Module | None = None,
             **config) -> Defense:
     """The same defense with another classifier / ISM and/or config values (modules are shared)."""

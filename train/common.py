@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import json
 import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -233,16 +232,16 @@ def apply_overrides(tc, overrides) -> object:
     """``tc`` (a dataclass) with each ``FIELD=VALUE`` of ``overrides`` set, VALUE read as the type
     of the field's current value (a Python literal for tuples and lists); ValueError names the
     fields when one is unknown or a value does not parse."""
-    fields = [f.name for f in dataclasses.fields(tc)]
+    names = [f.name for f in fields(tc)]
     changes = {}
     for item in overrides:
         name, sep, text = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in fields:
+        if not sep or name not in names:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE, FIELD one of the "
-                             f"{type(tc).__name__} fields: {', '.join(fields)}")
+                             f"{type(tc).__name__} fields: {', '.join(names)}")
         changes[name] = _parse_value(text.strip(), getattr(tc, name), item)
-    return dataclasses.replace(tc, **changes)
+    return replace(tc, **changes)
 
 
 def _parse_value(text: str, current, item: str):

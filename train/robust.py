@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ism.ablation import ROBUST_MARKER, base_classifier_folder
+from ism.ablation import ROBUST_MARKER, base_classifier_folder, base_ism_folder
 from ism.attacks import make_attack
 from ism.classifier import Classifier
 from ism.hub import record_checksum
@@ -90,8 +90,7 @@ def robust_accuracy(run: Run, model: nn.Module, split, eps: float, steps: int = 
 def _load(run: Run):
     root = run.out.parent
     clf = Classifier.from_pretrained(str(base_classifier_folder(root)))
-    ism_dir = root / "ablation" / "ism" if (root / "ablation" / "ism" / "model.safetensors").exists() else root / "ism"
-    ism = ISMNetwork.from_pretrained(str(ism_dir))
+    ism = ISMNetwork.from_pretrained(str(base_ism_folder(root)))
     return (clf.to(run.device).to(memory_format=torch.channels_last),
             ism.to(run.device).to(memory_format=torch.channels_last))
 
@@ -179,9 +178,8 @@ def archive(run: Run, tc: RobustTrainConfig) -> None:
     root = run.out.parent
     marker = root / ROBUST_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    # a run started from the kept weights when they exist (``_load``), else it continued the last run
-    restarted = (root / "ablation" / "ism" / "model.safetensors").is_file()
-    runs = [] if restarted else robust_runs(root)
+    # this run started from the kept weights where they exist (``_load``), else it continued the last one
+    runs = [] if base_ism_folder(root) != root / "ism" else robust_runs(root)
     marker.write_text(json.dumps({
         "runs": [*runs, {"command": run.command, "train_config": asdict(tc)}],
         "starting weights kept": ["ablation/adversarial", "ablation/ism"] if tc.archive else [],
