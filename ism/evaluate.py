@@ -31,7 +31,8 @@ from .sanity import sanity_checks, warnings_text
 
 
 
-def _fraction(text: str) -> float:
+def parse_eps(text: str) -> float:
+    """"0.3" or "8/255" -> the float (the command lines write epsilons both ways)."""
     num, _, den = text.strip().partition("/")
     return float(num) / float(den or 1)
 
@@ -82,9 +83,9 @@ def main(argv=None) -> dict:
     idx = spread(len(test), a.limit, a.seed)
     cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None)
     if a.eps is not None:
-        cfg.eps = [_fraction(v) for v in a.eps.split(",") if v.strip()]
+        cfg.eps = [parse_eps(v) for v in a.eps.split(",") if v.strip()]
     if a.adaptive_eps is not None:
-        cfg.adaptive_eps = [_fraction(v) for v in a.adaptive_eps.split(",") if v.strip()]
+        cfg.adaptive_eps = [parse_eps(v) for v in a.adaptive_eps.split(",") if v.strip()]
     if a.small:  # every section runs, on a few images with few steps: a smoke test, not a measurement
         cfg.latent_images, cfg.ablation_images, cfg.ablation_regen_images = 4, 6, 2
         cfg.sanity_images, cfg.regen_images = 4, 4

@@ -49,10 +49,15 @@ def test_train_all_tiny_then_resume(tmp_path):
     # ... without them (CelebA's layout) a rerun continues the last one, and the history grows
     for name in ("ablation/adversarial", "ablation/ism"):
         shutil.rmtree(out / name)
-    main(["robust", *args, "--set", "clean_weight=4", "--set", "archive=false"])
+    # (this one ships a moving average of its weights: --set ema=DECAY)
+    main(["robust", *args, "--set", "clean_weight=4", "--set", "archive=false", "--set", "ema=0.5"])
     runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
     assert [r["train_config"]["clean_weight"] for r in runs] == [2.5, 4.0]
-    assert "the last of 2 runs" in (out / "ism" / "README.md").read_text()
+    assert [r["train_config"]["ema"] for r in runs] == [0.0, 0.5]
+    card = (out / "ism" / "README.md").read_text()
+    assert "the last of 2 runs" in card and "exponential moving average (decay 0.5" in card
+    log = (ckpt / "logs" / "cifar10-robust.jsonl").read_text().splitlines()
+    assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[0]
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):
