@@ -85,7 +85,7 @@ def main(argv=None) -> Path:
     d = load_defense(resolve_weights(a.weights or f"weights/{a.dataset}", None))
     test = load_split(a.data or DATASETS[a.dataset].root, "test", dataset=a.dataset, image_size=d.image_size)
     idx = spread(len(test), a.images, a.seed)
-    x, y = test.images[idx].float() / 255, test.labels[idx]
+    x, y = test.float(idx), test.labels[idx]
     rows = graybox_examples(d, x, y, a.attack, eps, seed=a.seed)
     right = {k: int((rows[k][1] == y).sum()) for k in ("clean", "attacked")}
     title = (f"{DATASETS[a.dataset].title}: gray-box {a.attack.upper()} eps {a.eps} against the classifier; "
