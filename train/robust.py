@@ -23,10 +23,11 @@ Goodfellow et al. 2015), which protects clean accuracy. The shipped CelebA weigh
 shorter runs with a heavier clean term, which raised clean accuracy (test 0.929 -> 0.950) for a
 little robustness (PGD-10 0.675 -> 0.643): ``--epochs 2 --set clean_weight=3 --set lr=3e-4 --set
 eps_ramp=0``, then ``--epochs 3 --set clean_weight=6`` (same ``lr`` and ``eps_ramp``), then
-``--epochs 4 --set clean_weight=8 --set ema=0.98``, which ships an exponential moving average of
-the weights (Polyak averaging; it smooths the noisy adversarial-training steps: validation clean
-0.920 -> 0.924 on 1,000 faces, PGD-10 0.582 -> 0.570 on 500); every run's command and config is in
-``<out>/ablation/robust.json``.
+``--epochs 4 --set clean_weight=8 --set ema=0.98`` (validation clean 0.920 -> 0.924 on 1,000
+faces, PGD-10 0.582 -> 0.570 on 500), which ships an exponential moving average of the weights
+(Polyak averaging). The average scored within 0.008 of the last step's weights at every epoch, so
+the gain is the clean term's, not the averaging's; ``ema`` stays an option, off by default. Every
+run's command and config is in ``<out>/ablation/robust.json``.
 
 Both start from the shipped weights. With ``archive`` (CIFAR-10) the previous ones are kept for the
 per-stage ablation as ``<out>/ablation/adversarial`` (classifier) and ``<out>/ablation/ism`` (ISM),
