@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import matplotlib
 import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from .attacks import ATTACKS, make_attack
 from .data import DATASETS, load_split
@@ -40,10 +44,6 @@ def graybox_examples(defense: Defense, x: torch.Tensor, y: torch.Tensor, attack:
 
 
 def plot_examples(rows: dict, y: torch.Tensor, classes: list, title: str):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [k for k in rows if k != "detected"]
     n = len(y)
     fig, axes = plt.subplots(len(names), n, figsize=(1.6 * n, 1.9 * len(names)), squeeze=False)
