@@ -16,6 +16,7 @@ from ism.curves import adaptive_summary, curves_from_results, load_results, meas
 from ism.data import DATASETS
 from ism.demo import MAX_EPS, THREATS, to_display
 from ism.diagram import pipeline_figure
+from ism.examples import rule as example_rule
 from ism.report import curves_note
 from ism.serve import ServeConfig
 from ism.ui import (DemoHandler, UserError, detection_text, how_text, load_defenses, threat_help, timings_text,
@@ -107,6 +108,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             return None, f"❌ {e}"
         return to_display(x), ("ℹ️ " + note if note else "ready")
 
+    def gallery_label(dataset):
+        return f"Examples (click one): {example_rule(dataset)}"
+
     def pick_example(dataset, evt: gr.SelectData):
         return handler_for(dataset).examples[evt.index].path
 
@@ -114,7 +118,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         """Everything that depends on the data set: examples, defaults, texts, figures."""
         d = handler_for(dataset).defense
         upload = f"…or upload any image (it is centre-cropped and resized to {d.image_size}x{d.image_size})"
-        return (header(dataset), gr.update(value=gallery_items(dataset)), gr.update(value=None, label=upload), None, "",
+        return (header(dataset), gr.update(value=gallery_items(dataset), label=gallery_label(dataset)),
+                gr.update(value=None, label=upload), None, "",
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
                 *saved_curves("PGD", dataset))
 
@@ -150,7 +155,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         with gr.Tab("Attack & defend"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(value=gallery_items(first), label="Examples (click one)", columns=7, rows=3,
+                    gallery = gr.Gallery(value=gallery_items(first), label=gallery_label(first), columns=7, rows=3,
                                          height=330, allow_preview=False, object_fit="contain")
                     with gr.Row():
                         file = gr.File(label=f"…or upload any image (it is centre-cropped and resized to "

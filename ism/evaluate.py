@@ -55,6 +55,7 @@ def main(argv=None) -> dict:
     p.add_argument("--weights", default=None, help="weights folder or Hub repo id (default weights/<dataset>)")
     p.add_argument("--limit", type=int, default=None, help="N test images, spread over classes")
     p.add_argument("--out", default="results")
+    p.add_argument("--name", default=None, help="results file stem (default: the data set's name), e.g. cifar10-paper")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -68,6 +69,8 @@ def main(argv=None) -> dict:
                    help=f"comma-separated sections to run (default all: {','.join(SECTIONS)}); clean always runs")
     p.add_argument("--adaptive-images", type=int, default=EvalConfig.adaptive_images,
                    help="images for the white-box attacks (a spread subset; 0 = all)")
+    p.add_argument("--autoattack-images", type=int, default=EvalConfig.autoattack_images,
+                   help="images for AutoAttack (standard, 8/255; a spread subset; 0 = skip)")
     p.add_argument("--small", action="store_true",
                    help="smoke test: a few images and steps for the latent, ablation, sanity and regeneration sections")
     p.add_argument("--fresh", action="store_true", help="ignore partial results from an earlier run")
@@ -81,7 +84,8 @@ def main(argv=None) -> dict:
     info = DATASETS[a.dataset]
     test = load_split(a.data or info.root, "test", dataset=a.dataset, image_size=d.image_size)
     idx = spread(len(test), a.limit, a.seed)
-    cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None)
+    cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None,
+                     autoattack_images=a.autoattack_images)
     if a.eps is not None:
         cfg.eps = [parse_eps(v) for v in a.eps.split(",") if v.strip()]
     if a.adaptive_eps is not None:
@@ -89,16 +93,24 @@ def main(argv=None) -> dict:
     if a.small:  # every section runs, on a few images with few steps: a smoke test, not a measurement
         cfg.latent_images, cfg.ablation_images, cfg.ablation_regen_images = 4, 6, 2
         cfg.sanity_images, cfg.regen_images = 4, 4
+        cfg.autoattack_images = 0     # AutoAttack's 5,000 Square queries and FAB-T take minutes even on 4 images
         cfg.latent_steps, cfg.square_queries, cfg.sanity_steps = 5, 100, 5
-    state = Path(".cache/eval") / f"{a.dataset}-{a.limit or 'all'}-{a.seed}-v3.json"
+    state = Path(".cache/eval") / f"{a.name or a.dataset}-{a.limit or 'all'}-{a.seed}-v3.json"
     if a.fresh and state.exists() and distributed.is_main():
         state.unlink()
     distributed.barrier()
     t0 = time.time()
+    before = set(json.loads(state.read_text())) if state.exists() else set()
     res = evaluate(d, test.images[idx], test.labels[idx], cfg, state, weights_root=root,
                    sections=[v.strip() for v in a.sections.split(",") if v.strip()], **load_baselines(root, device))
     res["command"], res["wall_seconds_this_run"] = command, round(time.time() - t0, 1)
     res["processes"], res["device"] = distributed.world(), str(device.type)
+    if distributed.is_main():   # which run measured which section (a resumed evaluation has several)
+        saved = json.loads(state.read_text())
+        done = [k for k in SECTIONS if k in res and k not in before]
+        saved["runs"] = res["runs"] = [*saved.get("runs", []), {"command": command, "device": str(device),
+                                                                 "sections": done}]
+        state.write_text(json.dumps(saved))
     if not distributed.is_main():
         distributed.shutdown()
         return res
@@ -106,7 +118,7 @@ def main(argv=None) -> dict:
     res["sanity_checks"] = sanity_checks(res)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = a.dataset if not a.limit else f"{a.dataset}-limit{a.limit}"
+    stem = (a.name or a.dataset) + (f"-limit{a.limit}" if a.limit else "")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(res, f"Evaluation: {res['data']}", command))
     write_figures(res, out, stem, res["data"])

@@ -15,6 +15,9 @@ Sections (each resumable: finished ones are kept in a JSON state file and skippe
 - ``sanity``      measurements that expose a flawed evaluation (more steps, unbounded eps,
                   black-box Square); the checks themselves are in ``ism.sanity``.
 - ``regeneration`` PSNR and accuracy of regenerated clean images.
+- ``autoattack`` AutoAttack (Croce & Hein 2020, torchattacks' standard version: APGD-CE, APGD-T,
+                  FAB-T, Square 5,000 queries) at L-inf 8/255 through the deployed pipeline and on the
+                  raw-image classifier alone, on ``autoattack_images`` images (RobustBench's measure).
 
 All attacks run in float32 (no autocast), so the gradients the attacker sees are exact.
 
@@ -63,10 +66,12 @@ class EvalConfig:
     sanity_steps: int = 30          # 'more steps' and 'unbounded' checks
     square_queries: int = 300
     regen_images: int = 500         # clean test images regenerated for PSNR / accuracy
+    autoattack_images: int = 500    # AutoAttack (standard) subset; slow on a CPU, minutes on a GPU
+    autoattack_eps: float = 8 / 255
     seed: int = 0
 
 
-SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration")
+SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration", "autoattack")
 
 
 def key(attack: str, eps: float) -> str:
@@ -98,6 +103,12 @@ class Evaluation:
         self.res = distributed.broadcast(res)   # every process resumes from the same state
         self.n = len(labels)
         self.adaptive_idx = spread(self.n, cfg.adaptive_images, cfg.seed)
+
+    def subset(self, k: int | None) -> torch.Tensor:
+        """A seeded spread subset of ``k`` images, within the adaptive subset (test sets are sorted by
+        class: a plain prefix of a sorted index list would hold the first classes only)."""
+        k = len(self.adaptive_idx) if k is None else min(k, len(self.adaptive_idx))
+        return self.adaptive_idx[spread(len(self.adaptive_idx), k, self.cfg.seed + 1)]
 
     # --- helpers ---------------------------------------------------------------------------
     def save(self) -> None:
@@ -278,7 +289,7 @@ class Evaluation:
 
     def latent(self) -> None:
         cfg = self.cfg
-        idx = self.adaptive_idx[:cfg.latent_images]
+        idx = self.subset(cfg.latent_images)
         regen = variant(self.d, gate=False, final_input="regenerated")
         for eps in cfg.adaptive_eps:
             k = key("latent", eps)
@@ -302,7 +313,7 @@ class Evaluation:
             return
         cfg, eps = self.cfg, 8 / 255
         stages, skipped = ablation_stages(self.d, self.root)
-        idx = self.adaptive_idx[:cfg.ablation_images]
+        idx = self.subset(cfg.ablation_images)
         rows, t_all = [], time.time()
         for s in stages:
             t0 = time.time()
@@ -311,7 +322,7 @@ class Evaluation:
             c = self.tally(idx, f"ablation {s.name}", lambda x, y: {
                 "clean": self.correct(_predict(s), x, y), "graybox_pgd10_8/255": self.correct(_predict(s), gray(x, y), y)})
             row.update({n: v / len(idx) for n, v in c.items()})
-            aidx = idx[:cfg.ablation_regen_images] if s.randomised else idx
+            aidx = idx[spread(len(idx), cfg.ablation_regen_images, cfg.seed)] if s.randomised else idx
             adv = (make_adaptive_attack(s.model, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
                    if isinstance(s.model, Defense) else make_attack("pgd", s.model, eps, steps=cfg.steps))
             ok = self.tally(aidx, "adaptive", lambda x, y: {"ok": self.correct(_predict(s), adv(x, y), y)})["ok"]
@@ -326,7 +337,7 @@ class Evaluation:
         if "sanity" in self.res or not self.cfg.sanity_images:
             return
         cfg, eps, t0 = self.cfg, 8 / 255, time.time()
-        idx = self.adaptive_idx[:cfg.sanity_images]
+        idx = self.subset(cfg.sanity_images)
         runs = {
             f"adaptive PGD-{cfg.steps}": make_adaptive_attack(self.d, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed),
             f"adaptive PGD-{cfg.sanity_steps}": make_adaptive_attack(self.d, eps, steps=cfg.sanity_steps,
@@ -346,7 +357,7 @@ class Evaluation:
     def regeneration(self) -> None:
         if "regeneration" in self.res or not self.cfg.regen_images:
             return
-        t0, idx = time.time(), torch.arange(min(self.cfg.regen_images, self.n))
+        t0, idx = time.time(), spread(self.n, self.cfg.regen_images, self.cfg.seed)
 
         def batch(x, y):
             *_, last = self.d.regenerate_steps(x)
@@ -362,6 +373,33 @@ class Evaluation:
                                     "psnr_vs_input_db": t["psnr_x"] / m, "psnr_vs_purified_db": t["psnr_pur"] / m,
                                     "classifier_accuracy": t["correct"] / m, "mean_steps_used": t["steps"] / m,
                                     "seconds": round(time.time() - t0, 1)}
+        self.save()
+
+    def autoattack(self) -> None:
+        """AutoAttack (standard, L-inf) on a spread subset: the deployed pipeline end to end (exact
+        gradients through ISM, detector gate and classifier; ``final_input`` must be differentiable,
+        i.e. "purified") and the raw-image classifier alone, as RobustBench measures classifiers."""
+        from torchattacks import AutoAttack
+
+        cfg = self.cfg
+        if "autoattack" in self.res or not cfg.autoattack_images:
+            return
+        if self.d.config.final_input != "purified":
+            raise ValueError("autoattack needs a differentiable pipeline (final_input='purified'); "
+                             "use the adaptive section (BPDA + EOT) for regeneration")
+        t0 = time.time()
+        idx = spread(self.n, cfg.autoattack_images, cfg.seed)
+        n_classes = len(self.d.classes)
+        row = {"images": len(idx), "eps": cfg.autoattack_eps, "version": "standard", "norm": "Linf"}
+        for name, model in (("defense", self.d), ("no_defense", self.base)):
+            atk = AutoAttack(model, norm="Linf", eps=cfg.autoattack_eps, version="standard", n_classes=n_classes,
+                             seed=cfg.seed)
+            ok = self.tally(idx, f"autoattack {name}", lambda x, y: {
+                "clean": self.correct(model, x, y), "robust": self.correct(model, atk(x, y), y)})
+            row[name] = ok["robust"] / len(idx)
+            row[f"{name}_clean"] = ok["clean"] / len(idx)
+        row["seconds"] = round(time.time() - t0, 1)
+        self.res["autoattack"] = row
         self.save()
 
 

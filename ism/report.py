@@ -38,6 +38,9 @@ def markdown(res: dict, title: str, command: str) -> str:
     c = res["clean"]
     L = [f"# {title}", "", f"Measured by `{command}`"
          + (f" in {res['wall_seconds_this_run'] / 60:.1f} min" if res.get("wall_seconds_this_run") else "") + ".", ""]
+    if len(res.get("runs", [])) > 1:   # a resumed evaluation: every command that measured a section
+        L += ["Sections measured by each run, in order:", ""]
+        L += [f"- `{r['command']}` on {r['device']}: {', '.join(r['sections'])}" for r in res["runs"]] + [""]
     L += ["## Clean accuracy", "",
           "| classifier (deployed) | full pipeline | raw-image classifier | MagNet | DDSA | detector false-positive rate |",
           "|---|---|---|---|---|---|",
@@ -101,6 +104,16 @@ def markdown(res: dict, title: str, command: str) -> str:
                      f"{r['images']} ({r['adaptive_images']}) |")
         if ab.get("skipped"):
             L.append(f"\nSkipped (their weights are not shipped): {', '.join(ab['skipped'])}.")
+    aa = res.get("autoattack")
+    if aa:
+        L += ["", "## AutoAttack (standard, L-inf)", "",
+              f"torchattacks' AutoAttack, version standard (APGD-CE, APGD-T, FAB-T, Square 5,000 queries), eps "
+              f"{_eps(aa['eps'])}, on {aa['images']} test images (a seeded spread subset). The pipeline is attacked end "
+              "to end (exact gradients through ISM, detector gate and classifier); the raw-image classifier alone "
+              "is RobustBench's measure.", "",
+              "| target | clean (same images) | AutoAttack |", "|---|---|---|",
+              f"| deployed pipeline | {_f(aa['defense_clean'])} | **{_f(aa['defense'])}** |",
+              f"| raw-image classifier alone | {_f(aa['no_defense_clean'])} | {_f(aa['no_defense'])} |"]
     s = res.get("sanity")
     if s:
         L += ["", "## Sanity checks", "", f"Measured on {s['images']} images at eps {_eps(s['eps'])}: "

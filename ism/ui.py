@@ -19,7 +19,7 @@ from .demo import THREATS, DemoRequest, DemoState, run_demo
 from .images import ImageInputError, prepare_image
 from .serve import ActiveRuns
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+from .examples import EXAMPLES_DIR
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -163,20 +163,27 @@ def how_text(defense: Defense) -> str:
              "regenerated": "the classifier reads the **regenerated** image",
              "mean": "the classifier reads the mean of the ISM output and the regenerated image"}[c.final_input]
     source = getattr(defense, "source", None)
+    paper_clf = defense.classifier.config.arch == "table1"
+    first = ("The classifier was first hardened as the paper says (defensive\n"
+             "distillation + adversarial training)." if paper_clf else
+             "The classifier is not the paper's Table 1 network but a compute-efficient one (shaped like\n"
+             "airbench94) trained with FGSM adversarial training alone, which in the same CPU time reads clean and\n"
+             "attacked images far better; the paper's recipe is kept as `weights/cifar10-paper`.")
     if source is not None and robust_trained(source):
-        hardened = ("**How it was hardened.** The classifier was first hardened as the paper says (defensive\n"
-                    "distillation + adversarial training). Against an attacker who differentiates through the ISM that\n"
+        hardened = (f"**How it was hardened.** {first} Against an attacker who differentiates through the ISM that\n"
                     "was not enough, so ISM and classifier were then trained together against PGD that goes through the\n"
                     "ISM (`python -m train robust`), keeping the ISM a reconstruction of its input.")
     else:
-        hardened = ("**How it was hardened.** As the paper says: defensive distillation and adversarial training\n"
-                    "(FGSM with a random start) of the classifier. The ISM was *not* adversarially trained with the\n"
+        hardened = (f"**How it was hardened.** {first} The ISM was *not* adversarially trained with the\n"
                     "classifier for these weights, so an attacker who differentiates through the ISM breaks it\n"
                     "(see the adaptive white-box setting).")
+    detail = defense.ism.config.detail_channels
+    squeeze = ("128-number code" if not detail else
+               f"128-number code plus a coarse {detail}-channel detail map at a quarter of the resolution")
     return f"""
 **The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
 image so that a classifier changes its answer. The **ISM network** squeezes the image through a
-128-number code and rebuilds it: structure survives, much of the attacker's fine pattern does not.
+{squeeze} and rebuilds it: structure survives, much of the attacker's fine pattern does not.
 The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images leave a tell-tale
 residue, and it estimates how strong the attack was. {gate} **Regeneration** then searches a GAN
 generator's latent space, step by step, for an image that matches the purified one; {final}.

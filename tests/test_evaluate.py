@@ -23,7 +23,10 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
     assert [round(r["eps"], 4) for r in res["latent"].values()] == [0.0314, 0.3]
     stages = [r["stage"] for r in res["ablation"]["rows"]]
-    assert stages[0] == "classifier alone" and sum(r["deployed"] for r in res["ablation"]["rows"]) == 1
+    # the hardened CIFAR-10 recipe has no plain or distilled classifier: those rows are skipped, said so
+    assert stages[0] == "+ adversarial training (FGSM-RS)" and sum(r["deployed"] for r in res["ablation"]["rows"]) == 1
+    assert "classifier alone" in res["ablation"]["skipped"]
+    assert "autoattack" not in res   # --small skips it (minutes even on 4 images): see the test below
     assert set(res["sanity"]["accuracy"]) >= {"adaptive PGD-10", "adaptive PGD-5"}
     assert res["sanity_checks"] and all(set(k) == {"check", "passed", "detail"} for k in res["sanity_checks"])
     md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
@@ -36,3 +39,22 @@ def test_evaluate_limit(tmp_path, monkeypatch):
         assert (tmp_path / "results" / f"cifar10-limit12-{plot}.png").stat().st_size > 5000
     again = main(args)   # resumes from .cache/eval: nothing recomputed, same figures
     assert again["graybox"] == res["graybox"] and again["ablation"] == res["ablation"]
+
+
+def test_autoattack_section(tiny_defense, real_images):
+    """The AutoAttack section (torchattacks' standard ensemble) on a tiny defense: through the pipeline
+    and on the raw-image classifier, never above the clean accuracy of the same images; in the report."""
+    import torch
+
+    from ism.evaluation import EvalConfig, Evaluation
+    from ism.report import markdown
+
+    x, y = real_images
+    cfg = EvalConfig(autoattack_images=6, batch_size=6, adaptive_images=None)
+    ev = Evaluation(tiny_defense, (x * 255).round().to(torch.uint8), y, cfg)
+    ev.clean()
+    ev.autoattack()
+    aa = ev.res["autoattack"]
+    assert aa["images"] == 6 and aa["version"] == "standard" and aa["norm"] == "Linf"
+    assert 0 <= aa["defense"] <= aa["defense_clean"] <= 1 and 0 <= aa["no_defense"] <= aa["no_defense_clean"] <= 1
+    assert "## AutoAttack (standard, L-inf)" in markdown({**ev.res, "dataset": "cifar10"}, "t", "cmd")

@@ -144,3 +144,40 @@ def test_unknown_repo_or_revision_offline_is_a_clear_error(tmp_path, tiny_weight
         """)
     assert r.returncode == 0, r.stderr
     assert f"ERR could not load Hub repo '{repo}' (revision {revision})" in r.stdout
+
+
+def test_half_precision_weights(tiny_weights):
+    """train.half stores every float tensor as float16, updates the checksums, and the defense still
+    loads (strictly, checksums verified) and gives nearly the same outputs."""
+    import safetensors.torch
+
+    from ism import load_defense
+    from ism.hub import record_checksum
+    from train.half import halve
+
+    for name in ("classifier", "ism", "detector", "generator", "discriminator"):
+        record_checksum(tiny_weights, tiny_weights / name)
+    x = torch.rand(4, 3, 32, 32)
+    before = load_defense(tiny_weights)
+    with torch.no_grad():
+        ref, pur = before.predict(x), before.purify(x)
+    halve(tiny_weights)
+    state = safetensors.torch.load_file(str(tiny_weights / "ism" / "model.safetensors"))
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    after = load_defense(tiny_weights)          # the checksums were updated: no WeightsError
+    assert next(after.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(after.predict(x), ref, atol=1e-2) and torch.allclose(after.purify(x), pur, atol=1e-2)
+
+
+def test_half_refuses_when_accuracy_moves(tiny_weights):
+    """With a tolerance no change can meet, nothing is rewritten and the command fails."""
+    import pytest
+
+    from conftest import DATA
+    from train.half import main
+
+    files = {p: p.read_bytes() for p in tiny_weights.rglob("model.safetensors")}
+    with pytest.raises(SystemExit):
+        main([str(tiny_weights), "--data", str(DATA), "--max-drop", "-1"])
+    assert all(p.read_bytes() == b for p, b in files.items())

@@ -80,3 +80,20 @@ def test_long_file_name_and_missing_file(tmp_path):
 def test_no_image():
     with pytest.raises(ImageInputError, match="no image given"):
         prepare_image(None, 32)
+
+
+def test_examples_follow_the_stated_rule():
+    """The gallery's images are the first test images of each class in file order (ism.examples)."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import DATA
+    from ism.data import load_split
+    from ism.examples import EXAMPLES_DIR, PER_CLASS, example_indices
+
+    test = load_split(DATA, "test", dataset="cifar10")
+    for name, idx in example_indices(test, PER_CLASS["cifar10"]).items():
+        for i, j in enumerate(idx):
+            shipped = np.asarray(Image.open(EXAMPLES_DIR / "cifar10" / f"{name}_{i}.png").convert("RGB"))
+            assert (shipped == test.images[j].permute(1, 2, 0).numpy()).all(), (name, i)
+    assert len(list((EXAMPLES_DIR / "cifar10").glob("*.png"))) == 10 * PER_CLASS["cifar10"]

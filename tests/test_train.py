@@ -21,9 +21,13 @@ def test_train_all_tiny_then_resume(tmp_path):
         assert {"config.json", "model.safetensors", "README.md"} <= files, (name, files)
         card = (out / name / "README.md").read_text()
         assert "python -m train all" in card and "Measured metrics" in card
-    for name in ("ablation/plain", "ablation/adversarial", "ablation/ism", "ablation/distilled",
-                 "baselines/magnet", "baselines/ddsa"):
+    for name in ("ablation/adversarial", "ablation/ism", "baselines/magnet", "baselines/ddsa"):
         assert (out / name / "model.safetensors").is_file() and (out / name / "README.md").is_file(), name
+    # CIFAR-10's hardened recipe: airbench net, no distillation (so no teacher and no distillation-only
+    # ablation stage), an ISM with a detail path
+    assert not (out / "ablation/plain").exists() and not (out / "ablation/distilled").exists()
+    assert json.loads((out / "classifier/config.json").read_text())["arch"] == "airbench"
+    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 16
     magnet = json.loads((out / "baselines/magnet/config.json").read_text())
     assert magnet["recon_threshold"] != 1.0 and len(magnet["jsd_thresholds"]) == 2   # calibrated
     cfg = json.loads((out / "defense.json").read_text())
@@ -41,7 +45,7 @@ def test_train_all_tiny_then_resume(tmp_path):
 
     # --set changes one field of the component's train config; it reaches the card and robust.json.
     # A rerun starts again from the kept starting weights, so robust.json then lists it alone ...
-    main(["robust", *args, "--set", "clean_weight=2.5", "--set", "archive=false"])
+    main(["robust", *args, "--set", "clean_weight=2.5", "--set", "archive=false", "--set", "ema=0"])
     card = (out / "classifier" / "README.md").read_text()
     assert '"clean_weight": 2.5' in card and "--set clean_weight=2.5" in card and "the last of" not in card
     runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
@@ -57,7 +61,23 @@ def test_train_all_tiny_then_resume(tmp_path):
     card = (out / "ism" / "README.md").read_text()
     assert "the last of 2 runs" in card and "exponential moving average (decay 0.5" in card
     log = (ckpt / "logs" / "cifar10-robust.jsonl").read_text().splitlines()
-    assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[0]
+    # one line per run: `all` (CIFAR-10's recipe averages, ema 0.99), ema=0, ema=0.5
+    assert len(log) == 3 and robust_config("cifar10").ema > 0
+    assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[1]
+
+
+def test_train_all_paper_recipe_tiny(tmp_path):
+    """``--recipe paper``: Table 1 classifier (teacher + distilled student), Eq. 3 ISM, no robust stage."""
+    out = tmp_path / "w" / "cifar10-paper"
+    main(["all", "--recipe", "paper", "--limit", "120", "--epochs", "0.02", "--out", str(out), "--ckpt-dir",
+          str(tmp_path / "ckpt"), "--batch-size", "32", "--val-per-class", "2", "--no-bf16"])
+    for name in ("classifier", "ism", "detector", "generator", "ablation/plain", "ablation/distilled"):
+        assert (out / name / "model.safetensors").is_file(), name
+    assert json.loads((out / "classifier/config.json").read_text())["arch"] == "table1"
+    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 0
+    assert not (out / "ablation/robust.json").exists() and not (out / "ablation/adversarial").exists()
+    d = load_defense(out)
+    assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):

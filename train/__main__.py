@@ -41,6 +41,10 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
         else:
             typ = {"int": int, "float": float, "str": str, "int | None": int,
                    "float | None": float}.get(str(f.type), str)
+            if f.name == "recipe":
+                p.add_argument(flag, choices=["paper"], default=None,
+                               help="train the paper's recipe instead of the data set's (see train/classifier.py)")
+                continue
             if f.name == "dataset":
                 from ism.data import DATASETS
 
@@ -60,6 +64,13 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
 
 def main(argv=None) -> None:
     names, cfg = parse_args(argv)
+    if len(names) > 1:
+        from .classifier import classifier_recipe
+
+        if not classifier_recipe(cfg.recipe or cfg.dataset).teacher_epochs:   # no teacher: no distillation ablation
+            names.remove("distilled")
+        if cfg.recipe == "paper":      # the paper's defense: no adversarial training through the ISM
+            names.remove("robust")
     for name in names:
         module, fn = COMPONENTS[name]
         getattr(importlib.import_module(module), fn)(Run(cfg, name, command_line(argv)))

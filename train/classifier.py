@@ -1,6 +1,17 @@
-"""Train the target classifier (paper Table 1), hardened as the paper says.
+"""Train the target classifier: the paper's recipe, or the compute-efficient robust recipe.
 
-Recipe (a lab notebook; figures measured are in weights/<dataset>/classifier/README.md):
+``RECIPES`` holds both; ``python -m train classifier --dataset D`` runs ``RECIPES[D]``.
+
+Hardened recipe (``RECIPES["cifar10"]``, the shipped CIFAR-10 defense): the airbench-shaped net
+(ism/classifier.py) with FGSM-RS adversarial training alone (Wong et al. 2020: random start in the
+eps ball, step 1.25 eps, one gradient per batch, every image attacked), Nesterov SGD with a
+one-cycle learning rate, label smoothing 0.1, random crop + flip, an exponential moving average of
+the weights, and early stopping on catastrophic overfitting (PGD-10 on 500 held-out images after
+every epoch; a drop below half the best restores the best epoch's weights). No distillation: it
+adds a teacher's training time and no robustness an adaptive attacker cannot go around (Carlini &
+Wagner 2016); the paper recipe below keeps it. Figures it reached: weights/cifar10/classifier/README.md.
+
+Paper recipe (``RECIPES["paper"]``, also CelebA's; weights/cifar10-paper/ for CIFAR-10):
 1. Teacher: cross-entropy on logits / T, T = 5 (defensive distillation, Papernot et al. 2016).
    T is kept moderate on purpose: a large T saturates the student's softmax at T = 1 and masks
    gradients, which inflates gray-box numbers without real robustness (Carlini & Wagner 2016).
@@ -12,10 +23,11 @@ Both: AdamW + one-cycle LR, random crop + flip, bf16 autocast, channels_last.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ism.classifier import Classifier, ClassifierConfig
 from ism.data import augment
@@ -25,17 +37,42 @@ from .common import Run, accuracy
 
 @dataclass
 class ClassifierTrainConfig:
+    arch: str = "table1"          # ism.classifier.ARCHS
     channels: list = field(default_factory=lambda: [32, 64, 64, 64])  # CPU budget; paper: 128,256,128,64
-    hidden: int = 512                                                  # paper: 1024
-    teacher_epochs: float = 8
+    hidden: int = 512                                                  # paper: 1024 (table1 only)
+    teacher_epochs: float = 8     # 0: no teacher, no distillation (the student trains on hard labels)
     student_epochs: float = 10
+    optimizer: str = "adamw"      # adamw | sgd (Nesterov, momentum 0.9)
     lr: float = 2e-3
     weight_decay: float = 5e-4
     temperature: float = 5.0
     soft_weight: float = 0.5      # loss = soft * KL_T + (1 - soft) * CE
+    label_smoothing: float = 0.0
     adv_eps: float = 8 / 255
     adv_step: float = 10 / 255
     adv_fraction: float = 0.5     # share of each batch replaced by its adversarial version
+    ema: float = 0.0              # > 0: ship an exponential moving average of the weights (decay per step)
+    val_images: int = 0           # > 0: PGD-10 on this many held-out images after every epoch, and
+                                  # early stopping on catastrophic overfitting
+
+
+# What `python -m train classifier --dataset D` runs. Each comment is the result it reached.
+RECIPES = {
+    # paper recipe (Table 1, distillation + FGSM-RS on half of each batch): CIFAR-10 test clean 0.70,
+    # PGD-10 8/255 0.32 (weights/cifar10-paper/); CelebA clean 0.92 (weights/celeba/ablation/adversarial)
+    "paper": ClassifierTrainConfig(),
+    "celeba": ClassifierTrainConfig(),
+    # hardened recipe, 15 epochs (1.1 min on one H100): test clean 0.766, AutoAttack standard 8/255 0.398
+    # (1,000 images); validation PGD-10 rose every epoch to 0.46, no catastrophic overfitting. The same at
+    # --epochs 40: clean 0.826, AutoAttack 0.414 (500 images). weights/cifar10/ablation/adversarial
+    "cifar10": ClassifierTrainConfig(arch="airbench", channels=[32, 96, 384, 384], teacher_epochs=0,
+                                     student_epochs=15, optimizer="sgd", lr=0.2, label_smoothing=0.1,
+                                     adv_fraction=1.0, ema=0.99, val_images=500),
+}
+
+
+def classifier_recipe(dataset: str) -> ClassifierTrainConfig:
+    return replace(RECIPES.get(dataset, RECIPES["paper"]))
 
 
 def fgsm_rs(model, x, y, eps, step, run: Run):
@@ -52,9 +89,19 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
                  teacher: Classifier | None, state: dict | None) -> None:
     resume = state if state and state.get("stage") == stage else None
     opt, sched, steps_per_epoch, total, start = run.one_cycle(
-        model, tc.lr, epochs, run.cfg.batch_size, pct_start=0.25, weight_decay=tc.weight_decay, state=resume)
+        model, tc.lr, epochs, run.cfg.batch_size, pct_start=0.25, weight_decay=tc.weight_decay, state=resume,
+        optimizer=tc.optimizer)
     if resume:
         torch.set_rng_state(resume["rng"])
+    shipped_stage = stage == "student"
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+           if tc.ema > 0 and shipped_stage else None)
+    if resume and ema is not None:
+        ema.load_state_dict(resume["ema"])
+    best = resume.get("best") if resume else None     # (val PGD accuracy, state dict) of the best epoch
+    val = (run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // tc.val_images)))
+           if tc.val_images and shipped_stage else None)
+    stop = False
     T = tc.temperature
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, stage)
     net = run.parallel(model)
@@ -68,9 +115,15 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
             k = int(len(x) * tc.adv_fraction)
             if k:
                 x = torch.cat([fgsm_rs(model, x[:k], y[:k], tc.adv_eps, tc.adv_step, run), x[k:]])
+        elif tc.teacher_epochs == 0 and tc.adv_fraction:   # hardened recipe: adversarial training alone
+            k = int(len(x) * tc.adv_fraction)
+            x = torch.cat([fgsm_rs(model, x[:k], y[:k], tc.adv_eps, tc.adv_step, run), x[k:]])
+            model.train()
         with run.autocast():
             logits = net(x).float()
-        if soft is None:
+        if soft is None and tc.teacher_epochs == 0:
+            loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+        elif soft is None:
             loss = F.cross_entropy(logits / T, y)
         else:
             kl = F.kl_div(F.log_softmax(logits / T, 1), soft, reduction="batchmean") * T * T
@@ -78,24 +131,51 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if epoch_end:
-            acc = accuracy(model, run, run.val)
-            run.log(stage=stage, epoch=epoch, step=step + 1, loss=round(loss.item(), 4), val_acc=round(acc, 4))
+            shipped = model if ema is None else ema.module
+            acc = accuracy(shipped, run, run.val)
+            extra = {}
+            if val is not None:
+                from .robust import robust_accuracy
+
+                rob = robust_accuracy(run, shipped, val, tc.adv_eps)
+                extra["val_pgd10"] = round(rob, 4)
+                if best is None or rob > best[0]:
+                    best = (rob, {k: v.detach().clone() for k, v in shipped.state_dict().items()})
+                elif rob < 0.5 * best[0]:      # catastrophic overfitting (Wong et al. 2020): stop, keep the best
+                    stop = True
+            run.log(stage=stage, epoch=epoch, step=step + 1, loss=round(loss.item(), 4), val_acc=round(acc, 4),
+                    **extra, **({"catastrophic_overfitting": True} if stop else {}))
             run.save_ckpt(stage=stage, model=model.state_dict(), opt=opt.state_dict(),
                           sched=sched.state_dict(), step=step + 1, rng=torch.get_rng_state(),
-                          teacher=None if teacher is None else teacher.state_dict())
+                          teacher=None if teacher is None else teacher.state_dict(),
+                          **({} if ema is None else {"ema": ema.state_dict()}), best=best)
+            if stop:
+                break
+    if stop:
+        model.load_state_dict(best[1])
+    elif ema is not None:
+        model.load_state_dict(ema.module.state_dict())
 
 
 def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
-    tc = run.configure(tc or ClassifierTrainConfig())
+    tc = run.configure(tc or classifier_recipe(run.recipe))
     sample = run.train.float(torch.arange(0, len(run.train), max(1, len(run.train) // 5000)))
     mc = ClassifierConfig(num_classes=len(run.classes), image_size=run.cfg.image_size, channels=list(tc.channels),
-                          hidden=tc.hidden, class_names=list(run.classes),
+                          hidden=tc.hidden, class_names=list(run.classes), arch=tc.arch,
                           mean=[round(v, 4) for v in sample.mean((0, 2, 3)).tolist()],   # training-set statistics
                           std=[round(v, 4) for v in sample.std((0, 2, 3)).tolist()])
     state = run.load_ckpt()
+    if not tc.teacher_epochs:
+        student = Classifier(mc).to(run.device).to(memory_format=torch.channels_last)
+        _train_stage(run, student, tc, "student", run.epochs(tc.student_epochs), None, state)
+        student.eval()
+        save_classifier(run, student, tc, measure_classifier(run, student, tc))
+        return student
     teacher = Classifier(mc).to(run.device).to(memory_format=torch.channels_last)
     if not state or state.get("stage") == "teacher":
         _train_stage(run, teacher, tc, "teacher", run.epochs(tc.teacher_epochs), None, state)
@@ -119,19 +199,28 @@ def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -
     from ism.attacks import make_attack
 
     metrics = {"clean accuracy (test)": round(accuracy(model, run, run.test), 4)}
-    sub = run.test.subset(torch.arange(min(1000, len(run.test))))
+    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 1000)))   # every class
     for name, eps in (("fgsm", 8 / 255), ("pgd", 8 / 255), ("fgsm", 0.3), ("pgd", 0.3)):
         atk = make_attack(name, model, eps)
 
         def adv(x, y, atk=atk):
             with torch.enable_grad(), run.autocast():
                 return atk(x, y)
-        metrics[f"{name.upper()} eps={eps:.3g} accuracy, no defense (first {len(sub)} test)"] = round(
+        metrics[f"{name.upper()} eps={eps:.3g} accuracy, no defense ({len(sub)} test images, every class)"] = round(
             accuracy(model, run, sub, adv), 4)
     return metrics
 
 
 def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metrics: dict) -> None:
+    if not tc.teacher_epochs:
+        run.publish(model, "Target classifier (hardened recipe)", metrics=metrics, train_config=tc, summary=(
+            f"airbench-shaped net (ism/classifier.py), widths {tc.channels}, FGSM-RS adversarial training "
+            f"(eps {tc.adv_eps:.4f}, step {tc.adv_step:.4f}) for {tc.student_epochs:g} epochs, {tc.optimizer} one-cycle, "
+            f"label smoothing {tc.label_smoothing}" + (f", weights averaged (EMA {tc.ema})" if tc.ema else "") +
+            ". Chosen over the paper's Table 1 net because it reaches far more clean and robust accuracy in the "
+            "same CPU time; the paper recipe is kept in weights/cifar10-paper. No distillation (see train/classifier.py). "
+            "Input: (N, 3, H, W) floats in [0, 1]; output: logits."))
+        return
     run.publish(model, "Target classifier", metrics=metrics, train_config=tc, summary=(
         "Layer sequence of paper Table 1 (see ism/classifier.py for the documented fixes), "
         f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "

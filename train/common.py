@@ -29,6 +29,8 @@ from ism.data import Split, dataset_info, load_split, train_val_split
 @dataclass
 class RunConfig:
     dataset: str = "cifar10"              # cifar10 | celeba (ism.data.DATASETS)
+    recipe: str | None = None             # train configs: the data set's (None), or "paper": Table 1 classifier
+                                          # with distillation + FGSM-RS, ISM by Eq. 3, no `robust` stage
     data: str | None = None               # data root; default: the offline copy of the data set
     out: str | None = None                # one sub-folder per component; default weights/<dataset>
     image_size: int | None = None         # model resolution; default: the data set's (32 / 64)
@@ -82,6 +84,11 @@ class Run:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    @property
+    def recipe(self) -> str:
+        """Key of the recipe tables (``RECIPES`` and friends): ``--recipe`` or the data set's name."""
+        return self.cfg.recipe or self.cfg.dataset
+
     def configure(self, tc):
         """The component's train config ``tc`` with the run's ``--set FIELD=VALUE`` overrides."""
         return apply_overrides(tc, self.cfg.overrides)
@@ -113,12 +120,16 @@ class Run:
         return distributed.wrap(Forward(model, fn), self.device)
 
     def one_cycle(self, model, lr: float, epochs: float, batch_size: int, pct_start: float = 0.15,
-                  weight_decay: float = 1e-4, state: dict | None = None):
-        """AdamW + one-cycle schedule over ``epochs``; restores model/optimiser/schedule from a
-        checkpoint ``state``. Returns (opt, sched, steps_per_epoch, total_steps, start_step)."""
+                  weight_decay: float = 1e-4, state: dict | None = None, optimizer: str = "adamw"):
+        """AdamW (or Nesterov SGD, ``optimizer="sgd"``) + one-cycle schedule over ``epochs``; restores
+        model/optimiser/schedule from a checkpoint ``state``.
+        Returns (opt, sched, steps_per_epoch, total_steps, start_step)."""
         steps_per_epoch = -(-len(self.train) // batch_size)
         total = max(1, int(epochs * steps_per_epoch))
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        opt = (torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay) if optimizer == "adamw" else
+               torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=pct_start)
         start = 0
         if state:

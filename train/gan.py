@@ -54,7 +54,7 @@ def eq2_adversarial(gen_images, clf, eps, phi, run: Run):
 @torch.no_grad()
 def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
     codes = []
-    for x, _ in run.batches(run.train.subset(torch.arange(min(n, len(run.train)))), False, 500):
+    for x, _ in run.batches(run.train.subset(torch.arange(0, len(run.train), max(1, len(run.train) // n))[:n]), False, 500):
         with run.autocast():
             codes.append(ism.encode(x).float())
     codes = torch.cat(codes)
@@ -113,7 +113,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
                           opt_d=opt_d.state_dict(), step=step + 1)
     G.eval(); D.eval()
     metrics = measure_gan(run, G, D, ism, clf)
-    summary = ("Generator: z (128) -> image in [0, 1], initialised from the ISM decoder, latent prior fitted to "
+    summary = (f"Generator: z ({G.config.z_dim}) -> image in [0, 1], initialised from the ISM decoder, latent prior fitted to "
                "ISM codes; used by regeneration. Discriminator: image -> logit of 'clean real image', trained "
                "against generated, adversarial and Eq. 2 samples. Both written by the same command.")
     for name, model, title in (("generator", G, "GAN generator"), ("discriminator", D, "GAN discriminator")):

@@ -9,10 +9,13 @@ Recipe:
                                                    keeps the class beats a sharper one that loses it)
        + code_l1 * |code|_1                       (instance sparsity of the 128-d code)
 - AdamW + one-cycle, random flips (same flip for the pair), bf16 autocast.
+- CIFAR-10 (``ISM_RECIPES``): the ISM has a detail path (``detail_channels``, ism/ism_net.py), so
+  the purified image keeps the spatial detail the 128-d code cannot hold (the plain Table 2
+  auto-encoder capped CIFAR-10 at 17.9 dB PSNR and cost the classifier 15 points on clean images).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,19 @@ class ISMTrainConfig:
     lr: float = 2e-3
     cls_weight: float = 0.02
     code_l1: float = 1e-4
+    detail_channels: int = 0    # ISMConfig.detail_channels: 0 = Table 2's auto-encoder
+
+
+# What `python -m train ism --dataset D` runs (figures reached: weights/D/ablation/ism/README.md).
+# CIFAR-10: PSNR 28.8 dB on clean test images (Table 2 alone: 17.9), read by the classifier at 0.770
+# vs 0.753 on the raw images; 21.0 dB on attacked ones (0.582 read correctly vs 0.224 unpurified).
+ISM_RECIPES = {
+    "cifar10": ISMTrainConfig(epochs=8, detail_channels=16),
+}
+
+
+def ism_recipe(dataset: str) -> ISMTrainConfig:
+    return replace(ISM_RECIPES.get(dataset, ISMTrainConfig()))
 
 
 def pairs(run: Run, split, pool, shuffle: bool, batch_size: int, seed: int = 0):
@@ -48,10 +64,11 @@ def encode_decode(model, x):
 
 
 def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
-    tc = run.configure(tc or ISMTrainConfig())
+    tc = run.configure(tc or ism_recipe(run.recipe))
     clf = load_classifier(run.out.parent, run.device)
     pool = build_pool(run, clf, run.train, "train")
-    model = ISMNetwork(ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels))
+    model = ISMNetwork(ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
+                                 detail_channels=tc.detail_channels))
     model = model.to(run.device).to(memory_format=torch.channels_last)
     opt, sched, steps_per_epoch, total, start = run.one_cycle(
         model, tc.lr, run.epochs(tc.epochs), tc.batch_size, state=run.load_ckpt())
@@ -66,7 +83,8 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
         with run.autocast():
             out, code = net(inp)
             out = out.float()
-            loss = F.mse_loss(out, tgt) + tc.code_l1 * code.float().abs().mean()
+            code_dim = model.config.latent_dim      # the sparsity penalty is on the 128-d instance code
+            loss = F.mse_loss(out, tgt) + tc.code_l1 * code[:, :code_dim].float().abs().mean()
             if tc.cls_weight:
                 loss = loss + tc.cls_weight * F.cross_entropy(clf(out).float(), yy)
         opt.zero_grad(set_to_none=True)
@@ -81,7 +99,9 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
     metrics = measure_ism(run, model, clf)
     run.publish(model, "ISM network", metrics=metrics, train_config=tc, summary=(
         "Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder shaped like the "
-        "GAN generator, trained with Eq. 3 to map attacked images back to clean ones. Input and output: "
+        "GAN generator" + (f", plus a detail path ({tc.detail_channels} maps at 1/4 resolution, ism/ism_net.py)"
+                           if tc.detail_channels else "") +
+        ", trained with Eq. 3 to map attacked images back to clean ones. Input and output: "
         "(N, 3, H, W) floats in [0, 1]."),
         data=f"; attacked copies: FGSM / PGD-10 against the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}")
     return model

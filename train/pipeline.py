@@ -102,7 +102,7 @@ def measure_gate(run: Run, d, sub, pool, adaptive_images: int) -> dict:
         with torch.no_grad():
             c["clean"] += (d.predict(x).argmax(1) == y).sum().item()
             c["gray-box pool"] += (d.predict(xa).argmax(1) == y).sum().item()
-    j = torch.arange(min(adaptive_images, len(sub)))
+    j = torch.arange(0, len(sub), max(1, len(sub) // adaptive_images))[:adaptive_images]   # every class
     x, y = run.to(sub.float(j)), sub.labels[j].to(run.device)
     torch.manual_seed(run.cfg.seed)
     xa = make_adaptive_attack(d, 8 / 255, steps=10, seed=run.cfg.seed)(x.contiguous(), y)

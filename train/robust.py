@@ -75,8 +75,11 @@ class RobustTrainConfig:
     archive: bool = True           # keep the starting weights in ablation/ (for the per-stage ablation)
 
 
-# Per-data-set values (the CIFAR-10 weights were trained with the plain defaults).
+# Per-data-set values. CIFAR-10: a short fine-tune of the hardened classifier and the detail ISM;
+# validation PGD-10 through both 0.384 -> 0.398 over its 2 epochs, test 0.392 (1,000 images), clean on
+# purified test images 0.771 (weights/cifar10/classifier/README.md). The paper recipe has no such stage.
 DATASET_DEFAULTS = {
+    "cifar10": dict(epochs=2, lr=5e-4, clean_weight=1.0, ema=0.99),
     "celeba": dict(epochs=8, lr=5e-4, eps_ramp=0.3, clean_weight=1.0, augment_shift=0, archive=False),
 }
 
@@ -110,7 +113,7 @@ def _purify_classify(composite, x, n: int):
 
 
 def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
-    tc = run.configure(tc or robust_config(run.cfg.dataset))
+    tc = run.configure(tc or robust_config(run.recipe))
     clf, ism = _load(run)
     composite = nn.Sequential(ism, clf)
     state = run.load_ckpt()
