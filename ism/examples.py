@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from .data import DATASETS, Split, load_split
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"

@@ -32,6 +32,8 @@ class GeneratorConfig:
     widths: list = field(default_factory=lambda: [256, 256, 128, 64])  # mirror of the Table 2 encoder
     detail_channels: int = 0       # 0: z is the code alone (Table 2); > 0: + a detail map at s/4
 
+    DETAIL_BLOCK = 2               # the detail map joins after this many up-sampling blocks (s/16 -> s/4)
+
     @property
     def detail_size(self) -> int:
         return self.image_size // 4
@@ -58,7 +60,7 @@ class Generator(HubModule):
                                 nn.ReLU(inplace=True))
         layers = []
         for i, (a, b) in enumerate(zip(w, w[1:])):
-            if c.detail_channels and i == 2:   # the features are at s/4 here: the detail map joins them
+            if c.detail_channels and i == c.DETAIL_BLOCK:   # the features are at s/4 here: the detail map joins
                 a += c.detail_channels
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(w[-1], c.channels, 4, 2, 1), nn.Sigmoid()]
@@ -72,8 +74,8 @@ class Generator(HubModule):
         if not c.detail_channels:
             return self.net(h)
         detail = z[:, c.latent_dim:].reshape(len(z), c.detail_channels, c.detail_size, c.detail_size)
-        h = self.net[:6](h)                       # two up-sampling blocks: s/16 -> s/4
-        return self.net[6:](torch.cat([h, detail.to(h.dtype)], 1))
+        j = 3 * c.DETAIL_BLOCK                    # each block is ConvTranspose, BatchNorm, ReLU
+        return self.net[j:](torch.cat([self.net[:j](h), detail.to(h.dtype)], 1))
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         eps = torch.randn(n, self.config.z_dim, generator=generator, device=self.z_mean.device

@@ -49,7 +49,7 @@ class Encoder(nn.Module):
         x = x * 2 - 1
         if self.detail is None:
             return self.net(x)
-        h = self.net[:4](x)                       # two stride-2 convs: s/4
+        h = self.net[:4](x)                       # two (stride-2 conv, LeakyReLU) pairs: s/4
         return torch.cat([self.net[4:](h), self.detail(h).flatten(1).to(h.dtype)], 1)
 
 

@@ -16,10 +16,10 @@ import torch
 from .ablation import robust_trained
 from .defense import Defense
 from .demo import THREATS, DemoRequest, DemoState, run_demo
+from .examples import EXAMPLES_DIR
 from .images import ImageInputError, prepare_image
 from .serve import ActiveRuns
 
-from .examples import EXAMPLES_DIR
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 

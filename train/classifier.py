@@ -33,6 +33,7 @@ from ism.classifier import Classifier, ClassifierConfig
 from ism.data import augment
 
 from .common import Run, accuracy
+from .robust import robust_accuracy
 
 
 @dataclass
@@ -112,22 +113,19 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
         if teacher is not None:
             with torch.no_grad(), run.autocast():
                 soft = F.softmax(teacher(x).float() / T, 1)  # soft labels of the clean images
-            k = int(len(x) * tc.adv_fraction)
-            if k:
-                x = torch.cat([fgsm_rs(model, x[:k], y[:k], tc.adv_eps, tc.adv_step, run), x[k:]])
-        elif tc.teacher_epochs == 0 and tc.adv_fraction:   # hardened recipe: adversarial training alone
-            k = int(len(x) * tc.adv_fraction)
+        # adversarial examples for the student of either recipe (the paper's teacher sees clean images)
+        k = int(len(x) * tc.adv_fraction) if teacher is not None or not tc.teacher_epochs else 0
+        if k:
             x = torch.cat([fgsm_rs(model, x[:k], y[:k], tc.adv_eps, tc.adv_step, run), x[k:]])
-            model.train()
         with run.autocast():
             logits = net(x).float()
-        if soft is None and tc.teacher_epochs == 0:
-            loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
-        elif soft is None:
-            loss = F.cross_entropy(logits / T, y)
-        else:
+        if soft is not None:
             kl = F.kl_div(F.log_softmax(logits / T, 1), soft, reduction="batchmean") * T * T
             loss = tc.soft_weight * kl + (1 - tc.soft_weight) * F.cross_entropy(logits, y)
+        elif tc.teacher_epochs:      # the paper recipe's teacher
+            loss = F.cross_entropy(logits / T, y)
+        else:                        # the hardened recipe: adversarial training alone
+            loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step(); sched.step()
@@ -140,8 +138,6 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
             acc = accuracy(shipped, run, run.val)
             extra = {}
             if val is not None:
-                from .robust import robust_accuracy
-
                 rob = robust_accuracy(run, shipped, val, tc.adv_eps)
                 extra["val_pgd10"] = round(rob, 4)
                 if best is None or rob > best[0]:
