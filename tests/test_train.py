@@ -7,7 +7,7 @@ import torch
 
 from ism import load_defense
 from train.__main__ import main, parse_args
-from train.common import apply_overrides
+from train.common import apply_overrides, bf16_enabled
 from train.robust import RobustTrainConfig, robust_config
 
 
@@ -110,3 +110,11 @@ def test_cli_set_is_repeatable_and_one_component_only():
     for argv in (["all", "--set", "lr=1e-3"], ["pipeline", "--set", "lr=1e-3"]):
         with pytest.raises(SystemExit):
             parse_args(argv)
+
+
+def test_bf16_only_where_it_is_fast():
+    cpu = torch.device("cpu")
+    assert bf16_enabled(None, cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert bf16_enabled(None, torch.device("cuda")) is True
+    assert bf16_enabled(False, torch.device("cuda")) is False and bf16_enabled(True, cpu) is True
+    assert parse_args(["classifier"])[1].bf16 is None and parse_args(["classifier", "--no-bf16"])[1].bf16 is False

@@ -36,7 +36,7 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
                            help="set a field of the component's train config (repeatable), e.g. "
                                 "--set clean_weight=3 --set lr=3e-4; see its *TrainConfig")
             continue
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             typ = {"int": int, "float": float, "str": str, "int | None": int,
