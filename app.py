@@ -1,6 +1,6 @@
 """ism-defense: attack an image and watch the ISM defense detect, purify and regenerate it.
 
-Wiring only: every computation lives in ism/ (ism.ui adapters, ism.demo, ism.curves, ism.diagram).
+Wiring only: every computation lives in ism/ (ism.app.ui adapters, ism.app.demo, ism.eval.curves, ism.app.diagram).
 Weights load once at start: every data set with a folder under weights/ (CIFAR-10, CelebA), or the
 one folder or Hub repo id in $ISM_WEIGHTS (with $ISM_REVISION). A dataset selector switches between them.
 """
@@ -11,16 +11,30 @@ import os
 import gradio as gr
 import torch
 
-from ism.attacks import ATTACKS
-from ism.curves import adaptive_summary, curves_from_results, load_results, measure_curves, plot_curves
-from ism.data import DATASETS
-from ism.demo import MAX_EPS, THREATS, to_display
-from ism.diagram import pipeline_figure
-from ism.examples import rule as example_rule
-from ism.report import curves_note
-from ism.serve import ServeConfig
-from ism.ui import (DemoHandler, UserError, detection_text, how_text, load_defenses, threat_help, timings_text,
-                    top3_text)
+from ism.app.demo import MAX_EPS, THREATS, to_display
+from ism.app.diagram import pipeline_figure
+from ism.app.serve import ServeConfig
+from ism.app.ui import (
+    DemoHandler,
+    UserError,
+    detection_text,
+    how_text,
+    load_defenses,
+    threat_help,
+    timings_text,
+    top3_text,
+)
+from ism.attacks.standard import ATTACKS
+from ism.data.datasets import DATASETS
+from ism.data.examples import rule as example_rule
+from ism.eval.curves import (
+    adaptive_summary,
+    curves_from_results,
+    load_results,
+    measure_curves,
+    plot_curves,
+)
+from ism.eval.report import curves_note
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}

@@ -38,8 +38,7 @@ def main() -> None:
 
     import app
     from ism import load_defense
-
-    from ism.serve import ServeConfig
+    from ism.app.serve import ServeConfig
 
     serve = ServeConfig.from_env()   # the app's serving settings (ISM_THREADS, ISM_CONCURRENCY, ...)
     torch.set_num_threads(serve.threads)

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checks import check_images
-from .classifier import Classifier
-from .detector import PerturbationDetector
-from .gan import Discriminator, Generator
-from .ism_net import ISMNetwork
-from .regenerate import RegenerationStep, regenerate_steps
+from ism.checks import check_images
+from ism.models.classifier import Classifier
+from ism.models.detector import PerturbationDetector
+from ism.models.gan import Discriminator, Generator
+from ism.models.ism_net import ISMNetwork
+from ism.regenerate import RegenerationStep, regenerate_steps
 
 FINAL_INPUTS = ("purified", "regenerated", "mean")
 
@@ -170,7 +170,7 @@ class Defense(nn.Module):
 
 
 def resolve_weights(path_or_repo: str | Path, revision: str | None) -> Path:
-    from .hub import WeightsError
+    from ism.hub import WeightsError
 
     p = Path(path_or_repo)
     if p.is_dir():
@@ -195,7 +195,7 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
     generator, discriminator), each ``config.json`` + ``model.safetensors`` + ``README.md``.
     Set ``HF_HUB_OFFLINE=1`` to load from the local Hub cache only.
     """
-    from .hub import WeightsError
+    from ism.hub import WeightsError
 
     root = resolve_weights(path_or_repo, revision)
     cfg_file = root / "defense.json"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .gan import Generator
+from ism.models.gan import Generator
 
 
 @dataclass

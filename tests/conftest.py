@@ -19,8 +19,17 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def tiny_parts(image_size: int = 32):
     """Randomly initialised components with small widths (shapes only, not behaviour)."""
-    from ism import (Classifier, ClassifierConfig, Discriminator, DiscriminatorConfig, Generator,
-                     ISMConfig, ISMNetwork, PerturbationDetector, DetectorConfig)
+    from ism import (
+        Classifier,
+        ClassifierConfig,
+        DetectorConfig,
+        Discriminator,
+        DiscriminatorConfig,
+        Generator,
+        ISMConfig,
+        ISMNetwork,
+        PerturbationDetector,
+    )
 
     torch.manual_seed(0)
     ism = ISMNetwork(ISMConfig(image_size=image_size, latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8]))
@@ -80,7 +89,7 @@ def app_demo():
     localhost for the session; ``app_demo.url`` is its address."""
     import app
     from ism import load_defense
-    from ism.serve import ServeConfig
+    from ism.app.serve import ServeConfig
 
     serve = ServeConfig()
     defenses = {"cifar10": load_defense(WEIGHTS)}

@@ -1,8 +1,7 @@
 """The app, launched on localhost and driven through its named API endpoint with gradio_client."""
 import pytest
-from gradio_client import Client, handle_file
-
 from conftest import ROOT
+from gradio_client import Client, handle_file
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,17 @@
 import pytest
 import torch
 
-from ism.ablation import ablation_stages, variant
-from ism.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, Purified, jsd
-from ism.latent_attack import LatentAttackConfig, latent_attack
-from ism.metrics import auroc, roc_points
+from ism.attacks.latent import LatentAttackConfig, latent_attack
+from ism.eval.ablation import ablation_stages, variant
+from ism.eval.metrics import auroc, roc_points
+from ism.models.baselines import (
+    DDSA,
+    DDSAConfig,
+    MagNet,
+    MagNetAutoencoder,
+    Purified,
+    jsd,
+)
 
 
 def test_magnet_and_ddsa_shapes_ranges_and_round_trip(tmp_path, tiny_defense):
@@ -81,8 +88,8 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
     import json
 
     from ism import load_defense
-    from ism.ablation import ROBUST_MARKER, robust_trained
-    from ism.ui import how_text
+    from ism.app.ui import how_text
+    from ism.eval.ablation import ROBUST_MARKER, robust_trained
 
     d = load_defense(tiny_weights)
     assert not robust_trained(tiny_weights) and "was *not* adversarially trained" in how_text(d)
@@ -100,7 +107,7 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
 @pytest.mark.parametrize("final_input, warned", [("purified", False), ("regenerated", True)])
 def test_regeneration_warnings_only_when_the_classifier_reads_regeneration(tiny_defense, final_input, warned):
     """Regeneration is always shown; its EOT/BPDA caveats apply only when the decision depends on it."""
-    from ism.demo import DemoRequest, run_demo
+    from ism.app.demo import DemoRequest, run_demo
 
     d = variant(tiny_defense, gate=False, final_input=final_input)
     *_, last = run_demo(d, torch.rand(1, 3, 32, 32), 0, DemoRequest("fgsm", 8 / 255, 1, "gray-box", 1, 2))

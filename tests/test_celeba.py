@@ -2,15 +2,14 @@
 dataset selector."""
 import pytest
 import torch
-from gradio_client import Client, handle_file
-
 from conftest import CELEBA, CELEBA_WEIGHTS, ROOT
+from gradio_client import Client, handle_file
 
 needs_weights = pytest.mark.skipif(not (CELEBA_WEIGHTS / "defense.json").is_file(), reason="no CelebA weights")
 
 
 def test_celeba_split_is_the_male_attribute_at_64x64():
-    from ism.data import load_split
+    from ism.data.datasets import load_split
 
     test = load_split(CELEBA, "test")            # recognised as CelebA from its attribute file
     assert test.images.shape == (5723, 3, 64, 64) and test.images.dtype == torch.uint8
@@ -21,7 +20,7 @@ def test_celeba_split_is_the_male_attribute_at_64x64():
 
 def test_robust_training_of_celeba_flips_but_does_not_shift():
     """Aligned faces: the CelebA ISM never saw shifted faces, so `train robust` flips only."""
-    from ism.data import augment
+    from ism.data.datasets import augment
     from train.robust import robust_config
 
     assert robust_config("celeba").augment_shift == 0 and robust_config("cifar10").augment_shift == 4
@@ -34,7 +33,7 @@ def test_robust_training_of_celeba_flips_but_does_not_shift():
 @pytest.fixture(scope="module")
 def celeba():
     from ism import load_defense
-    from ism.data import load_split
+    from ism.data.datasets import load_split
 
     d = load_defense(CELEBA_WEIGHTS)
     test = load_split(CELEBA, "test")
@@ -71,8 +70,9 @@ def test_app_dataset_selector(app_url):
 @needs_weights
 def test_how_it_works_is_true_to_each_defense(celeba):
     from conftest import WEIGHTS
+
     from ism import load_defense
-    from ism.ui import how_text
+    from ism.app.ui import how_text
 
     for d in (celeba[0], load_defense(WEIGHTS)):   # both were hardened by `train robust`
         assert "python -m train robust" in how_text(d) and "was *not* adversarially trained" not in how_text(d)

@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent(f"""
     import numpy as np, torch
     torch.set_num_threads(1)
     from ism import load_defense
-    from ism.ui import DemoHandler
+    from ism.app.ui import DemoHandler
 
     h = DemoHandler(load_defense({str(WEIGHTS)!r}))
     digest = hashlib.sha256()

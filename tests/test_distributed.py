@@ -5,9 +5,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import conftest
+import pytest
 
 SKIP_KEYS = {"seconds", "wall_seconds_this_run", "command", "processes"}
 

@@ -1,7 +1,7 @@
 """The evaluation command on a few real test images: every section, JSON, Markdown, plots, resume."""
 import json
 
-from ism.evaluate import main
+from ism.eval.command import main
 
 
 def test_evaluate_limit(tmp_path, monkeypatch):
@@ -46,8 +46,8 @@ def test_autoattack_section(tiny_defense, real_images):
     and on the raw-image classifier, never above the clean accuracy of the same images; in the report."""
     import torch
 
-    from ism.evaluation import EvalConfig, Evaluation
-    from ism.report import markdown
+    from ism.eval.evaluation import EvalConfig, Evaluation
+    from ism.eval.report import markdown
 
     x, y = real_images
     cfg = EvalConfig(autoattack_images=6, batch_size=6, adaptive_images=None)

@@ -1,9 +1,9 @@
 """The gray-box example figure: real attack, real pipeline, a PNG on disk."""
 import pytest
 import torch
-
 from conftest import DATA, WEIGHTS
-from ism.gallery import graybox_examples, main
+
+from ism.eval.gallery import graybox_examples, main
 
 
 def test_graybox_examples_rows_are_what_the_pipeline_saw(defense, real_images):

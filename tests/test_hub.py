@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 import torch
+from conftest import CELEBA_WEIGHTS, ROOT, WEIGHTS, tiny_parts
 
 from ism import Classifier, ISMNetwork, WeightsError, load_defense
-from conftest import CELEBA_WEIGHTS, ROOT, WEIGHTS, tiny_parts
 
 
 def test_round_trip_every_component(tmp_path):
@@ -173,8 +173,8 @@ def test_half_precision_weights(tiny_weights):
 def test_half_refuses_when_accuracy_moves(tiny_weights):
     """With a tolerance no change can meet, nothing is rewritten and the command fails."""
     import pytest
-
     from conftest import DATA
+
     from train.half import main
 
     files = {p: p.read_bytes() for p in tiny_weights.rglob("model.safetensors")}

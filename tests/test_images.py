@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ism.images import ImageInputError, prepare_image
+from ism.data.images import ImageInputError, prepare_image
 
 
 def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
@@ -83,13 +83,13 @@ def test_no_image():
 
 
 def test_examples_follow_the_stated_rule():
-    """The gallery's images are the first test images of each class in file order (ism.examples)."""
+    """The gallery's images are the first test images of each class in file order (ism.data.examples)."""
     import numpy as np
+    from conftest import DATA
     from PIL import Image
 
-    from conftest import DATA
-    from ism.data import load_split
-    from ism.examples import EXAMPLES_DIR, PER_CLASS, example_indices
+    from ism.data.datasets import load_split
+    from ism.data.examples import EXAMPLES_DIR, PER_CLASS, example_indices
 
     test = load_split(DATA, "test", dataset="cifar10")
     for name, idx in example_indices(test, PER_CLASS["cifar10"]).items():

@@ -1,8 +1,8 @@
 """Every component: output shapes and value ranges (tiny configs), and the paper-size layers."""
 import torch
+from conftest import tiny_parts
 
 from ism import Classifier, ClassifierConfig, ISMConfig, ISMNetwork
-from conftest import tiny_parts
 
 
 def test_component_shapes_and_ranges():

@@ -4,15 +4,15 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_parts
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_parts
 from ism import Defense
+from ism.app.demo import MAX_EPS, MAX_REGEN_BUDGET, MAX_STEPS, DemoRequest
+from ism.app.serve import ServeConfig
 from ism.checks import MAX_BATCH, check_images
-from ism.demo import MAX_EPS, MAX_REGEN_BUDGET, MAX_STEPS, DemoRequest
-from ism.images import ImageInputError, prepare_image
-from ism.serve import ServeConfig
+from ism.data.images import ImageInputError, prepare_image
 
 DEFENSE = Defense(**tiny_parts())
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

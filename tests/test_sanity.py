@@ -1,5 +1,5 @@
 """The sanity checks flag the patterns of a flawed evaluation, and pass a sound one."""
-from ism.sanity import sanity_checks, warnings_text
+from ism.eval.sanity import sanity_checks, warnings_text
 
 
 def _res(defense_curve, clean=0.8, sanity=None, n=10000):

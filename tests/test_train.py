@@ -81,7 +81,7 @@ def test_train_all_paper_recipe_tiny(tmp_path):
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):
-    from ism.ablation import ROBUST_MARKER
+    from ism.eval.ablation import ROBUST_MARKER
     from train.robust import robust_runs
 
     assert robust_runs(tmp_path) == []

@@ -15,7 +15,7 @@ from .common import Run, RunConfig, command_line
 # component -> (module, function); order is the dependency order used by `all`
 COMPONENTS = {
     "classifier": ("train.classifier", "train_classifier"),
-    "ism": ("train.ism", "train_ism"),
+    "ism": ("train.ism_net", "train_ism"),
     "robust": ("train.robust", "train_robust"),      # changes classifier + ISM: before what reads them
     "detector": ("train.detector", "train_detector"),
     "gan": ("train.gan", "train_gan"),
@@ -46,7 +46,7 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
                                help="train the paper's recipe instead of the data set's (see train/classifier.py)")
                 continue
             if f.name == "dataset":
-                from ism.data import DATASETS
+                from ism.data.datasets import DATASETS
 
                 p.add_argument(flag, choices=sorted(DATASETS), default=f.default)
                 continue

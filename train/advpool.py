@@ -17,10 +17,10 @@ import torch
 from tqdm import tqdm
 
 from ism import distributed
-from ism.ablation import base_classifier_folder
-from ism.attacks import make_attack
-from ism.classifier import Classifier
-from ism.data import Split
+from ism.attacks.standard import make_attack
+from ism.data.datasets import Split
+from ism.eval.ablation import base_classifier_folder
+from ism.models.classifier import Classifier
 
 LEVELS = (2 / 255, 8 / 255, 0.1, 0.2, 0.3, 0.4)   # detector level k + 1 (level 0 = clean)
 ATTACKS = ("fgsm", "pgd")

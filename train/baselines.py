@@ -4,7 +4,7 @@
 The protected classifier is the raw-image one (Table 1, distillation + FGSM-RS:
 ``<out>/ablation/adversarial``, or ``<out>/classifier`` before ``train robust`` ran).
 
-Recipes (see ism/baselines.py for the architectures):
+Recipes (see ism/models/baselines.py for the architectures):
 - MagNet: the auto-encoder learns x + N(0, 0.025) -> x (MSE, Adam); detector thresholds are the
   (1 - drop_rate) quantiles of each score on held-out clean validation images.
 - DDSA: learns {x, x + N(0, 0.05), x'} -> x with MSE + beta * KL sparsity of its code, x' taken
@@ -17,12 +17,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ism.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, MagNetConfig, Purified
-from ism.ablation import base_classifier_folder
+from ism.eval.ablation import base_classifier_folder
+from ism.models.baselines import (
+    DDSA,
+    DDSAConfig,
+    MagNet,
+    MagNetAutoencoder,
+    MagNetConfig,
+    Purified,
+)
 
 from .advpool import build_pool, load_classifier
 from .common import Run, accuracy
-from .ism import encode_decode, pairs
+from .ism_net import encode_decode, pairs
 
 
 @dataclass

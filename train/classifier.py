@@ -3,7 +3,7 @@
 ``RECIPES`` holds both; ``python -m train classifier --dataset D`` runs ``RECIPES[D]``.
 
 Hardened recipe (``RECIPES["cifar10"]``, the shipped CIFAR-10 defense): the airbench-shaped net
-(ism/classifier.py) with FGSM-RS adversarial training alone (Wong et al. 2020: random start in the
+(ism/models/classifier.py) with FGSM-RS adversarial training alone (Wong et al. 2020: random start in the
 eps ball, step 1.25 eps, one gradient per batch, every image attacked), Nesterov SGD with a
 one-cycle learning rate, label smoothing 0.1, random crop + flip, an exponential moving average of
 the weights, and early stopping on catastrophic overfitting (PGD-10 on 500 held-out images after
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ism.classifier import Classifier, ClassifierConfig
-from ism.data import augment
+from ism.data.datasets import augment
+from ism.models.classifier import Classifier, ClassifierConfig
 
 from .common import Run, accuracy
 from .robust import robust_accuracy
@@ -38,7 +38,7 @@ from .robust import robust_accuracy
 
 @dataclass
 class ClassifierTrainConfig:
-    arch: str = "table1"          # ism.classifier.ARCHS
+    arch: str = "table1"          # ism.models.classifier.ARCHS
     channels: list = field(default_factory=lambda: [32, 64, 64, 64])  # CPU budget; paper: 128,256,128,64
     hidden: int = 512                                                  # paper: 1024 (table1 only)
     teacher_epochs: float = 8     # 0: no teacher, no distillation (the student trains on hard labels)
@@ -192,7 +192,7 @@ def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Class
 
 
 def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -> dict:
-    from ism.attacks import make_attack
+    from ism.attacks.standard import make_attack
 
     metrics = {"clean accuracy (test)": round(accuracy(model, run, run.test), 4)}
     sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 1000)))   # every class
@@ -210,7 +210,7 @@ def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -
 def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metrics: dict) -> None:
     if not tc.teacher_epochs:
         run.publish(model, "Target classifier (hardened recipe)", metrics=metrics, train_config=tc, summary=(
-            f"airbench-shaped net (ism/classifier.py), widths {tc.channels}, FGSM-RS adversarial training "
+            f"airbench-shaped net (ism/models/classifier.py), widths {tc.channels}, FGSM-RS adversarial training "
             f"(eps {tc.adv_eps:.4f}, step {tc.adv_step:.4f}) for {tc.student_epochs:g} epochs, {tc.optimizer} one-cycle, "
             f"label smoothing {tc.label_smoothing}" + (f", weights averaged (EMA {tc.ema})" if tc.ema else "") +
             ". Chosen over the paper's Table 1 net because it reaches far more clean and robust accuracy in the "
@@ -218,7 +218,7 @@ def save_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig, metr
             "Input: (N, 3, H, W) floats in [0, 1]; output: logits."))
         return
     run.publish(model, "Target classifier", metrics=metrics, train_config=tc, summary=(
-        "Layer sequence of paper Table 1 (see ism/classifier.py for the documented fixes), "
+        "Layer sequence of paper Table 1 (see ism/models/classifier.py for the documented fixes), "
         f"widths {tc.channels} + Dense({tc.hidden}). Hardened by defensive distillation "
         f"(T = {tc.temperature}) and FGSM-RS adversarial training (eps {tc.adv_eps:.4f}). "
         "Input: (N, 3, H, W) floats in [0, 1]; output: logits."))

@@ -23,12 +23,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ism import distributed
-from ism.data import Split, dataset_info, load_split, train_val_split
+from ism.data.datasets import Split, dataset_info, load_split, train_val_split
 
 
 @dataclass
 class RunConfig:
-    dataset: str = "cifar10"              # cifar10 | celeba (ism.data.DATASETS)
+    dataset: str = "cifar10"              # cifar10 | celeba (ism.data.datasets.DATASETS)
     recipe: str | None = None             # train configs: the data set's (None), or "paper": Table 1 classifier
                                           # with distillation + FGSM-RS, ISM by Eq. 3, no `robust` stage
     data: str | None = None               # data root; default: the offline copy of the data set

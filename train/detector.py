@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ism.detector import DetectorConfig, PerturbationDetector
-from ism.ism_net import ISMNetwork
-from ism.metrics import auroc
+from ism.eval.metrics import auroc
+from ism.models.detector import DetectorConfig, PerturbationDetector
+from ism.models.ism_net import ISMNetwork
 
 from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
 from .common import Run
-from .ism import pairs
+from .ism_net import pairs
 
 
 @dataclass

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ism.gan import Discriminator, DiscriminatorConfig, Generator
+from ism.eval.metrics import auroc, psnr
+from ism.models.gan import Discriminator, DiscriminatorConfig, Generator
 
 from .advpool import build_pool, load_classifier
 from .common import Run
-from ism.metrics import auroc, psnr
-
 from .detector import load_ism
-from .ism import pairs
+from .ism_net import pairs
 
 
 @dataclass

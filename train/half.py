@@ -17,7 +17,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from ism.data import DATASETS, load_split
+from ism.data.datasets import DATASETS, load_split
 from ism.defense import load_defense
 from ism.hub import WEIGHTS_NAME, record_checksum
 

@@ -20,9 +20,9 @@ from dataclasses import asdict
 
 import torch
 
-from ism.ablation import robust_trained, variant
-from ism.adaptive import make_adaptive_attack
+from ism.attacks.adaptive import make_adaptive_attack
 from ism.defense import FINAL_INPUTS, DefenseConfig, load_defense, save_defense_config
+from ism.eval.ablation import robust_trained, variant
 
 from .advpool import build_pool
 from .common import Run

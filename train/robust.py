@@ -33,7 +33,7 @@ Both start from the shipped weights. With ``archive`` (CIFAR-10) the previous on
 per-stage ablation as ``<out>/ablation/adversarial`` (classifier) and ``<out>/ablation/ism`` (ISM),
 and a rerun starts from them again; without it (CelebA, to keep ``weights/`` under its size budget)
 a rerun continues from the hardened weights. Either way ``<out>/ablation/robust.json`` records that
-this stage ran (``ism.ablation.robust_trained``). Afterwards rerun
+this stage ran (``ism.eval.ablation.robust_trained``). Afterwards rerun
 ``python -m train detector`` (the residual x - ISM(x) changed), ``gan`` (its generator starts from
 the ISM's codes) and ``pipeline``; ``python -m train all`` runs this stage before them.
 """
@@ -48,12 +48,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ism.ablation import ROBUST_MARKER, base_classifier_folder, base_ism_folder
-from ism.attacks import make_attack
-from ism.classifier import Classifier
+from ism.attacks.standard import make_attack
+from ism.data.datasets import augment
+from ism.eval.ablation import ROBUST_MARKER, base_classifier_folder, base_ism_folder
 from ism.hub import record_checksum
-from ism.data import augment
-from ism.ism_net import ISMNetwork
+from ism.models.classifier import Classifier
+from ism.models.ism_net import ISMNetwork
 
 from .common import Run, accuracy
 
@@ -194,7 +194,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
 
 
 def archive(run: Run, tc: RobustTrainConfig) -> None:
-    """Mark ``<out>`` as robust-trained (``ism.ablation.ROBUST_MARKER``: the command and config of
+    """Mark ``<out>`` as robust-trained (``ism.eval.ablation.ROBUST_MARKER``: the command and config of
     each run that the weights come from, in order) and, with ``tc.archive``, keep the weights this
     stage first started from, for the ablation (once)."""
     root = run.out.parent
@@ -227,7 +227,7 @@ def robust_runs(root) -> list[dict]:
 
 
 def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dict:
-    from ism.metrics import psnr
+    from ism.eval.metrics import psnr
 
     composite = nn.Sequential(ism, clf).eval()
     sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 1000)))

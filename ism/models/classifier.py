@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .hub import HubModule
+from ism.hub import HubModule
 
 
 @dataclass

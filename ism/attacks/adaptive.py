@@ -17,7 +17,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from .defense import Defense
+from ism.defense import Defense
 
 
 class AdaptiveTarget(nn.Module):

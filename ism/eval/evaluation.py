@@ -7,13 +7,13 @@ Sections (each resumable: finished ones are kept in a JSON state file and skippe
                   then the defense applied. The pipeline is attacked through its own classifier;
                   no defense, MagNet and DDSA through the raw-image classifier they protect.
                   Also the detector's AUROC and ROC curve per attack and epsilon.
-- ``adaptive``    white-box PGD-10 through each whole defense (``ism.adaptive``: exact gradients
+- ``adaptive``    white-box PGD-10 through each whole defense (``ism.attacks.adaptive``: exact gradients
                   through ISM and detector, BPDA + EOT through regeneration), on a spread subset.
-- ``latent``      the latent-space attack on regeneration (``ism.latent_attack``).
-- ``ablation``    the defense built up stage by stage (``ism.ablation``): clean, gray-box and
+- ``latent``      the latent-space attack on regeneration (``ism.attacks.latent``).
+- ``ablation``    the defense built up stage by stage (``ism.eval.ablation``): clean, gray-box and
                   adaptive PGD-10 at 8/255.
 - ``sanity``      measurements that expose a flawed evaluation (more steps, unbounded eps,
-                  black-box Square); the checks themselves are in ``ism.sanity``.
+                  black-box Square); the checks themselves are in ``ism.eval.sanity``.
 - ``regeneration`` PSNR and accuracy of regenerated clean images.
 - ``autoattack`` AutoAttack (Croce & Hein 2020, torchattacks' standard version: APGD-CE, APGD-T,
                   FAB-T, Square 5,000 queries) at L-inf 8/255 through the deployed pipeline and on the
@@ -35,14 +35,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import distributed
-from .ablation import Stage, ablation_stages, variant
-from .adaptive import make_adaptive_attack
-from .attacks import make_attack
-from .baselines import MagNet
-from .defense import Defense
-from .latent_attack import LatentAttackConfig, latent_attack
-from .metrics import auroc, psnr, roc_points
+from ism import distributed
+from ism.attacks.adaptive import make_adaptive_attack
+from ism.attacks.latent import LatentAttackConfig, latent_attack
+from ism.attacks.standard import make_attack
+from ism.defense import Defense
+from ism.eval.ablation import Stage, ablation_stages, variant
+from ism.eval.metrics import auroc, psnr, roc_points
+from ism.models.baselines import MagNet
 
 
 @dataclass
@@ -333,7 +333,7 @@ class Evaluation:
         self.save()
 
     def sanity(self) -> None:
-        """Measurements behind ``ism.sanity``'s checks, on ``sanity_images`` images, at 8/255."""
+        """Measurements behind ``ism.eval.sanity``'s checks, on ``sanity_images`` images, at 8/255."""
         if "sanity" in self.res or not self.cfg.sanity_images:
             return
         cfg, eps, t0 = self.cfg, 8 / 255, time.time()

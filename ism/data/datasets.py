@@ -78,10 +78,10 @@ def _from_torchvision(root: Path, train: bool, download: bool) -> Split:
 
 
 def _square(img, size: int):
-    """A PIL face as a (3, size, size) uint8 tensor, framed as the app frames uploads (ism.images.square)."""
+    """A PIL face as a (3, size, size) uint8 tensor, framed as the app frames uploads (ism.data.images.square)."""
     from torchvision.transforms import v2
 
-    from .images import square
+    from ism.data.images import square
 
     return square(v2.functional.pil_to_tensor(img.convert("RGB")), size)
 

@@ -22,10 +22,9 @@ from pathlib import Path
 
 from torch import nn
 
-from .classifier import Classifier
-from .defense import Defense
-from .ism_net import ISMNetwork
-
+from ism.defense import Defense
+from ism.models.classifier import Classifier
+from ism.models.ism_net import ISMNetwork
 
 ROBUST_MARKER = "ablation/robust.json"
 

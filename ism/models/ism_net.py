@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .gan import Generator, GeneratorConfig
-from .hub import HubModule
+from ism.hub import HubModule
+from ism.models.gan import Generator, GeneratorConfig
 
 
 @dataclass

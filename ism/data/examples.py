@@ -1,4 +1,4 @@
-"""``python -m ism.examples --dataset cifar10``: (re)write the app's example images by a stated rule.
+"""``python -m ism.data.examples --dataset cifar10``: (re)write the app's example images by a stated rule.
 
 The rule (``RULE``): the first ``per_class`` test images of each class, in file order, at the
 model's resolution, saved as ``examples/<dataset>/<class>_<i>.png``. They are never chosen by
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .data import DATASETS, Split, load_split
+from ism.data.datasets import DATASETS, Split, load_split
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 PER_CLASS = {"cifar10": 2, "celeba": 7}
 RULE = "the first {n} test images of each class, in file order (not picked by whether the model gets them right)"
 
@@ -40,7 +40,7 @@ def write_examples(split: Split, per_class: int, folder: Path) -> list[Path]:
 
 
 def main(argv=None) -> list[Path]:
-    p = argparse.ArgumentParser(prog="python -m ism.examples", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ism.data.examples", description=__doc__)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--data", default=None, help="data root (default: the offline copy)")
     p.add_argument("--out", default=None, help="folder (default examples/<dataset>)")

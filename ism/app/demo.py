@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adaptive import AdaptiveTarget, make_adaptive_attack
-from .attacks import ATTACKS, make_attack
-from .defense import Defense
+from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack
+from ism.attacks.standard import ATTACKS, make_attack
+from ism.defense import Defense
 
 THREATS = {
     "gray-box": "The attacker knows the classifier's weights but not the defense (the paper's setting).",

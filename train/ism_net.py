@@ -9,7 +9,7 @@ Recipe:
                                                    keeps the class beats a sharper one that loses it)
        + code_l1 * |code|_1                       (instance sparsity of the 128-d code)
 - AdamW + one-cycle, random flips (same flip for the pair), bf16 autocast.
-- CIFAR-10 (``ISM_RECIPES``): the ISM has a detail path (``detail_channels``, ism/ism_net.py), so
+- CIFAR-10 (``ISM_RECIPES``): the ISM has a detail path (``detail_channels``, ism/models/ism_net.py), so
   the purified image keeps the spatial detail the 128-d code cannot hold (the plain Table 2
   auto-encoder capped CIFAR-10 at 17.9 dB PSNR and cost the classifier 15 points on clean images).
 """
@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ism.ism_net import ISMConfig, ISMNetwork
-from ism.metrics import psnr
+from ism.eval.metrics import psnr
+from ism.models.ism_net import ISMConfig, ISMNetwork
 
 from .advpool import ATTACKS, LEVELS, build_pool, load_classifier
 from .common import Run
@@ -99,7 +99,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
     metrics = measure_ism(run, model, clf)
     run.publish(model, "ISM network", metrics=metrics, train_config=tc, summary=(
         "Instance sparsity mapping network: paper Table 2 encoder (128-d code) + a decoder shaped like the "
-        "GAN generator" + (f", plus a detail path ({tc.detail_channels} maps at 1/4 resolution, ism/ism_net.py)"
+        "GAN generator" + (f", plus a detail path ({tc.detail_channels} maps at 1/4 resolution, ism/models/ism_net.py)"
                            if tc.detail_channels else "") +
         ", trained with Eq. 3 to map attacked images back to clean ones. Input and output: "
         "(N, 3, H, W) floats in [0, 1]."),

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .ablation import robust_trained
-from .defense import Defense
-from .demo import THREATS, DemoRequest, DemoState, run_demo
-from .examples import EXAMPLES_DIR
-from .images import ImageInputError, prepare_image
-from .serve import ActiveRuns
+from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
+from ism.app.serve import ActiveRuns
+from ism.data.examples import EXAMPLES_DIR
+from ism.data.images import ImageInputError, prepare_image
+from ism.defense import Defense
+from ism.eval.ablation import robust_trained
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
 
 class UserError(ValueError):
@@ -48,9 +48,9 @@ def load_defenses(source: str | None = None, revision: str | None = None,
                   weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Defense]:
     """What the app serves: the defense in ``source`` (a folder or Hub repo id), or else every data
     set with a trained defense under ``weights_dir`` (CIFAR-10 first)."""
-    from .data import DATASETS
-    from .defense import load_defense
-    from .hub import WeightsError
+    from ism.data.datasets import DATASETS
+    from ism.defense import load_defense
+    from ism.hub import WeightsError
 
     if source:
         d = load_defense(source, revision=revision)

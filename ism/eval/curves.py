@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .adaptive import make_adaptive_attack  # noqa: E402
-from .attacks import make_attack  # noqa: E402
-from .defense import Defense  # noqa: E402
+from ism.attacks.adaptive import make_adaptive_attack  # noqa: E402
+from ism.attacks.standard import make_attack  # noqa: E402
+from ism.defense import Defense  # noqa: E402
 
 COLORS = {"no defense": "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
 MARKERS = {"no defense": "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}

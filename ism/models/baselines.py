@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import HubModule
+from ism.hub import HubModule
 
 
 @dataclass

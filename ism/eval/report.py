@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .sanity import sanity_checks
+from ism.eval.sanity import sanity_checks
 
 # Paper Table 3 (CIFAR-10): attack level -> (no defence, proposed, MagNet, DDSA). The paper does not
 # name the attack behind the table.
@@ -144,7 +144,7 @@ def markdown(res: dict, title: str, command: str) -> str:
 def write_figures(res: dict, out: Path, stem: str, label: str) -> list[Path]:
     """Accuracy-vs-epsilon curves (one figure per attack, all defenses and threat models) and the
     detector's ROC curves. Returns the paths written."""
-    from .curves import curves_from_results, plot_curves, plot_roc
+    from ism.eval.curves import curves_from_results, plot_curves, plot_roc
 
     paths = []
     for attack in ("fgsm", "pgd"):

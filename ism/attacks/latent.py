@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .defense import Defense
+from ism.defense import Defense
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The Gradio demo: request handling, the UI, serving limits, the pipeline diagram."""

@@ -1,0 +1,1 @@
+"""Attacks: torchattacks wrappers, the adaptive (BPDA + EOT) attacker and the latent-space attack."""

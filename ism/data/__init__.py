@@ -1,0 +1,1 @@
+"""Data sets, uploaded images and the gallery's example images."""

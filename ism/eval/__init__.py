@@ -1,0 +1,1 @@
+"""The evaluation: sections, the ``python -m ism.evaluate`` command, report, sanity checks, plots."""
