@@ -23,12 +23,7 @@ from ism.defense import Defense, DefenseConfig, Detection, load_defense
 from ism.hub import WeightsError
 from ism.models.classifier import Classifier, ClassifierConfig
 from ism.models.detector import DetectorConfig, PerturbationDetector
-from ism.models.gan import (
-    Discriminator,
-    DiscriminatorConfig,
-    Generator,
-    GeneratorConfig,
-)
+from ism.models.gan import Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
 from ism.models.ism_net import ISMConfig, ISMNetwork
 from ism.regenerate import RegenerationStep, regenerate_steps
 

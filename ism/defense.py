@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ism.checks import check_images
 from ism.models.classifier import Classifier
 from ism.models.detector import PerturbationDetector
 from ism.models.gan import Discriminator, Generator
+from ism.models.inference import InferenceOnly
 from ism.models.ism_net import ISMNetwork
 from ism.regenerate import RegenerationStep, regenerate_steps
 
@@ -50,7 +50,17 @@ class Detection:
     strength: torch.Tensor     # (N,) estimated L-inf epsilon
 
 
-class Defense(nn.Module):
+@dataclass
+class Reading:
+    """What the classifier read for each image of a batch, and why."""
+    logits: torch.Tensor        # (N, num_classes): the pipeline's answer
+    image: torch.Tensor         # (N, C, H, W): the image the classifier read
+    source: list[str]           # per image: "input" (judged clean, let through) or the final_input read
+    detection: Detection
+    purified: torch.Tensor      # ISM(x)
+
+
+class Defense(InferenceOnly):
     """The whole defense. All methods take (N, C, H, W) float images in [0, 1].
 
     Example::
@@ -70,11 +80,6 @@ class Defense(nn.Module):
         if self.config.final_input not in FINAL_INPUTS:
             raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {self.config.final_input!r}")
         self.eval()
-
-    def train(self, mode: bool = True) -> "Defense":
-        """A defense is an inference pipeline: it stays in eval mode whatever a caller (or an
-        attack library restoring 'training mode') asks, so BatchNorm statistics never drift."""
-        return super().train(False)
 
     # --- facts -----------------------------------------------------------------------------
     @property
@@ -138,32 +143,53 @@ class Defense(nn.Module):
         for s in self.regenerate_steps(x, steps, restarts, seed, target):
             yield s.image
 
-    def final_image(self, x: torch.Tensor, purified: torch.Tensor | None = None) -> torch.Tensor:
-        """The image the classifier reads for an input judged attacked (config.final_input)."""
+    def defended_image(self, x: torch.Tensor, purified: torch.Tensor | None = None,
+                       regenerated: torch.Tensor | None = None, final_input: str | None = None,
+                       bpda: bool = False, seed: int | None = None) -> torch.Tensor:
+        """The image the classifier reads for an input judged attacked (for every input when
+        ``config.gate`` is False): ``final_input`` (default ``config.final_input``) of purified,
+        regenerated or their mean. ``regenerated`` reuses a regeneration already run (the app
+        streams it); ``bpda=True`` makes the regeneration the identity in the backward pass
+        (Athalye et al. 2018), for attacks through the whole pipeline. The one place that decides
+        which image is read besides the gate (``read``)."""
+        mode = final_input or self.config.final_input
+        if mode not in FINAL_INPUTS:
+            raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {mode!r}")
         purified = self.ism(x) if purified is None else purified
-        if self.config.final_input == "purified":
+        if mode == "purified":
             return purified
-        *_, last = self.regenerate_steps(x)
-        regen = last.image
-        return regen if self.config.final_input == "regenerated" else (purified + regen) / 2
+        if regenerated is None:
+            *_, last = self.regenerate_steps(x.detach() if bpda else x, seed=seed)
+            regenerated = last.image
+        base = purified.detach() if bpda else purified
+        target = regenerated if mode == "regenerated" else (base + regenerated) / 2
+        return purified + (target - purified).detach() if bpda else target
+
+    def read(self, x: torch.Tensor, final_input: str | None = None,
+             regenerated: torch.Tensor | None = None) -> Reading:
+        """The pipeline's answer with its reasons: detect, then let the input through (judged
+        clean, with the gate on) or read ``defended_image``. ``predict`` is ``read(x).logits``."""
+        x = self._check(x)
+        purified = self.ism(x)
+        det = self.detection(x, purified)
+        mode = final_input or self.config.final_input
+        defend = torch.ones_like(det.attacked) if not self.config.gate else det.attacked
+        image = x
+        if defend.any():
+            defended = self.defended_image(x, purified, regenerated, mode)
+            image = torch.where(defend.view(-1, 1, 1, 1), defended, x)
+        source = [mode if d else "input" for d in defend.tolist()]
+        return Reading(self.classifier(image), image, source, det, purified)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked
         (every input when ``config.gate`` is False)."""
-        return self.predict_all(x)[0]
+        return self.read(x).logits
 
     def predict_all(self, x: torch.Tensor) -> tuple[torch.Tensor, Detection, torch.Tensor]:
         """(pipeline logits, detection, purified image) from one pass of the ISM."""
-        x = self._check(x)
-        purified = self.ism(x)
-        det = self.detection(x, purified)
-        if not self.config.gate:
-            return self.classifier(self.final_image(x, purified)), det, purified
-        logits = self.classifier(x)
-        if det.attacked.any():
-            defended = self.classifier(self.final_image(x, purified))
-            logits = torch.where(det.attacked.view(-1, 1), defended, logits)
-        return logits, det, purified
+        r = self.read(x)
+        return r.logits, r.detection, r.purified
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x)
@@ -226,4 +252,4 @@ def save_defense_config(folder: str | Path, config: DefenseConfig) -> None:
     Path(folder, "defense.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
 
-__all__ = ["Defense", "DefenseConfig", "Detection", "RegenerationStep", "load_defense"]
+__all__ = ["Defense", "DefenseConfig", "Detection", "Reading", "RegenerationStep", "load_defense"]

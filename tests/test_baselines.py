@@ -5,14 +5,7 @@ import torch
 from ism.attacks.latent import LatentAttackConfig, latent_attack
 from ism.eval.ablation import ablation_stages, variant
 from ism.eval.metrics import auroc, roc_points
-from ism.models.baselines import (
-    DDSA,
-    DDSAConfig,
-    MagNet,
-    MagNetAutoencoder,
-    Purified,
-    jsd,
-)
+from ism.models.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, Purified, jsd
 
 
 def test_magnet_and_ddsa_shapes_ranges_and_round_trip(tmp_path, tiny_defense):

@@ -15,7 +15,7 @@ def test_graybox_examples_rows_are_what_the_pipeline_saw(defense, real_images):
     assert torch.equal(rows["clean"][1], defense.predict(x).argmax(1))
     reads, _ = rows["classifier reads"]
     with torch.no_grad():
-        expected = defense.final_image(xa)
+        expected = defense.defended_image(xa)
     detected = rows["detected"].view(-1, 1, 1, 1)
     assert torch.allclose(reads, torch.where(detected, expected, xa) if defense.config.gate else expected, atol=1e-5)
 

@@ -17,15 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ism.data.subsets import evenly_spaced
 from ism.eval.ablation import base_classifier_folder
-from ism.models.baselines import (
-    DDSA,
-    DDSAConfig,
-    MagNet,
-    MagNetAutoencoder,
-    MagNetConfig,
-    Purified,
-)
+from ism.models.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, MagNetConfig, Purified
 
 from .advpool import build_pool, load_classifier
 from .common import Run, accuracy
@@ -116,7 +110,7 @@ def calibrate_magnet(run: Run, magnet: MagNet) -> None:
 
 @torch.no_grad()
 def measure(run: Run, defense, clf, folder) -> dict:
-    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 2000)))
+    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
     pool = build_pool(run, clf, sub, "test-sample", folder=folder)
     ok = {"clean": 0, "attacked": 0, "rejected_clean": 0, "rejected_attacked": 0}
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):

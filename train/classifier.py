@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ism.data.datasets import augment
+from ism.data.subsets import evenly_spaced
 from ism.models.classifier import Classifier, ClassifierConfig
 
 from .common import Run, accuracy
@@ -100,7 +101,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
     if resume and ema is not None:
         ema.load_state_dict(resume["ema"])
     best = resume.get("best") if resume else None     # (val PGD accuracy, state dict) of the best epoch
-    val = (run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // tc.val_images)))
+    val = (run.val.subset(evenly_spaced(len(run.val), tc.val_images))
            if tc.val_images and shipped_stage else None)
     stop = False
     T = tc.temperature
@@ -160,7 +161,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
 
 def train_classifier(run: Run, tc: ClassifierTrainConfig | None = None) -> Classifier:
     tc = run.configure(tc or classifier_recipe(run.recipe))
-    sample = run.train.float(torch.arange(0, len(run.train), max(1, len(run.train) // 5000)))
+    sample = run.train.float(evenly_spaced(len(run.train), 5000))
     mc = ClassifierConfig(num_classes=len(run.classes), image_size=run.cfg.image_size, channels=list(tc.channels),
                           hidden=tc.hidden, class_names=list(run.classes), arch=tc.arch,
                           mean=[round(v, 4) for v in sample.mean((0, 2, 3)).tolist()],   # training-set statistics
@@ -195,7 +196,7 @@ def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -
     from ism.attacks.standard import make_attack
 
     metrics = {"clean accuracy (test)": round(accuracy(model, run, run.test), 4)}
-    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 1000)))   # every class
+    sub = run.test.subset(evenly_spaced(len(run.test), 1000))   # every class
     for name, eps in (("fgsm", 8 / 255), ("pgd", 8 / 255), ("fgsm", 0.3), ("pgd", 0.3)):
         atk = make_attack(name, model, eps)
 

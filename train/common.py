@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ism import distributed
 from ism.data.datasets import Split, dataset_info, load_split, train_val_split
+from ism.data.subsets import spread
 
 
 @dataclass
@@ -80,8 +81,8 @@ class Run:
         full = load_split(cfg.data, "train", download=cfg.download, dataset=cfg.dataset, image_size=cfg.image_size)
         self.test = load_split(cfg.data, "test", download=cfg.download, dataset=cfg.dataset, image_size=cfg.image_size)
         if cfg.limit:
-            full = full.subset(_spread(len(full), cfg.limit, cfg.seed))
-            self.test = self.test.subset(_spread(len(self.test), cfg.limit, cfg.seed))
+            full = full.subset(spread(len(full), cfg.limit, cfg.seed))
+            self.test = self.test.subset(spread(len(self.test), cfg.limit, cfg.seed))
         vpc = min(cfg.val_per_class, max(1, len(full) // (10 * len(full.classes))))
         self.train, self.val = train_val_split(full, vpc, cfg.seed)
         self.classes = full.classes
@@ -282,11 +283,6 @@ def _parse_value(text: str, current, item: str):
     except (ValueError, SyntaxError, TypeError):
         kind = type(current).__name__ if current is not None else "Python literal"
         raise ValueError(f"--set {item!r}: {text!r} is not a valid {kind}") from None
-
-
-def _spread(n: int, k: int, seed: int) -> torch.Tensor:
-    """k indices drawn across all of range(n) (the ImageFolder order is sorted by class)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:min(k, n)].sort().values
 
 
 def seed_all(seed: int) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ism.data.subsets import evenly_spaced
 from ism.eval.metrics import auroc, psnr
 from ism.models.gan import Discriminator, DiscriminatorConfig, Generator
 
@@ -53,7 +54,7 @@ def eq2_adversarial(gen_images, clf, eps, phi, run: Run):
 @torch.no_grad()
 def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
     codes = []
-    for x, _ in run.batches(run.train.subset(torch.arange(0, len(run.train), max(1, len(run.train) // n))[:n]), False, 500):
+    for x, _ in run.batches(run.train.subset(evenly_spaced(len(run.train), n)), False, 500):
         with run.autocast():
             codes.append(ism.encode(x).float())
     codes = torch.cat(codes)
@@ -122,7 +123,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
 
 @torch.no_grad()
 def measure_gan(run: Run, G, D, ism, clf) -> dict:
-    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 2000)))
+    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
     pool = build_pool(run, clf, sub, "test-sample")
     d_clean, d_adv, ps, acc = [], [], 0.0, 0
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):

@@ -21,6 +21,7 @@ from dataclasses import asdict
 import torch
 
 from ism.attacks.adaptive import make_adaptive_attack
+from ism.data.subsets import evenly_spaced
 from ism.defense import FINAL_INPUTS, DefenseConfig, load_defense, save_defense_config
 from ism.eval.ablation import robust_trained, variant
 
@@ -35,7 +36,7 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
     cfg = DefenseConfig(dataset=run.cfg.dataset, seed=run.cfg.seed)
     run.on_main(save_defense_config, root, cfg)  # provisional, so load_defense works
     d = load_defense(root, device=run.device)
-    sub = run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // n_val)))
+    sub = run.val.subset(evenly_spaced(len(run.val), n_val))
     pool = build_pool(run, d.classifier, sub, "val-sample", folder=root / "classifier")
     correct = {k: 0 for k in ("clean", *FINAL_INPUTS)}
     flagged_clean = flagged_adv = 0
@@ -48,9 +49,9 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
             flagged_adv += d.detection(xa).attacked.sum().item()
             pur = d.purify(xa)
         *_, last = d.regenerate_steps(xa)
-        images = {"purified": pur, "regenerated": last.image, "mean": (pur + last.image) / 2}
         with torch.no_grad():
-            for k, im in images.items():
+            for k in FINAL_INPUTS:
+                im = d.defended_image(xa, pur, last.image, final_input=k)
                 correct[k] += (d.classifier(im).argmax(1) == y).sum().item()
         run.log(done=int(j[-1]) + 1, **{k: round(v / (int(j[-1]) + 1), 4) for k, v in correct.items()})
     n = len(sub)
@@ -102,7 +103,7 @@ def measure_gate(run: Run, d, sub, pool, adaptive_images: int) -> dict:
         with torch.no_grad():
             c["clean"] += (d.predict(x).argmax(1) == y).sum().item()
             c["gray-box pool"] += (d.predict(xa).argmax(1) == y).sum().item()
-    j = torch.arange(0, len(sub), max(1, len(sub) // adaptive_images))[:adaptive_images]   # every class
+    j = evenly_spaced(len(sub), adaptive_images)   # every class
     x, y = run.to(sub.float(j)), sub.labels[j].to(run.device)
     torch.manual_seed(run.cfg.seed)
     xa = make_adaptive_attack(d, 8 / 255, steps=10, seed=run.cfg.seed)(x.contiguous(), y)

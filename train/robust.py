@@ -50,6 +50,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ism.attacks.standard import make_attack
 from ism.data.datasets import augment
+from ism.data.subsets import evenly_spaced
 from ism.eval.ablation import ROBUST_MARKER, base_classifier_folder, base_ism_folder
 from ism.hub import record_checksum
 from ism.models.classifier import Classifier
@@ -127,7 +128,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
     if state and ema is not None:
         ema.load_state_dict(state["ema"])
     atk = make_attack("pgd", composite, tc.eps, steps=tc.steps)
-    val = run.val.subset(torch.arange(0, len(run.val), max(1, len(run.val) // tc.val_images)))
+    val = run.val.subset(evenly_spaced(len(run.val), tc.val_images))
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, "robust")
     net = run.parallel(composite, _purify_classify)
     ramp = max(1, int(tc.eps_ramp * total))
@@ -230,7 +231,7 @@ def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dic
     from ism.eval.metrics import psnr
 
     composite = nn.Sequential(ism, clf).eval()
-    sub = run.test.subset(torch.arange(0, len(run.test), max(1, len(run.test) // 1000)))
+    sub = run.test.subset(evenly_spaced(len(run.test), 1000))
     with torch.no_grad():
         x = run.to(sub.float(torch.arange(len(sub))))
         p = psnr(ism(x), x).mean().item()

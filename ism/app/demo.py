@@ -178,16 +178,15 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # final decision
     t = time.perf_counter()
-    mode, gated = defense.config.final_input, defense.config.gate
+    gated = defense.config.gate
     head = ("judged attacked" if det.attacked else "judged clean") if gated else "every input is purified"
-    if gated and not det.attacked:
-        final, why = x_adv, "judged clean: the classifier reads the input as is"
-    elif mode == "purified":
-        final, why = purified, f"{head}: the classifier reads the ISM output"
-    elif mode == "regenerated":
-        final, why = last.image, f"{head}: the classifier reads the regenerated image"
-    else:
-        final, why = (purified + last.image) / 2, f"{head}: the classifier reads mean(ISM, regenerated)"
+    with torch.no_grad():
+        read = defense.read(x_adv, regenerated=last.image if last is not None else None)
+    final, source = read.image, read.source[0]
+    why = {"input": "judged clean: the classifier reads the input as is",
+           "purified": f"{head}: the classifier reads the ISM output",
+           "regenerated": f"{head}: the classifier reads the regenerated image",
+           "mean": f"{head}: the classifier reads mean(ISM, regenerated)"}[source]
     s.final = _stage(defense, final, t, why)
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.done = True

@@ -15,16 +15,13 @@ import itertools
 
 import torch
 import torchattacks
-from torch import nn
 
 from ism.defense import Defense
+from ism.models.inference import InferenceOnly
 
 
-class AdaptiveTarget(nn.Module):
+class AdaptiveTarget(InferenceOnly):
     """x (N, C, H, W) in [0, 1] -> logits, differentiable end to end (BPDA + soft gating)."""
-
-    def train(self, mode: bool = True) -> "AdaptiveTarget":
-        return super().train(False)
 
     def __init__(self, defense: Defense, seed: int = 0):
         super().__init__()
@@ -35,12 +32,7 @@ class AdaptiveTarget(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense
         purified = d.ism(x)
-        final = purified
-        if d.config.final_input != "purified":
-            *_, last = d.regenerate_steps(x.detach(), seed=next(self._seeds))
-            regen = last.image
-            target = regen if d.config.final_input == "regenerated" else (purified.detach() + regen) / 2
-            final = purified + (target - purified).detach()   # BPDA: identity backward
+        final = d.defended_image(x, purified, bpda=True, seed=next(self._seeds))
         if not d.config.gate:
             return d.classifier(final)
         logit, _ = d.detector(x - purified)

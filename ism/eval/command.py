@@ -21,9 +21,10 @@ import torch
 
 from ism import distributed
 from ism.data.datasets import DATASETS, load_split
+from ism.data.subsets import spread
 from ism.defense import load_defense, resolve_weights
 from ism.eval.ablation import base_classifier_folder
-from ism.eval.evaluation import SECTIONS, EvalConfig, evaluate, spread
+from ism.eval.evaluation import SECTIONS, EvalConfig, evaluate
 from ism.eval.report import markdown, write_figures
 from ism.eval.sanity import sanity_checks, warnings_text
 from ism.models.baselines import DDSA, MagNet, MagNetAutoencoder, Purified

@@ -39,6 +39,7 @@ from ism import distributed
 from ism.attacks.adaptive import make_adaptive_attack
 from ism.attacks.latent import LatentAttackConfig, latent_attack
 from ism.attacks.standard import make_attack
+from ism.data.subsets import spread
 from ism.defense import Defense
 from ism.eval.ablation import Stage, ablation_stages, variant
 from ism.eval.metrics import auroc, psnr, roc_points
@@ -76,13 +77,6 @@ SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "reg
 
 def key(attack: str, eps: float) -> str:
     return f"{attack}@{eps:.4f}"
-
-
-def spread(n: int, k: int | None, seed: int) -> torch.Tensor:
-    """k indices spread over range(n) (test sets are sorted by class), sorted; all if k is None."""
-    if k is None or k >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
 class Evaluation:

@@ -3,7 +3,7 @@
 The evaluation's gray-box numbers say *how often* the defense undoes an attack; this figure shows
 *what* the attack did. Columns are test images; rows are the clean image, the attacked image
 (crafted against the protected classifier alone, as in ``ism.eval.evaluation``'s gray-box section) and
-the image the pipeline's classifier reads for it (``Defense.final_image``). Each panel is titled
+the image the pipeline's classifier reads for it (``Defense.read``). Each panel is titled
 with the pipeline's prediction, green when right.
 
     python -m ism.gallery --dataset celeba --attack pgd --eps 0.3 --out results/celeba-graybox-pgd-0.3.png
@@ -22,9 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ism.app.demo import to_display
 from ism.attacks.standard import ATTACKS, make_attack
 from ism.data.datasets import DATASETS, load_split
+from ism.data.subsets import spread
 from ism.defense import Defense, load_defense, resolve_weights
 from ism.eval.command import parse_eps
-from ism.eval.evaluation import spread
 
 
 def graybox_examples(defense: Defense, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float,
@@ -36,11 +36,10 @@ def graybox_examples(defense: Defense, x: torch.Tensor, y: torch.Tensor, attack:
     xa = make_attack(attack, defense.classifier, eps, steps=steps, seed=seed)(x, y)
     with torch.no_grad():
         clean_logits = defense.predict(x)
-        logits, det, purified = defense.predict_all(xa)
-        reads = defense.final_image(xa, purified) if not defense.config.gate else torch.where(
-            det.attacked.view(-1, 1, 1, 1), defense.final_image(xa, purified), xa)
-    return {"clean": (x, clean_logits.argmax(1)), "attacked": (xa, logits.argmax(1)),
-            "classifier reads": (reads, logits.argmax(1)), "detected": det.attacked}
+        r = defense.read(xa)
+    pred = r.logits.argmax(1)
+    return {"clean": (x, clean_logits.argmax(1)), "attacked": (xa, pred),
+            "classifier reads": (r.image, pred), "detected": r.detection.attacked}
 
 
 def plot_examples(rows: dict, y: torch.Tensor, classes: list, title: str):

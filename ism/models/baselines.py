@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ism.hub import HubModule
+from ism.models.inference import InferenceOnly
 
 
 @dataclass
@@ -69,16 +70,13 @@ def jsd(p_logits: torch.Tensor, q_logits: torch.Tensor, T: float) -> torch.Tenso
     return ((kl(p, m) + kl(q, m)) / 2).clamp_min(0)   # rounding can dip below 0
 
 
-class Purified(nn.Module):
+class Purified(InferenceOnly):
     """classifier(purifier(x)): a purifier-based defense as one logits module (DDSA)."""
 
     def __init__(self, purifier: nn.Module, classifier: nn.Module):
         super().__init__()
         self.purifier, self.classifier = purifier, classifier
         self.eval()
-
-    def train(self, mode: bool = True) -> "Purified":
-        return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purifier(x))

@@ -1,0 +1,86 @@
+"""One place for each rule (issue 17): which image the classifier reads, eval mode, subsets.
+
+Each test swaps the one implementation for a marked one and checks that every caller follows it:
+a caller that decides on its own again makes the test fail."""
+import pytest
+import torch
+
+from ism.app.demo import DemoRequest, run_demo
+from ism.attacks.adaptive import AdaptiveTarget
+from ism.data.subsets import evenly_spaced, spread
+from ism.defense import FINAL_INPUTS, Defense
+from ism.eval.ablation import variant
+from ism.eval.gallery import graybox_examples
+from ism.models.baselines import Purified
+from ism.models.inference import InferenceOnly
+
+MARK = 0.25   # the marked "defended" image: every pixel 0.25
+
+
+@pytest.fixture
+def marked(monkeypatch):
+    """Defense.defended_image replaced by a constant image: only callers that ask it see 0.25."""
+    monkeypatch.setattr(Defense, "defended_image",
+                        lambda self, x, *a, **k: torch.full_like(x, MARK) + 0 * x)
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_read_applies_the_gate_to_the_defended_image(tiny_defense, marked, gate):
+    d = variant(tiny_defense, gate=gate)
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        r = d.read(x)
+        att = d.detection(x).attacked
+    defended = ~att if gate else torch.zeros_like(att)      # True where the input is let through
+    for i in range(6):
+        want = x[i] if defended[i] else torch.full_like(x[i], MARK)
+        assert torch.equal(r.image[i], want)
+        assert r.source[i] == ("input" if defended[i] else d.config.final_input)
+    assert torch.equal(r.logits, d.classifier(r.image)) and torch.equal(d.predict(x), r.logits)
+
+
+def test_gallery_demo_and_adaptive_attacker_read_through_defense(tiny_defense, marked):
+    d = variant(tiny_defense, gate=False)                   # every input defended: the marked image
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 2])
+    reads, _ = graybox_examples(d, x, y, "fgsm", 8 / 255)["classifier reads"]
+    assert torch.all(reads == MARK)
+    *_, last = run_demo(d, x[:1], 1, DemoRequest("fgsm", 8 / 255, 1, "gray-box", 1, 2))
+    assert last.final.image.min() == last.final.image.max()   # the uniform marked image, displayed
+    with torch.no_grad():
+        assert torch.equal(AdaptiveTarget(d)(x), d.classifier(torch.full_like(x, MARK)))
+
+
+@pytest.mark.parametrize("mode", FINAL_INPUTS)
+def test_defended_image_modes(tiny_defense, mode):
+    x = torch.rand(2, 3, 32, 32)
+    pur, regen = torch.rand_like(x), torch.rand_like(x)
+    want = {"purified": pur, "regenerated": regen, "mean": (pur + regen) / 2}[mode]
+    assert torch.equal(tiny_defense.defended_image(x, pur, regen, final_input=mode), want)
+    # BPDA: the same value forward, the identity (through the purified image) backward
+    p = pur.clone().requires_grad_(True)
+    out = tiny_defense.defended_image(x, p, regen, final_input=mode, bpda=True)
+    assert torch.allclose(out, want)
+    out.sum().backward()
+    assert torch.equal(p.grad, torch.ones_like(p))
+    with pytest.raises(ValueError, match="final_input"):
+        tiny_defense.defended_image(x, pur, regen, final_input="raw")
+
+
+@pytest.mark.parametrize("make", [lambda d: d, lambda d: AdaptiveTarget(d), lambda d: Purified(d.ism, d.classifier)])
+def test_inference_pipelines_stay_in_eval_mode(tiny_defense, make):
+    m = make(tiny_defense)
+    assert isinstance(m, InferenceOnly)
+    m.train()
+    assert not any(mod.training for mod in m.modules())
+
+
+def test_subsets_spread_over_every_class():
+    labels = torch.arange(10).repeat_interleave(1000)            # a class-sorted test set
+    for k in (10, 200, 2000, 3333):
+        idx = evenly_spaced(len(labels), k)
+        assert len(idx) == k == len(set(idx.tolist())) and idx.max() < len(labels)
+        assert torch.bincount(labels[idx], minlength=10).min() >= k // 10
+    assert len(evenly_spaced(5723, 2000)) == 2000 and torch.equal(evenly_spaced(7, None), torch.arange(7))
+    s = spread(10_000, 100, 0)
+    assert torch.equal(s, spread(10_000, 100, 0)) and not torch.equal(s, spread(10_000, 100, 1))
+    assert len(torch.unique(labels[s])) == 10
