@@ -13,27 +13,13 @@ import torch
 
 from ism.app.demo import MAX_EPS, THREATS, to_display
 from ism.app.diagram import pipeline_figure
+from ism.app.live import adaptive_summary, measure_curves
 from ism.app.serve import ServeConfig
-from ism.app.ui import (
-    DemoHandler,
-    UserError,
-    detection_text,
-    how_text,
-    load_defenses,
-    threat_help,
-    timings_text,
-    top3_text,
-)
+from ism.app.ui import OUTPUTS, DemoHandler, UserError, how_text, load_defenses, state_values, threat_help
 from ism.attacks.standard import ATTACKS
 from ism.data.datasets import DATASETS
 from ism.data.examples import rule as example_rule
-from ism.eval.curves import (
-    adaptive_summary,
-    curves_from_results,
-    load_results,
-    measure_curves,
-    plot_curves,
-)
+from ism.eval.curves import curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
 
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
@@ -78,36 +64,14 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed)
             sent = None
             for s, note, label in stream:
-                regen = s.regeneration[-1] if s.regeneration else None
-                frames = [(st.image, st.caption) for st in s.regeneration] if (s.done or not s.regeneration) else gr.skip()
-                values = (
-                    s.original.image if s.original else None,
-                    s.original.top3 if s.original else None,
-                    s.perturbation.image if s.perturbation else None,
-                    s.perturbation.caption if s.perturbation else "",
-                    s.adversarial.image if s.adversarial else None,
-                    s.adversarial.top3 if s.adversarial else None,
-                    ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
-                    detection_text(s.detection),
-                    s.purified.image if s.purified else None,
-                    s.purified.top3 if s.purified else None,
-                    regen.image if regen else None,
-                    regen.caption + " — " + top3_text(regen.top3) if regen else "",
-                    frames,
-                    s.final.image if s.final else None,
-                    s.final.top3 if s.final else None,
-                    f"### {s.verdict}" if s.verdict else "*running…*",
-                    ("ℹ️ " + note if note else "") + ("" if label is not None else
-                                                     "\n\nℹ️ Not a labelled example: the attacker targets the classifier's own prediction."),
-                    "\n".join(f"- ⚠️ {w}" for w in s.warnings),
-                    timings_text(s),
-                )
+                frames = None if (s.done or not s.regeneration) else gr.skip()
+                values = state_values(s, note, label, frames)
                 # stream only what changed (each regeneration iteration then sends one image, not 19
                 # outputs); the last update carries everything, so API callers get every stage
                 if s.done or sent is None:
-                    yield values
+                    yield tuple(values.values())
                 else:
-                    yield tuple(gr.skip() if _same(v, w) else v for v, w in zip(values, sent))
+                    yield tuple(gr.skip() if _same(v, sent[k]) else v for k, v in values.items())
                 sent = values
         except UserError as e:
             raise gr.Error(str(e)) from None
@@ -243,8 +207,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             how_plot = gr.Plot(value=pipeline_figure(defense.config.gate), label="the pipeline")
             how = gr.Markdown(how_text(defense))
 
-        outputs = [o_img, o_lab, p_img, p_txt, a_img, a_lab, d_lab, d_txt, u_img, u_lab, r_img, r_txt, frames,
-                   f_img, f_lab, verdict, notes, warnings, timings]
+        components = {"original": o_img, "original_top3": o_lab, "perturbation": p_img, "perturbation_text": p_txt,
+                      "adversarial": a_img, "adversarial_top3": a_lab, "detector_verdict": d_lab, "detector_text": d_txt,
+                      "purified": u_img, "purified_top3": u_lab, "regenerated": r_img, "regenerated_text": r_txt,
+                      "frames": frames, "final": f_img, "final_top3": f_lab, "verdict": verdict, "notes": notes,
+                      "warnings": warnings, "timings": timings}
+        outputs = [components[k] for k in OUTPUTS]   # KeyError here if the two ever disagree
         gallery.select(pick_example, dataset, file, api_name=False)
         file.change(preview, [file, dataset], [seen, prep_note], api_name=False)
         dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,

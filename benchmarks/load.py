@@ -25,6 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ism.app.ui import output  # noqa: E402  (the /defend outputs by name)
+
 # (attack, eps, steps, threat): the mix every client cycles through, offset by its index
 MIX = [("PGD", 8 / 255, 10, "gray-box"), ("FGSM", 0.1, 1, "gray-box"), ("PGD", 0.3, 10, "gray-box"),
        ("PGD", 8 / 255, 10, "adaptive white-box"), ("BIM", 16 / 255, 5, "gray-box"),
@@ -78,7 +81,7 @@ def one_client(url: str, index: int, requests: int, examples: list[Path], restar
         try:
             res = client.predict(handle_file(str(image)), attack, round(eps, 4), steps, threat, restarts, iterations,
                                  index * 100 + r, api_name="/defend")
-            pert, verdict = res[3], res[15]
+            pert, verdict = output(res, "perturbation_text"), output(res, "verdict")
             linf = float(re.search(r"L∞ = ([0-9.]+)", pert).group(1))
             own = f"({truth})" in verdict and abs(linf - round(eps, 4)) <= 1.5 / 255
             err = None if own else f"got someone else's result? label/eps mismatch: {verdict[:80]} / {pert[:40]}"

@@ -3,6 +3,8 @@ import pytest
 from conftest import ROOT
 from gradio_client import Client, handle_file
 
+from ism.app.ui import output
+
 
 @pytest.fixture(scope="module")
 def client(app_url):
@@ -33,7 +35,7 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
     # the server keeps serving
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.0, 1, "gray-box", 1, 1, 0,
                          api_name="/defend")
-    assert "No attack applied" in out[15]
+    assert "No attack applied" in output(out, "verdict")
 
 
 @pytest.mark.parametrize("attack,threat", [("PGD", "adaptive white-box"), ("CW (L2)", "gray-box"),
@@ -41,7 +43,7 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
 def test_every_threat_model_and_attack_family_runs(client, attack, threat):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/dog_0.png")), attack, 0.1, 3, threat, 2, 3, 1,
                          api_name="/defend")
-    assert "Final prediction" in out[15] and out[13]
+    assert "Final prediction" in output(out, "verdict") and output(out, "final")
 
 
 def test_concurrent_visitors_get_their_own_results(client):
@@ -49,7 +51,7 @@ def test_concurrent_visitors_get_their_own_results(client):
                                 "gray-box", 2, 4, 0, api_name="/defend")
             for name in ("airplane", "frog", "truck", "horse")}
     for name, job in jobs.items():
-        assert f"true label ({name})" in job.result()[15]
+        assert f"true label ({name})" in output(job.result(), "verdict")
 
 
 def test_bad_settings_are_clean_errors(client):
@@ -72,7 +74,7 @@ def test_decompression_bomb_and_long_file_name_uploads(client, tmp_path):
     long_name = tmp_path / ("a" * 200 + ".png")
     long_name.write_bytes((ROOT / "examples/cifar10/deer_0.png").read_bytes())
     out = client.predict(handle_file(str(long_name)), "FGSM", 0.05, 1, "gray-box", 1, 2, 0, api_name="/defend")
-    assert "Final prediction" in out[15] and "true label (deer)" in out[15]   # recognised by content
+    assert "Final prediction" in output(out, "verdict") and "true label (deer)" in output(out, "verdict")   # recognised by content
 
 
 def test_cancelled_run_stops_computing(client, app_demo):
@@ -90,4 +92,4 @@ def test_cancelled_run_stops_computing(client, app_demo):
     while runs.count and time.time() - t0 < 120:
         time.sleep(0.05)
     assert runs.count == 0 and runs.stopped == stopped_before + 1   # closed before its final state
-    assert "Final prediction" not in str(job.outputs()[-1][15])
+    assert "Final prediction" not in str(output(job.outputs()[-1], "verdict"))

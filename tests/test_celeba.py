@@ -5,6 +5,8 @@ import torch
 from conftest import CELEBA, CELEBA_WEIGHTS, ROOT
 from gradio_client import Client, handle_file
 
+from ism.app.ui import output
+
 needs_weights = pytest.mark.skipif(not (CELEBA_WEIGHTS / "defense.json").is_file(), reason="no CelebA weights")
 
 
@@ -61,7 +63,7 @@ def test_app_dataset_selector(app_url):
     client = Client(app_url, verbose=False)
     out = client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
                          "celeba", api_name="/defend")
-    assert "Final prediction" in out[15] and "true label (male)" in out[15]
+    assert "Final prediction" in output(out, "verdict") and "true label (male)" in output(out, "verdict")
     with pytest.raises(Exception, match="unknown dataset|not in the list of choices|choices"):
         client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
                        "imagenet", api_name="/defend")

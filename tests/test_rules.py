@@ -84,3 +84,41 @@ def test_subsets_spread_over_every_class():
     s = spread(10_000, 100, 0)
     assert torch.equal(s, spread(10_000, 100, 0)) and not torch.equal(s, spread(10_000, 100, 1))
     assert len(torch.unique(labels[s])) == 10
+
+
+def test_seeded_runs_leave_the_global_rng_alone(tiny_defense):
+    from ism.app.live import measure_curves
+
+    torch.manual_seed(123)
+    x1, x2 = torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    before = torch.random.get_rng_state()
+    run = list(run_demo(tiny_defense, x1, 1, DemoRequest("pgd", 8 / 255, 2, "gray-box", 1, 2, seed=7)))
+    assert run[-1].done
+    measure_curves(tiny_defense, x2, torch.tensor([0, 1]), [8 / 255], steps=2, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_concurrent_seeded_attacks_do_not_reseed_each_other(tiny_defense):
+    """Two visitors' PGD runs at once give what each gives alone (the random start is seeded)."""
+    import threading
+
+    from ism.attacks.standard import make_attack, seeded
+
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+
+    def attack(seed):
+        with seeded(seed):
+            return make_attack("pgd", tiny_defense.classifier, 8 / 255, steps=1)(x, y)
+
+    alone = {s: attack(s) for s in (1, 2)}
+    bad = []
+
+    def visitor(s):
+        for _ in range(15):
+            if not torch.equal(attack(s), alone[s]):
+                bad.append(s)
+
+    threads = [threading.Thread(target=visitor, args=(s,)) for s in (1, 2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not bad

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack
-from ism.attacks.standard import ATTACKS, make_attack
+from ism.attacks.standard import ATTACKS, make_attack, seeded
 from ism.defense import Defense
 
 THREATS = {
@@ -124,15 +124,15 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # attack
     t = time.perf_counter()
-    torch.manual_seed(req.seed)
-    if req.eps == 0 and req.attack not in ("cw", "deepfool"):
-        x_adv = x.clone()
-    elif req.threat == "gray-box":
-        x_adv = make_attack(req.attack, defense.classifier, req.eps, req.steps, seed=req.seed)(x, y)
-    elif req.attack == "pgd":
-        x_adv = make_adaptive_attack(defense, req.eps, req.steps, eot_iter=2, seed=req.seed)(x, y)
-    else:
-        x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, req.steps, seed=req.seed)(x, y)
+    with seeded(req.seed):
+        if req.eps == 0 and req.attack not in ("cw", "deepfool"):
+            x_adv = x.clone()
+        elif req.threat == "gray-box":
+            x_adv = make_attack(req.attack, defense.classifier, req.eps, req.steps, seed=req.seed)(x, y)
+        elif req.attack == "pgd":
+            x_adv = make_adaptive_attack(defense, req.eps, req.steps, eot_iter=2, seed=req.seed)(x, y)
+        else:
+            x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, req.steps, seed=req.seed)(x, y)
     x_adv = x_adv.detach().clamp(0, 1)
     dt = time.perf_counter() - t
     delta = x_adv - x

@@ -1,11 +1,8 @@
 """The pipeline as a picture (matplotlib), for the app's 'how it works' view."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyBboxPatch  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
 
 BOXES = {
     "input x": (0.06, 0.55, "#eeeeee"),
@@ -28,7 +25,8 @@ def pipeline_figure(gate: bool = True):
     if not gate:
         boxes.pop("classifier(x)")
         arrows = [(a, b, "every input" if label == "attacked" else label) for a, b, label in arrows if b != "classifier(x)"]
-    fig, ax = plt.subplots(figsize=(11, 3.2))
+    fig = Figure(figsize=(11, 3.2))
+    ax = fig.subplots()
     ax.set_xlim(-0.04, 1.06)
     ax.set_ylim(0, 0.8)
     ax.axis("off")

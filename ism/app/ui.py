@@ -22,6 +22,17 @@ from ism.eval.ablation import robust_trained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 
+# The /defend endpoint's outputs, in this order: the one place the public API's order is written
+# (app.py builds its components from these names; README, tests and benchmarks index by name).
+OUTPUTS = ("original", "original_top3", "perturbation", "perturbation_text", "adversarial", "adversarial_top3",
+           "detector_verdict", "detector_text", "purified", "purified_top3", "regenerated", "regenerated_text",
+           "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings")
+
+
+def output(result, name: str):
+    """One named output from a /defend result (gradio_client's tuple, in ``OUTPUTS`` order)."""
+    return result[OUTPUTS.index(name)]
+
 
 class UserError(ValueError):
     """A message for the visitor."""
@@ -118,6 +129,36 @@ class DemoHandler:
                         yield state, note, label
         finally:
             self.active.record(finished)
+
+
+def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dict:
+    """{output name: value} for one streamed state; ``frames`` replaces the frames value (the app
+    sends them only once the run is done)."""
+    regen = s.regeneration[-1] if s.regeneration else None
+    values = {
+        "original": s.original.image if s.original else None,
+        "original_top3": s.original.top3 if s.original else None,
+        "perturbation": s.perturbation.image if s.perturbation else None,
+        "perturbation_text": s.perturbation.caption if s.perturbation else "",
+        "adversarial": s.adversarial.image if s.adversarial else None,
+        "adversarial_top3": s.adversarial.top3 if s.adversarial else None,
+        "detector_verdict": ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
+        "detector_text": detection_text(s.detection),
+        "purified": s.purified.image if s.purified else None,
+        "purified_top3": s.purified.top3 if s.purified else None,
+        "regenerated": regen.image if regen else None,
+        "regenerated_text": regen.caption + " — " + top3_text(regen.top3) if regen else "",
+        "frames": [(st.image, st.caption) for st in s.regeneration] if frames is None else frames,
+        "final": s.final.image if s.final else None,
+        "final_top3": s.final.top3 if s.final else None,
+        "verdict": f"### {s.verdict}" if s.verdict else "*running…*",
+        "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ Not a labelled example: "
+                                                 "the attacker targets the classifier's own prediction."),
+        "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
+        "timings": timings_text(s),
+    }
+    assert tuple(values) == OUTPUTS
+    return values
 
 
 def top3_text(top: dict) -> str:

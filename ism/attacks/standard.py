@@ -5,10 +5,26 @@ the torchattacks way: ``make_attack("pgd", model, eps=0.3)(images, labels)``.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
+import torch
 import torchattacks
 from torch import nn
 
 ATTACKS = ("fgsm", "pgd", "bim", "mifgsm", "cw", "deepfool", "square")
+_SEEDED = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run an attack reproducibly without touching anyone else's randomness: torchattacks draws its
+    random starts from the global torch RNG, so the block holds a process-wide lock (one seeded
+    attack at a time: two visitors' runs cannot reseed each other mid-attack) and the global RNG
+    state is restored afterwards."""
+    with _SEEDED, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha: float | None = None,

@@ -1,18 +1,10 @@
-"""Accuracy-versus-epsilon curves: read from evaluation results, or measured live on a small batch."""
+"""Accuracy-versus-epsilon curves and ROC plots from evaluation results (the live curve is ism.app.live)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from ism.attacks.adaptive import make_adaptive_attack  # noqa: E402
-from ism.attacks.standard import make_attack  # noqa: E402
-from ism.defense import Defense  # noqa: E402
+from matplotlib.figure import Figure
 
 COLORS = {"no defense": "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
 MARKERS = {"no defense": "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}
@@ -41,7 +33,8 @@ def load_results(path: str | Path) -> dict | None:
 
 
 def plot_curves(series: dict, title: str):
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.subplots()
     for name, pts in series.items():
         who = name.split(",")[0]
         ax.plot([e for e, _ in pts], [a for _, a in pts], marker=MARKERS.get(who, "o"), color=COLORS.get(who),
@@ -60,7 +53,8 @@ def plot_curves(series: dict, title: str):
 def plot_roc(results: dict, title: str):
     """The detector's ROC curve for each gray-box attack and epsilon (one panel per attack)."""
     attacks = sorted({r["attack"] for r in results.get("graybox", {}).values()})
-    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(5 * max(1, len(attacks)), 4.4), squeeze=False)
+    fig = Figure(figsize=(5 * max(1, len(attacks)), 4.4))
+    axes = fig.subplots(1, max(1, len(attacks)), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
         for r in results["graybox"].values():
             if r["attack"] == attack and "roc" in r:
@@ -78,47 +72,3 @@ def plot_roc(results: dict, title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor, eps_list, attack: str = "pgd",
-                   steps: int = 10, adaptive: bool = True, seed: int = 0, progress=None) -> dict:
-    """Accuracy of no defense / defense (gray-box) / defense (adaptive PGD) at each epsilon."""
-    series = {"no defense, gray-box": [], "this defense, gray-box": []}
-    if adaptive:
-        series["this defense, adaptive"] = []
-    total = len(eps_list) * (2 if adaptive else 1)
-    done = 0
-    for eps in eps_list:
-        torch.manual_seed(seed)
-        xa = make_attack(attack, defense.classifier, eps, steps, seed=seed)(images, labels) if eps > 0 else images
-        with torch.no_grad():
-            series["no defense, gray-box"].append((eps, float((defense.classifier(xa).argmax(1) == labels).float().mean())))
-            series["this defense, gray-box"].append((eps, float((defense.predict(xa).argmax(1) == labels).float().mean())))
-        done += 1
-        if progress:
-            progress(done / total, f"gray-box eps={eps:.3f}")
-        if adaptive:
-            torch.manual_seed(seed)
-            xa = make_adaptive_attack(defense, eps, steps, eot_iter=1, seed=seed)(images, labels) if eps > 0 else images
-            with torch.no_grad():
-                series["this defense, adaptive"].append((eps, float((defense.predict(xa).argmax(1) == labels).float().mean())))
-            done += 1
-            if progress:
-                progress(done / total, f"adaptive eps={eps:.3f}")
-    return series
-
-
-def adaptive_summary(results: dict | None) -> str:
-    """One plain sentence on how the defense fares against an adaptive attacker, from the results."""
-    rows = (results or {}).get("adaptive", {})
-    r = rows.get("pgd@0.0314")
-    if not r:
-        return ("Adaptive (white-box) results are not measured yet: treat gray-box figures as an upper bound.")
-    gray = results.get("graybox", {}).get("pgd@0.0314", {}).get("defense")
-    n = r.get("images", results["clean"]["images"])
-    verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
-               "Part of that survives an attacker who knows it; read the curves before trusting a gray-box figure.")
-    return (f"Honest note: against an adaptive attacker (PGD-10 through the whole defense, BPDA + EOT) at "
-            f"ε = 8/255 this defense keeps {r['defense']:.0%} accuracy"
-            + (f", against {gray:.0%} when the attacker ignores it (gray-box)" if gray is not None else "")
-            + f" ({n} test images). {verdict}")

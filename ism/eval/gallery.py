@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
 import torch
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 from ism.app.demo import to_display
 from ism.attacks.standard import ATTACKS, make_attack
@@ -45,7 +42,8 @@ def graybox_examples(defense: Defense, x: torch.Tensor, y: torch.Tensor, attack:
 def plot_examples(rows: dict, y: torch.Tensor, classes: list, title: str):
     names = [k for k in rows if k != "detected"]
     n = len(y)
-    fig, axes = plt.subplots(len(names), n, figsize=(1.6 * n, 1.9 * len(names)), squeeze=False)
+    fig = Figure(figsize=(1.6 * n, 1.9 * len(names)))
+    axes = fig.subplots(len(names), n, squeeze=False)
     for r, name in enumerate(names):
         images, pred = rows[name]
         for c in range(n):
