@@ -2,6 +2,7 @@
 import json
 
 from ism.eval.command import main
+from ism.eval.keys import Sanity
 
 
 def test_evaluate_limit(tmp_path, monkeypatch):
@@ -27,7 +28,7 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert stages[0] == "+ adversarial training (FGSM-RS)" and sum(r["deployed"] for r in res["ablation"]["rows"]) == 1
     assert "classifier alone" in res["ablation"]["skipped"]
     assert "autoattack" not in res   # --small skips it (minutes even on 4 images): see the test below
-    assert set(res["sanity"]["accuracy"]) >= {"adaptive PGD-10", "adaptive PGD-5"}
+    assert set(res["sanity"]["accuracy"]) == {k.value for k in Sanity}
     assert res["sanity_checks"] and all(set(k) == {"check", "passed", "detail"} for k in res["sanity_checks"])
     md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
     assert md.startswith("# Evaluation")

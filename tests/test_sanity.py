@@ -1,9 +1,12 @@
 """The sanity checks flag the patterns of a flawed evaluation, and pass a sound one."""
+import pytest
+
+from ism.eval.keys import Cell, ResultsError, Sanity
 from ism.eval.sanity import sanity_checks, warnings_text
 
 
 def _res(defense_curve, clean=0.8, sanity=None, n=10000):
-    gray = {f"pgd@{e:.4f}": {"attack": "pgd", "eps": e, "defense": a, "no_defense": 0.1, "images": n}
+    gray = {str(Cell("pgd", e)): {"attack": "pgd", "eps": e, "defense": a, "no_defense": 0.1, "images": n}
             for e, a in defense_curve}
     res = {"clean": {"images": n, "pipeline": clean, "classifier": 0.8}, "graybox": gray}
     if sanity:
@@ -13,16 +16,16 @@ def _res(defense_curve, clean=0.8, sanity=None, n=10000):
 
 def test_sound_results_pass():
     checks = sanity_checks(_res([(0.1, 0.6), (0.2, 0.5), (0.3, 0.4)], sanity={
-        "adaptive PGD-10": 0.30, "adaptive PGD-50": 0.28, "adaptive PGD-50, eps = 1 (unbounded)": 0.0,
-        "Square, 1000 queries (black-box)": 0.45}))
+        Sanity.PGD.value: 0.30, Sanity.PGD_MORE_STEPS.value: 0.28, Sanity.PGD_UNBOUNDED.value: 0.0,
+        Sanity.SQUARE.value: 0.45}))
     assert checks and all(c["passed"] for c in checks)
     assert warnings_text(checks) == []
 
 
 def test_label_leaking_and_masking_are_flagged():
     checks = sanity_checks(_res([(0.1, 0.4), (0.2, 0.6), (0.3, 0.9)], clean=0.75, sanity={
-        "adaptive PGD-10": 0.30, "adaptive PGD-50": 0.40, "adaptive PGD-50, eps = 1 (unbounded)": 0.3,
-        "Square, 1000 queries (black-box)": 0.10}))
+        Sanity.PGD.value: 0.30, Sanity.PGD_MORE_STEPS.value: 0.40, Sanity.PGD_UNBOUNDED.value: 0.3,
+        Sanity.SQUARE.value: 0.10}))
     failed = {c["check"].split(" (")[0] for c in checks if not c["passed"]}
     assert failed == {"larger epsilon never raises accuracy", "accuracy under attack is not above clean accuracy",
                       "more attack steps never raise accuracy", "an unbounded attack reaches ~0% accuracy",
@@ -34,3 +37,15 @@ def test_noise_is_tolerated():
     # 0.500 -> 0.505 on 1,000 images is within sampling noise: not a violation
     checks = sanity_checks(_res([(0.1, 0.500), (0.2, 0.505)], n=1000))
     assert all(c["passed"] for c in checks)
+
+
+def test_a_missing_or_renamed_cell_is_an_error_not_a_skipped_check():
+    sanity = {Sanity.PGD.value: 0.3, Sanity.PGD_MORE_STEPS.value: 0.28, "adaptive PGD-50, eps = 1 (unbounded)": 0.0,
+              Sanity.SQUARE.value: 0.45}     # one measurement under a display label: the old, fragile way
+    with pytest.raises(ResultsError, match="adaptive_pgd_unbounded"):
+        sanity_checks(_res([(0.1, 0.6)], sanity=sanity))
+    res = _res([(0.1, 0.6)])
+    assert Cell("pgd", 0.1).of(res, "graybox")["defense"] == 0.6
+    with pytest.raises(ResultsError, match="pgd@0.0314"):
+        Cell("pgd", 8 / 255).of(res, "graybox")
+    assert Cell.parse(str(Cell("latent", 8 / 255))) == Cell("latent", round(8 / 255, 4))

@@ -7,6 +7,7 @@ import torch
 from ism.attacks.adaptive import make_adaptive_attack
 from ism.attacks.standard import make_attack, seeded
 from ism.defense import Defense
+from ism.eval.keys import EPS_8, Cell
 
 
 def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor, eps_list, attack: str = "pgd",
@@ -40,10 +41,10 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
 def adaptive_summary(results: dict | None) -> str:
     """One plain sentence on how the defense fares against an adaptive attacker, from the results."""
     rows = (results or {}).get("adaptive", {})
-    r = rows.get("pgd@0.0314")
+    r = rows.get(str(Cell("pgd", EPS_8)))
     if not r:
         return ("Adaptive (white-box) results are not measured yet: treat gray-box figures as an upper bound.")
-    gray = results.get("graybox", {}).get("pgd@0.0314", {}).get("defense")
+    gray = results.get("graybox", {}).get(str(Cell("pgd", EPS_8)), {}).get("defense")
     n = r.get("images", results["clean"]["images"])
     verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
                "Part of that survives an attacker who knows it; read the curves before trusting a gray-box figure.")

@@ -42,6 +42,7 @@ from ism.attacks.standard import make_attack
 from ism.data.subsets import spread
 from ism.defense import Defense
 from ism.eval.ablation import Stage, ablation_stages, variant
+from ism.eval.keys import Ablation, Cell, Sanity
 from ism.eval.metrics import auroc, psnr, roc_points
 from ism.models.baselines import MagNet
 
@@ -73,10 +74,6 @@ class EvalConfig:
 
 
 SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration", "autoattack")
-
-
-def key(attack: str, eps: float) -> str:
-    return f"{attack}@{eps:.4f}"
 
 
 class Evaluation:
@@ -194,7 +191,7 @@ class Evaluation:
         cfg, shared = self.cfg, self.base is self.d.classifier
         for attack in cfg.attacks:
             for eps in cfg.eps:
-                k = key(attack, eps)
+                k = str(Cell(attack, eps))
                 if k in self.res.get("graybox", {}):
                     continue
                 t0 = time.time()
@@ -239,7 +236,7 @@ class Evaluation:
         if self.ddsa is not None:
             targets["ddsa"] = self.ddsa
         for eps in cfg.adaptive_eps:
-            k = key("pgd", eps)
+            k = str(Cell("pgd", eps))
             if k in self.res.get("adaptive", {}):
                 continue
             t0 = time.time()
@@ -286,7 +283,7 @@ class Evaluation:
         idx = self.subset(cfg.latent_images)
         regen = variant(self.d, gate=False, final_input="regenerated")
         for eps in cfg.adaptive_eps:
-            k = key("latent", eps)
+            k = str(Cell("latent", eps))
             if k in self.res.get("latent", {}) or not cfg.latent_images:
                 continue
             t0 = time.time()
@@ -314,13 +311,14 @@ class Evaluation:
             row = {"stage": s.name, "deployed": s.deployed, "images": len(idx)}
             gray = make_attack("pgd", s.classifier, eps, steps=cfg.steps)
             c = self.tally(idx, f"ablation {s.name}", lambda x, y: {
-                "clean": self.correct(_predict(s), x, y), "graybox_pgd10_8/255": self.correct(_predict(s), gray(x, y), y)})
+                Ablation.CLEAN.value: self.correct(_predict(s), x, y),
+                Ablation.GRAYBOX.value: self.correct(_predict(s), gray(x, y), y)})
             row.update({n: v / len(idx) for n, v in c.items()})
             aidx = idx[spread(len(idx), cfg.ablation_regen_images, cfg.seed)] if s.randomised else idx
             adv = (make_adaptive_attack(s.model, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
                    if isinstance(s.model, Defense) else make_attack("pgd", s.model, eps, steps=cfg.steps))
             ok = self.tally(aidx, "adaptive", lambda x, y: {"ok": self.correct(_predict(s), adv(x, y), y)})["ok"]
-            row.update({"adaptive_pgd10_8/255": ok / len(aidx), "adaptive_images": len(aidx),
+            row.update({Ablation.ADAPTIVE.value: ok / len(aidx), "adaptive_images": len(aidx),
                         "seconds": round(time.time() - t0, 1)})
             rows.append(row)
         self.res["ablation"] = {"rows": rows, "skipped": skipped, "seconds": round(time.time() - t_all, 1)}
@@ -333,19 +331,19 @@ class Evaluation:
         cfg, eps, t0 = self.cfg, 8 / 255, time.time()
         idx = self.subset(cfg.sanity_images)
         runs = {
-            f"adaptive PGD-{cfg.steps}": make_adaptive_attack(self.d, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed),
-            f"adaptive PGD-{cfg.sanity_steps}": make_adaptive_attack(self.d, eps, steps=cfg.sanity_steps,
-                                                                     eot_iter=cfg.eot_iter, seed=cfg.seed),
-            f"adaptive PGD-{cfg.sanity_steps}, eps = 1 (unbounded)": make_adaptive_attack(
-                self.d, 1.0, steps=cfg.sanity_steps, eot_iter=cfg.eot_iter, alpha=0.05, seed=cfg.seed),
-            f"Square, {cfg.square_queries} queries (black-box)": make_attack(
-                "square", self.d, eps, steps=max(1, cfg.square_queries // 100), seed=cfg.seed),
+            Sanity.PGD: make_adaptive_attack(self.d, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed),
+            Sanity.PGD_MORE_STEPS: make_adaptive_attack(self.d, eps, steps=cfg.sanity_steps, eot_iter=cfg.eot_iter,
+                                                        seed=cfg.seed),
+            Sanity.PGD_UNBOUNDED: make_adaptive_attack(self.d, 1.0, steps=cfg.sanity_steps, eot_iter=cfg.eot_iter,
+                                                       alpha=0.05, seed=cfg.seed),
+            Sanity.SQUARE: make_attack("square", self.d, eps, steps=max(1, cfg.square_queries // 100), seed=cfg.seed),
         }
-        out = {}
-        for name, atk in runs.items():
-            ok = self.tally(idx, name, lambda x, y: {"ok": self.correct(self.d.predict, atk(x, y), y)})["ok"]
-            out[name] = ok / len(idx)
-        self.res["sanity"] = {"images": len(idx), "eps": eps, "accuracy": out, "seconds": round(time.time() - t0, 1)}
+        out, labels = {}, {}
+        for k, atk in runs.items():
+            labels[k.value] = k.label(cfg.steps, cfg.sanity_steps, cfg.square_queries)
+            ok = self.tally(idx, labels[k.value], lambda x, y: {"ok": self.correct(self.d.predict, atk(x, y), y)})["ok"]
+            out[k.value] = ok / len(idx)
+        self.res["sanity"] = {"images": len(idx), "eps": eps, "accuracy": out, "labels": labels, "seconds": round(time.time() - t0, 1)}
         self.save()
 
     def regeneration(self) -> None:

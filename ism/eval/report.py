@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ism.eval.keys import Ablation
 from ism.eval.sanity import sanity_checks
 
 # Paper Table 3 (CIFAR-10): attack level -> (no defence, proposed, MagNet, DDSA). The paper does not
@@ -100,7 +101,7 @@ def markdown(res: dict, title: str, command: str) -> str:
               "| stage | clean | gray-box PGD-10 | adaptive PGD-10 | images (adaptive) |", "|---|---|---|---|---|"]
         for r in ab["rows"]:
             name = r["stage"] + (" **(deployed)**" if r["deployed"] else "")
-            L.append(f"| {name} | {_f(r['clean'])} | {_f(r['graybox_pgd10_8/255'])} | {_f(r['adaptive_pgd10_8/255'])} | "
+            L.append(f"| {name} | {_f(r[Ablation.CLEAN.value])} | {_f(r[Ablation.GRAYBOX.value])} | {_f(r[Ablation.ADAPTIVE.value])} | "
                      f"{r['images']} ({r['adaptive_images']}) |")
         if ab.get("skipped"):
             L.append(f"\nSkipped (their weights are not shipped): {', '.join(ab['skipped'])}.")
@@ -117,7 +118,7 @@ def markdown(res: dict, title: str, command: str) -> str:
     s = res.get("sanity")
     if s:
         L += ["", "## Sanity checks", "", f"Measured on {s['images']} images at eps {_eps(s['eps'])}: "
-              + ", ".join(f"{k}: {v:.3f}" for k, v in s["accuracy"].items()) + ".", ""]
+              + ", ".join(f"{s.get('labels', {}).get(k, k)}: {v:.3f}" for k, v in s["accuracy"].items()) + ".", ""]
     checks = sanity_checks(res)
     if checks:
         failed = [c for c in checks if not c["passed"]]
@@ -168,7 +169,7 @@ def curves_note(res: dict, path: str) -> str:
             + (f", adaptive white-box curves (dashed: PGD through the whole defense, BPDA + EOT) on {m}" if m else
                "; no adaptive results in this file yet (use the live measurement)")
             + ". Gray-box: the attacker knows the classifier but not the defense; adaptive: the attacker knows both.")
-    failed = [c for c in res.get("sanity_checks", sanity_checks(res)) if not c["passed"]]
+    failed = [c for c in (res["sanity_checks"] if "sanity_checks" in res else sanity_checks(res)) if not c["passed"]]
     if failed:
         text += ("\n\n**Sanity checks this evaluation fails** (each one a reason to distrust a number):\n"
                  + "\n".join(f"- {c['check']}: {c['detail']}" for c in failed[:8])

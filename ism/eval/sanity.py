@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from ism.eval.keys import Sanity, sanity_accuracy
+
 UNBOUNDED_MAX = 0.05   # an unbounded attack must bring accuracy to about zero
 
 
@@ -54,20 +56,17 @@ def sanity_checks(res: dict) -> list[dict]:
                                  or f"all at or below clean {c:.3f}"))
     s = res.get("sanity")
     if s:
-        acc, n = s["accuracy"], s["images"]
-        few = next((v for k, v in acc.items() if k.startswith("adaptive PGD") and "unbounded" not in k), None)
-        many = [v for k, v in acc.items() if k.startswith("adaptive PGD") and "unbounded" not in k]
-        if len(many) >= 2:
-            checks.append(_check("more attack steps never raise accuracy", many[-1] <= few + _tol(few, n, many[-1], n),
-                                 f"{list(acc)[0]}: {few:.3f}, {list(acc)[1]}: {many[-1]:.3f} ({n} images)"))
-        unb = next((v for k, v in acc.items() if "unbounded" in k), None)
-        if unb is not None:
-            checks.append(_check("an unbounded attack reaches ~0% accuracy", unb <= UNBOUNDED_MAX,
-                                 f"{unb:.3f} (must be <= {UNBOUNDED_MAX})"))
-        sq = next((v for k, v in acc.items() if k.startswith("Square")), None)
-        if sq is not None and few is not None:
-            checks.append(_check("black-box Square is not stronger than white-box PGD", sq >= few - _tol(sq, n, few, n),
-                                 f"Square {sq:.3f}, PGD {few:.3f} ({n} images, eps {s['eps']:.4f})"))
+        acc, n, label = sanity_accuracy(res), s["images"], s.get("labels", {})
+        few, many = acc[Sanity.PGD], acc[Sanity.PGD_MORE_STEPS]
+        checks.append(_check("more attack steps never raise accuracy", many <= few + _tol(few, n, many, n),
+                             f"{label.get(Sanity.PGD.value, 'fewer steps')}: {few:.3f}, "
+                             f"{label.get(Sanity.PGD_MORE_STEPS.value, 'more steps')}: {many:.3f} ({n} images)"))
+        unb = acc[Sanity.PGD_UNBOUNDED]
+        checks.append(_check("an unbounded attack reaches ~0% accuracy", unb <= UNBOUNDED_MAX,
+                             f"{unb:.3f} (must be <= {UNBOUNDED_MAX})"))
+        sq = acc[Sanity.SQUARE]
+        checks.append(_check("black-box Square is not stronger than white-box PGD", sq >= few - _tol(sq, n, few, n),
+                             f"Square {sq:.3f}, PGD {few:.3f} ({n} images, eps {s['eps']:.4f})"))
     return checks
 
 
