@@ -13,6 +13,7 @@ torchattacks attack can target the whole pipeline end to end.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from ism.models.ism_net import ISMNetwork
 from ism.regenerate import RegenerationStep, regenerate_steps
 
 FINAL_INPUTS = ("purified", "regenerated", "mean")
+
+
+class StaleWeightsWarning(UserWarning):
+    """A component was trained against other weights than the ones it is loaded with."""
 
 
 @dataclass
@@ -123,7 +128,7 @@ class Defense(InferenceOnly):
         """Iterate regeneration, yielding ``RegenerationStep``s (image, error, restart, done).
 
         ``target="purified"`` (default, as in the pipeline) matches ISM(x); ``"input"`` matches x.
-        Restart 0 starts at the ISM code of the target.
+        Restart 0 starts at the ISM code of the target. Arguments are checked at the call.
         """
         x = self._check(x)
         if target not in ("purified", "input"):
@@ -134,14 +139,13 @@ class Defense(InferenceOnly):
         with torch.no_grad():
             tgt = self.ism(x) if target == "purified" else x
             z0 = self.ism.encode(tgt)
-        yield from regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
-                                    lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)
+        return regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
+                                lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)
 
     def regenerate(self, x: torch.Tensor, steps: int | None = None, restarts: int | None = None,
                    seed: int | None = None, target: str = "purified"):
         """Iterator of per-iteration images (N, C, H, W); the last one is the result."""
-        for s in self.regenerate_steps(x, steps, restarts, seed, target):
-            yield s.image
+        return (s.image for s in self.regenerate_steps(x, steps, restarts, seed, target))
 
     def defended_image(self, x: torch.Tensor, purified: torch.Tensor | None = None,
                        regenerated: torch.Tensor | None = None, final_input: str | None = None,
@@ -221,15 +225,15 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
     generator, discriminator), each ``config.json`` + ``model.safetensors`` + ``README.md``.
     Set ``HF_HUB_OFFLINE=1`` to load from the local Hub cache only.
     """
-    from ism.hub import WeightsError
+    from ism.hub import WeightsError, stale_components, strict_config, verify_file
 
     root = resolve_weights(path_or_repo, revision)
     cfg_file = root / "defense.json"
     if not cfg_file.is_file():
         raise WeightsError(f"{cfg_file} is missing: not a defense weights folder")
+    verify_file(cfg_file)
     try:
-        cfg = DefenseConfig(**{k: v for k, v in json.loads(cfg_file.read_text()).items()
-                               if k in DefenseConfig.__dataclass_fields__})
+        cfg = strict_config(DefenseConfig, json.loads(cfg_file.read_text()), cfg_file)
     except (json.JSONDecodeError, TypeError) as e:
         raise WeightsError(f"{cfg_file} is not a valid defense config: {e}") from e
     parts = {}
@@ -244,12 +248,22 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
         parts[name] = cls.from_pretrained(str(folder), map_location=str(device))
     defense = Defense(**parts, config=cfg).to(device)
     defense.source = root   # where it came from (the app reads what was trained, e.g. the ablation folders)
+    defense.stale = stale_components(root)   # components trained against weights that changed since
+    for message in defense.stale:
+        warnings.warn(f"{root}: {message}", StaleWeightsWarning, stacklevel=2)
     return defense
 
 
-def save_defense_config(folder: str | Path, config: DefenseConfig) -> None:
+def save_defense_config(folder: str | Path, config: DefenseConfig, against: dict[str, str] | None = None) -> None:
+    """Write ``folder/defense.json`` and record its sha256 (and, given ``against``, the weights it
+    was chosen for) next to the components' checksums."""
+    from ism.hub import record_checksum, record_lineage
+
     Path(folder).mkdir(parents=True, exist_ok=True)
     Path(folder, "defense.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    record_checksum(folder, Path(folder, "defense.json"))
+    if against:
+        record_lineage(folder, "defense.json", against)
 
 
 __all__ = ["Defense", "DefenseConfig", "Detection", "Reading", "RegenerationStep", "load_defense"]

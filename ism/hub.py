@@ -16,7 +16,8 @@ from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-CHECKSUMS_NAME = "checksums.json"   # at a defense's root: sha256 of every component's weights
+CHECKSUMS_NAME = "checksums.json"   # at a defense's root: sha256 of every component's weights and config
+LINEAGE_NAME = "lineage.json"       # at a defense's root: what each component was trained against
 
 
 class WeightsError(ValueError):
@@ -43,9 +44,8 @@ class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tag
         verify_checksum(path)
         cfg = model_kwargs.get("config")
         if isinstance(cfg, dict):
-            fields = cls.config_class.__dataclass_fields__
             try:
-                model_kwargs["config"] = cls.config_class(**{k: v for k, v in cfg.items() if k in fields})
+                model_kwargs["config"] = strict_config(cls.config_class, cfg, path / CONFIG_NAME)
             except TypeError as e:
                 raise WeightsError(f"{path / CONFIG_NAME} is not a valid {cls.config_class.__name__}: {e}") from e
         try:
@@ -63,6 +63,16 @@ class HubModule(nn.Module, PyTorchModelHubMixin, library_name="ism-defense", tag
         return model.eval()
 
 
+def strict_config(config_class: type, values: dict, source: str | Path):
+    """``config_class(**values)``, where a key the dataclass does not have (a typo such as
+    ``treshold``) is a ``WeightsError`` naming it instead of being dropped."""
+    unknown = sorted(set(values) - set(config_class.__dataclass_fields__))
+    if unknown:
+        raise WeightsError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                           f"for {config_class.__name__} (known: {', '.join(config_class.__dataclass_fields__)})")
+    return config_class(**values)
+
+
 def sha256(path: str | Path) -> str:
     import hashlib
 
@@ -73,34 +83,85 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def record_checksum(root: str | Path, folder: str | Path) -> None:
-    """Record the sha256 of ``folder/model.safetensors`` in ``root/checksums.json`` (the training
-    code calls this each time it publishes weights; ``verify_checksum`` checks them on load)."""
-    root, folder = Path(root), Path(folder)
+def record_checksum(root: str | Path, folder_or_file: str | Path) -> None:
+    """Record in ``root/checksums.json`` the sha256 of ``folder/model.safetensors`` and
+    ``folder/config.json`` (or of one file, e.g. ``defense.json``). The training code calls this each
+    time it publishes; ``verify_checksum`` checks them on load, so a changed threshold in a config is
+    caught like a changed tensor."""
+    root, target = Path(root), Path(folder_or_file)
+    files = [target] if target.is_file() else [target / WEIGHTS_NAME, target / CONFIG_NAME]
     manifest = root / CHECKSUMS_NAME
     sums = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    sums[(folder / WEIGHTS_NAME).relative_to(root).as_posix()] = sha256(folder / WEIGHTS_NAME)
+    for f in files:
+        if f.is_file():
+            sums[f.relative_to(root).as_posix()] = sha256(f)
     manifest.write_text(json.dumps(dict(sorted(sums.items())), indent=2) + "\n")
 
 
-def verify_checksum(folder: str | Path) -> None:
-    """Raise ``WeightsError`` if ``folder/model.safetensors`` differs from the sha256 recorded for
-    it in a ``checksums.json`` of an enclosing defense folder (a tampered or corrupted file).
-    Weights with no recorded checksum (a folder you assembled yourself) are not checked."""
-    weights = Path(folder).resolve() / WEIGHTS_NAME
-    for root in list(weights.parents)[1:4]:
+def _manifest_for(path: Path) -> tuple[Path, dict] | None:
+    """(root, recorded sums) of the checksums.json of the defense folder enclosing ``path``."""
+    for root in list(path.parents)[:3]:
         manifest = root / CHECKSUMS_NAME
-        if not manifest.is_file():
-            continue
-        try:
-            sums = json.loads(manifest.read_text())
-        except json.JSONDecodeError as e:
-            raise WeightsError(f"{manifest} is not valid JSON: {e}") from e
-        expected = sums.get(weights.relative_to(root).as_posix())
-        if expected is not None and sha256(weights) != expected:
-            raise WeightsError(f"{weights} does not match the sha256 recorded in {manifest} when it was "
-                               "trained: the file was modified or corrupted")
+        if manifest.is_file():
+            try:
+                return root, json.loads(manifest.read_text())
+            except json.JSONDecodeError as e:
+                raise WeightsError(f"{manifest} is not valid JSON: {e}") from e
+    return None
+
+
+def verify_file(path: str | Path) -> None:
+    """Raise ``WeightsError`` if ``path`` differs from the sha256 recorded for it in the
+    ``checksums.json`` of an enclosing defense folder (a tampered or corrupted file). Files with no
+    recorded checksum (a folder you assembled yourself) are not checked."""
+    path = Path(path).resolve()
+    found = _manifest_for(path)
+    if found is None:
         return
+    root, sums = found
+    expected = sums.get(path.relative_to(root).as_posix())
+    if expected is not None and sha256(path) != expected:
+        raise WeightsError(f"{path} does not match the sha256 recorded in {root / CHECKSUMS_NAME} when it was "
+                           "trained: the file was modified or corrupted")
+
+
+def verify_checksum(folder: str | Path) -> None:
+    """``verify_file`` for a component folder's weights and config."""
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        verify_file(Path(folder) / name)
+
+
+def record_lineage(root: str | Path, artefact: str, against: dict[str, str]) -> None:
+    """Record that ``artefact`` (a path under ``root``: ``detector/model.safetensors``,
+    ``defense.json``) was trained against the files ``against`` ({path under root: sha256})."""
+    manifest = Path(root) / LINEAGE_NAME
+    lineage = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    lineage[artefact] = dict(sorted(against.items()))
+    manifest.write_text(json.dumps(dict(sorted(lineage.items())), indent=2) + "\n")
+
+
+def stale_components(root: str | Path) -> list[str]:
+    """One sentence per component trained against weights that have changed since (for example
+    the detector after ``python -m train robust`` replaced the ISM); [] when all match or when no
+    lineage was recorded."""
+    root = Path(root)
+    manifest = root / LINEAGE_NAME
+    if not manifest.is_file():
+        return []
+    out, sums = [], {}
+    for artefact, against in json.loads(manifest.read_text()).items():
+        changed = []
+        for dep, expected in against.items():
+            f = root / dep
+            if dep not in sums:
+                sums[dep] = sha256(f) if f.is_file() else None
+            if sums[dep] != expected:
+                changed.append(dep.removesuffix("/" + WEIGHTS_NAME))
+        if changed:
+            out.append(f"{artefact.removesuffix('/' + WEIGHTS_NAME)} was trained against another "
+                       f"{', '.join(changed)} than the one now in {root}: retrain it "
+                       "(python -m train all runs every stage in order)")
+    return out
 
 
 def write_card(folder: str | Path, *, title: str, summary: str, command: str, data: str,

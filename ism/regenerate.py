@@ -37,8 +37,12 @@ def regenerate_steps(generator: Generator, target: torch.Tensor, *, z0: torch.Te
         lr, tol: Adam step size; stop once every image's error is below ``tol``.
         seed: seeds the random restarts, so the same call gives the same frames.
     """
-    if steps < 0 or restarts < 1:
+    if steps < 0 or restarts < 1:   # checked at the call, not at the first next()
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    return _iterate(generator, target, z0, steps, restarts, lr, tol, seed)
+
+
+def _iterate(generator, target, z0, steps, restarts, lr, tol, seed):
     n, device = len(target), target.device
     g = torch.Generator().manual_seed(seed)
     starts = [] if z0 is None else [z0.detach().float()]

@@ -117,15 +117,17 @@ def test_tampered_weights_are_refused(tiny_weights):
     assert load_defense(tiny_weights) is not None
 
 
-@pytest.mark.parametrize("root", [WEIGHTS, CELEBA_WEIGHTS])
+@pytest.mark.parametrize("root", [WEIGHTS, WEIGHTS.parent / "cifar10-paper", CELEBA_WEIGHTS])
 def test_every_shipped_weight_file_has_a_recorded_checksum(root):
-    from ism.hub import sha256
+    from ism.hub import sha256, stale_components
 
     if not root.is_dir():
         pytest.skip(f"{root} not present")
     sums = json.loads((root / "checksums.json").read_text())
     files = {p.relative_to(root).as_posix() for p in root.rglob("model.safetensors")}
-    assert set(sums) == files
+    configs = {p.relative_to(root).as_posix() for p in root.rglob("config.json") if (p.parent / "model.safetensors").is_file()}
+    assert set(sums) == files | configs | {"defense.json"}
+    assert stale_components(root) == [] and (root / "lineage.json").is_file()
     assert all(sha256(root / rel) == h for rel, h in sums.items())
 
 
@@ -181,3 +183,80 @@ def test_half_refuses_when_accuracy_moves(tiny_weights):
     with pytest.raises(SystemExit):
         main([str(tiny_weights), "--data", str(DATA), "--max-drop", "-1"])
     assert all(p.read_bytes() == b for p, b in files.items())
+
+
+def _record_all(root):
+    from ism.hub import record_checksum
+
+    for name in ("classifier", "ism", "detector", "generator", "discriminator"):
+        record_checksum(root, root / name)
+    record_checksum(root, root / "defense.json")
+
+
+@pytest.mark.parametrize("file", ["detector/config.json", "defense.json"])
+def test_an_unknown_config_key_is_an_error_naming_it(tiny_weights, file):
+    (tiny_weights / "checksums.json").unlink()     # a folder assembled by hand: no recorded checksums
+    f = tiny_weights / file
+    cfg = json.loads(f.read_text())
+    cfg["treshold"] = 0.5
+    f.write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match="unknown key 'treshold'"):
+        load_defense(tiny_weights)
+
+
+@pytest.mark.parametrize("file, key", [("detector/config.json", "threshold"), ("defense.json", "gate")])
+def test_a_changed_config_is_caught_like_a_changed_tensor(tiny_weights, file, key):
+    _record_all(tiny_weights)
+    sums = json.loads((tiny_weights / "checksums.json").read_text())
+    assert file in sums
+    load_defense(tiny_weights)
+    f = tiny_weights / file
+    cfg = json.loads(f.read_text())
+    cfg[key] = not cfg[key] if isinstance(cfg[key], bool) else cfg[key] + 0.1
+    f.write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match=f"{file} does not match the sha256"):
+        load_defense(tiny_weights)
+
+
+def test_components_trained_against_replaced_weights_are_reported(tiny_weights):
+    import warnings
+
+    from ism.defense import StaleWeightsWarning
+    from ism.hub import record_lineage, sha256
+    from train.half import halve
+
+    _record_all(tiny_weights)
+    ism = "ism/model.safetensors"
+    record_lineage(tiny_weights, "detector/model.safetensors", {ism: sha256(tiny_weights / ism)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_defense(tiny_weights).stale == []
+    halve(tiny_weights, only=["ism"])        # float16 copy: the same weights, the lineage follows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_defense(tiny_weights).stale == []
+    other = ISMNetwork(ISMNetwork.from_pretrained(str(tiny_weights / "ism")).config)   # retrained: new weights
+    other.save_pretrained(tiny_weights / "ism", config=other.config)
+    _record_all(tiny_weights)
+    with pytest.warns(StaleWeightsWarning, match="detector was trained against another ism"):
+        d = load_defense(tiny_weights)
+    assert len(d.stale) == 1
+
+
+def test_a_training_stage_without_its_inputs_is_a_weights_error(tmp_path):
+    from train.__main__ import main
+
+    with pytest.raises(WeightsError, match="run `python -m train classifier` first"):
+        main(["detector", "--out", str(tmp_path / "w"), "--limit", "40", "--ckpt-dir", str(tmp_path / "c"),
+              "--val-per-class", "2", "--no-bf16"])
+
+
+def test_regeneration_checks_its_input_at_the_call(tiny_defense):
+    from ism.regenerate import regenerate_steps
+
+    with pytest.raises(ValueError):
+        tiny_defense.regenerate_steps(torch.rand(2, 3, 7, 7))          # no next(): the call itself raises
+    with pytest.raises(ValueError):
+        tiny_defense.regenerate(torch.rand(2, 3, 32, 32), steps=-1)
+    with pytest.raises(ValueError, match="steps >= 0"):
+        regenerate_steps(tiny_defense.generator, torch.rand(1, 3, 32, 32), steps=-1)

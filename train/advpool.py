@@ -37,12 +37,11 @@ class Pool:
         return torch.tensor((0.0, *LEVELS))[self.level]
 
 
-def load_classifier(out: Path, device) -> Classifier:
-    """The raw-image classifier the gray-box pools are crafted against (see base_classifier_folder)."""
-    folder = base_classifier_folder(out)
-    if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"{folder} has no trained classifier: run `python -m train classifier` first")
-    return Classifier.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
+def load_classifier(run) -> Classifier:
+    """The raw-image classifier the gray-box pools are crafted against (see base_classifier_folder),
+    recorded as what ``run`` trains against."""
+    folder = run.uses(base_classifier_folder(run.out.parent))
+    return Classifier.from_pretrained(str(folder)).to(run.device).eval().requires_grad_(False)
 
 
 def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: int = 500,

@@ -37,7 +37,7 @@ class BaselineTrainConfig:
 def train_baselines(run: Run, tc: BaselineTrainConfig | None = None) -> None:
     tc = run.configure(tc or BaselineTrainConfig())
     folder = base_classifier_folder(run.out.parent)
-    clf = load_classifier(run.out.parent, run.device)
+    clf = load_classifier(run)
     c = clf.config
     root = run.out.parent / "baselines"
 

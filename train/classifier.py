@@ -239,9 +239,7 @@ def train_distilled(run: Run, tc: ClassifierTrainConfig | None = None) -> Classi
     """Ablation stage '+ defensive distillation': a student of the shipped teacher
     (``<out>/ablation/plain``) trained on soft labels only, without adversarial examples."""
     tc = run.configure(tc or ClassifierTrainConfig(adv_fraction=0.0))
-    folder = run.out.parent / "ablation" / "plain"
-    if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"{folder} has no teacher: run `python -m train classifier` first")
+    folder = run.uses(run.out.parent / "ablation" / "plain")
     teacher = Classifier.from_pretrained(str(folder)).to(run.device).to(memory_format=torch.channels_last)
     teacher.eval().requires_grad_(False)
     student = Classifier(teacher.config).to(run.device).to(memory_format=torch.channels_last)

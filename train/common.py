@@ -73,6 +73,7 @@ class Run:
         cfg.image_size = cfg.image_size or info.image_size
         self.cfg, self.name = cfg, name
         self.command = command or command_line()  # recorded in the model card
+        self.upstream: dict[str, str] = {}         # weights this run trained against: {path under out: sha256}
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = distributed.init(cfg.device)
@@ -191,11 +192,24 @@ class Run:
         return (f"{self.cfg.dataset} from `{self.cfg.data}`: {len(self.train)} train / {len(self.val)} "
                 f"held-out validation (seed {self.cfg.seed}) / {len(self.test)} test images")
 
+    def uses(self, folder: Path) -> Path:
+        """Load-time record of a component this run trains against (its weights' sha256 goes into
+        ``lineage.json`` with what this run publishes; ``load_defense`` then says when it changed).
+        A missing component is a ``WeightsError`` naming the command that makes it."""
+        from ism.hub import WEIGHTS_NAME, WeightsError, sha256
+
+        f = Path(folder) / WEIGHTS_NAME
+        if not f.is_file():
+            stage = {"ism": "ism", "generator": "gan"}.get(Path(folder).name, "classifier")
+            raise WeightsError(f"{folder} has no trained weights: run `python -m train {stage}` first")
+        self.upstream[f.relative_to(Path(self.cfg.out)).as_posix()] = sha256(f)
+        return Path(folder)
+
     def publish(self, model, title: str, summary: str, metrics: dict, train_config, folder: Path | None = None,
                 data: str = "") -> None:
         """Write ``model`` as a Hub artefact (config.json + model.safetensors) and its model card,
         with the command, data, training config, time and measured metrics."""
-        from ism.hub import record_checksum, write_card
+        from ism.hub import WEIGHTS_NAME, record_checksum, record_lineage, write_card
 
         folder = folder or self.out
         check_replicas(model)
@@ -204,6 +218,9 @@ class Run:
             saved = model.cpu().to(memory_format=torch.contiguous_format)
             saved.save_pretrained(folder, config=saved.config)
             record_checksum(Path(self.cfg.out), folder)
+            if self.upstream:
+                record_lineage(self.cfg.out, (folder / WEIGHTS_NAME).relative_to(Path(self.cfg.out)).as_posix(),
+                               self.upstream)
             write_card(folder, title=f"{title} ({self.cfg.dataset})", summary=summary, command=self.command,
                        data=self.data_note() + data, metrics=metrics,
                        extra="## Training config\n```json\n" + json.dumps(asdict(train_config), indent=2) +

@@ -33,17 +33,16 @@ class DetectorTrainConfig:
     target_fpr: float = 0.01
 
 
-def load_ism(out, device) -> ISMNetwork:
-    folder = out / "ism"
-    if not (folder / "model.safetensors").exists():
-        raise FileNotFoundError(f"{folder} has no trained ISM network: run `python -m train ism` first")
-    return ISMNetwork.from_pretrained(str(folder)).to(device).eval().requires_grad_(False)
+def load_ism(run) -> ISMNetwork:
+    """The deployed ISM, recorded as what ``run`` trains against."""
+    folder = run.uses(run.out.parent / "ism")
+    return ISMNetwork.from_pretrained(str(folder)).to(run.device).eval().requires_grad_(False)
 
 
 def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> PerturbationDetector:
     tc = run.configure(tc or DetectorTrainConfig())
-    clf = load_classifier(run.out.parent, run.device)
-    ism = load_ism(run.out.parent, run.device)
+    clf = load_classifier(run)
+    ism = load_ism(run)
     pool = build_pool(run, clf, run.train, "train")
     cfg = DetectorConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
                          eps_levels=[0.0, *LEVELS], target_fpr=tc.target_fpr)

@@ -63,8 +63,8 @@ def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
 
 def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
     tc = run.configure(tc or GANTrainConfig())
-    clf = load_classifier(run.out.parent, run.device)
-    ism = load_ism(run.out.parent, run.device)
+    clf = load_classifier(run)
+    ism = load_ism(run)
     pool = build_pool(run, clf, run.train, "train")
     G = Generator(ism.generator_config()).to(run.device)
     G.load_state_dict(ism.decoder.state_dict())

@@ -19,7 +19,7 @@ import torch
 
 from ism.data.datasets import DATASETS, load_split
 from ism.defense import load_defense
-from ism.hub import WEIGHTS_NAME, record_checksum
+from ism.hub import LINEAGE_NAME, WEIGHTS_NAME, record_checksum, sha256
 
 
 @torch.no_grad()
@@ -37,12 +37,22 @@ def halve(root: Path, only: list[str] | None = None) -> list[Path]:
     ``only``, relative to it) as float16; returns the files."""
     files = sorted(p for p in root.rglob(WEIGHTS_NAME)
                    if only is None or p.parent.relative_to(root).as_posix() in only)
+    renamed = {}
     for f in files:
+        before = sha256(f)
         state = safetensors.torch.load_file(str(f))
         state = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
         meta = safetensors.safe_open(str(f), "pt").metadata()
         safetensors.torch.save_file(state, str(f), metadata=meta)
         record_checksum(root, f.parent)
+        renamed[before] = sha256(f)
+    lineage = root / LINEAGE_NAME   # what was trained against the float32 file now means its float16 copy
+    if lineage.is_file():
+        recorded = json.loads(lineage.read_text())
+        for artefact, against in recorded.items():
+            for dep, sha in against.items():
+                against[dep] = renamed.get(sha, sha)
+        lineage.write_text(json.dumps(recorded, indent=2) + "\n")
     return files
 
 

@@ -66,7 +66,7 @@ def encode_decode(model, x):
 
 def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
     tc = run.configure(tc or ism_recipe(run.recipe))
-    clf = load_classifier(run.out.parent, run.device)
+    clf = load_classifier(run)
     pool = build_pool(run, clf, run.train, "train")
     model = ISMNetwork(ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
                                  detail_channels=tc.detail_channels))

@@ -87,7 +87,9 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         "chosen because": why,
         "gate chosen (adaptive accuracy; within noise, mean of clean, gray-box, adaptive)": cfg.gate,
     }
-    run.on_main(save_defense_config, root, cfg)
+    for name in ("classifier", "ism", "detector", "generator"):   # what this choice was measured on
+        run.uses(root / name)
+    run.on_main(save_defense_config, root, cfg, dict(run.upstream))
     run.log(chosen=best, **acc)
     if run.main:
         print(json.dumps(asdict(cfg), indent=2))

@@ -52,7 +52,7 @@ from ism.attacks.standard import make_attack
 from ism.data.datasets import augment
 from ism.data.subsets import evenly_spaced
 from ism.eval.ablation import ROBUST_MARKER, base_classifier_folder, base_ism_folder
-from ism.hub import record_checksum
+from ism.hub import record_checksum, record_lineage
 from ism.models.classifier import Classifier
 from ism.models.ism_net import ISMNetwork
 
@@ -191,6 +191,8 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
                 train_config=tc, folder=root / "ism", summary=(
                     f"The ISM network of paper Table 2{kept_ism}, fine-tuned by {how}. "
                     "Input and output: (N, 3, H, W) floats in [0, 1]."))
+    for part in ("classifier", "ism"):   # trained together from here on: no earlier dependency holds
+        run.on_main(record_lineage, root, f"{part}/model.safetensors", {})
     return composite
 
 
