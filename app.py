@@ -11,7 +11,7 @@ import os
 import gradio as gr
 import torch
 
-from ism.app.demo import MAX_EPS, THREATS, to_display
+from ism.app.demo import MAX_EPS, THREATS
 from ism.app.diagram import pipeline_figure
 from ism.app.live import adaptive_summary, measure_curves
 from ism.app.serve import ServeConfig
@@ -19,6 +19,7 @@ from ism.app.ui import OUTPUTS, DemoHandler, UserError, how_text, load_defenses,
 from ism.attacks.standard import ATTACKS
 from ism.data.datasets import DATASETS
 from ism.data.examples import rule as example_rule
+from ism.data.images import to_display
 from ism.eval.curves import curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
 

@@ -3,8 +3,8 @@
     python benchmarks/memory.py [--pages 300 --runs 60]
 
 Starts ``app.py`` in a subprocess (as benchmarks/load.py does), then loads the page ``--pages``
-times (the HTML and the app config, as a browser does; every page load builds the Curves tab's
-figures) and sends ``--runs`` demo runs through the public API, sampling the server's RSS after
+times (the HTML and the app config a browser fetches; the Curves tab's figures, built by the page's
+load event in a browser, are not exercised here: tests/test_browser.py loads real pages) and sends ``--runs`` demo runs through the public API, sampling the server's RSS after
 each block of 50 page loads / 10 runs. Figures are ``matplotlib.figure.Figure`` objects (no pyplot
 state), so memory should level off after warm-up. Writes the samples to ``--out`` as JSON.
 """

@@ -22,7 +22,7 @@ import torch
 from ism.checks import check_images
 from ism.models.classifier import Classifier
 from ism.models.detector import PerturbationDetector
-from ism.models.gan import Discriminator, Generator
+from ism.models.gan import Generator
 from ism.models.inference import InferenceOnly
 from ism.models.ism_net import ISMNetwork
 from ism.regenerate import RegenerationStep, regenerate_steps
@@ -76,11 +76,10 @@ class Defense(InferenceOnly):
     """
 
     def __init__(self, classifier: Classifier, ism: ISMNetwork, detector: PerturbationDetector,
-                 generator: Generator, discriminator: Discriminator | None = None,
-                 config: DefenseConfig | None = None):
+                 generator: Generator, config: DefenseConfig | None = None):
         super().__init__()
         self.classifier, self.ism, self.detector = classifier, ism, detector
-        self.generator, self.discriminator = generator, discriminator
+        self.generator = generator   # the GAN's discriminator trains it and is not needed at inference
         self.config = config or DefenseConfig()
         if self.config.final_input not in FINAL_INPUTS:
             raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {self.config.final_input!r}")
@@ -222,7 +221,8 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
     """Load a defense from a local folder or a Hugging Face Hub repo id (+ ``revision``).
 
     The folder holds ``defense.json`` and one sub-folder per component (classifier, ism, detector,
-    generator, discriminator), each ``config.json`` + ``model.safetensors`` + ``README.md``.
+    generator; a ``discriminator`` folder, the GAN's training partner, is not loaded), each
+    ``config.json`` + ``model.safetensors`` + ``README.md``.
     Set ``HF_HUB_OFFLINE=1`` to load from the local Hub cache only.
     """
     from ism.hub import WeightsError, stale_components, strict_config, verify_file
@@ -238,12 +238,9 @@ def load_defense(path_or_repo: str | Path = "weights/cifar10", revision: str | N
         raise WeightsError(f"{cfg_file} is not a valid defense config: {e}") from e
     parts = {}
     for name, cls in (("classifier", Classifier), ("ism", ISMNetwork), ("detector", PerturbationDetector),
-                      ("generator", Generator), ("discriminator", Discriminator)):
+                      ("generator", Generator)):
         folder = root / name
         if not folder.is_dir():
-            if name == "discriminator":
-                parts[name] = None
-                continue
             raise WeightsError(f"{folder} is missing")
         parts[name] = cls.from_pretrained(str(folder), map_location=str(device))
     defense = Defense(**parts, config=cfg).to(device)

@@ -43,11 +43,18 @@ def tiny_parts(image_size: int = 32):
     }
 
 
+def pipeline_parts(image_size: int = 32):
+    """``tiny_parts`` without the discriminator, which trains the generator and is not part of a Defense."""
+    parts = tiny_parts(image_size)
+    parts.pop("discriminator")
+    return parts
+
+
 @pytest.fixture
 def tiny_defense():
     from ism import Defense
 
-    return Defense(**tiny_parts())
+    return Defense(**pipeline_parts())
 
 
 @pytest.fixture

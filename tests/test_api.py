@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 BAD = [
     (torch.rand(3, 32, 32), ValueError, "4-D"),
     (torch.rand(2, 1, 32, 32), ValueError, r"\(N, 3, 32, 32\)"),

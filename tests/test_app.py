@@ -5,6 +5,8 @@ from gradio_client import Client, handle_file
 
 from ism.app.ui import output
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def client(app_url):

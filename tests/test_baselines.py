@@ -7,6 +7,8 @@ from ism.eval.ablation import ablation_stages, variant
 from ism.eval.metrics import auroc, roc_points
 from ism.models.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, Purified, jsd
 
+pytestmark = pytest.mark.slow
+
 
 def test_magnet_and_ddsa_shapes_ranges_and_round_trip(tmp_path, tiny_defense):
     x = torch.rand(3, 3, 32, 32)
@@ -82,7 +84,7 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
 
     from ism import load_defense
     from ism.app.ui import how_text
-    from ism.eval.ablation import ROBUST_MARKER, robust_trained
+    from ism.folders import ROBUST_MARKER, robust_trained
 
     d = load_defense(tiny_weights)
     assert not robust_trained(tiny_weights) and "was *not* adversarially trained" in how_text(d)

@@ -7,6 +7,8 @@ from gradio_client import Client, handle_file
 
 from ism.app.ui import output
 
+pytestmark = pytest.mark.slow
+
 needs_weights = pytest.mark.skipif(not (CELEBA_WEIGHTS / "defense.json").is_file(), reason="no CelebA weights")
 
 
@@ -78,3 +80,22 @@ def test_how_it_works_is_true_to_each_defense(celeba):
 
     for d in (celeba[0], load_defense(WEIGHTS)):   # both were hardened by `train robust`
         assert "python -m train robust" in how_text(d) and "was *not* adversarially trained" not in how_text(d)
+
+
+def test_celeba_robust_recipe_is_what_the_shipped_weights_ran():
+    """`python -m train all --dataset celeba` runs the four `train robust` runs the shipped weights came
+    from (recorded in ablation/robust.json), as code rather than prose."""
+    import json
+    import re
+    from dataclasses import asdict
+
+    from train.robust import RobustTrainConfig, robust_recipe
+
+    runs = json.loads((CELEBA_WEIGHTS / "ablation/robust.json").read_text())["runs"]
+    stages = robust_recipe("celeba")
+    assert len(runs) == len(stages) == 4
+    for r, stage in zip(runs, stages):
+        ran = {**asdict(RobustTrainConfig()), **r["train_config"]}
+        if m := re.search(r"--epochs (\S+)", r["command"]):
+            ran["epochs"] = float(m.group(1))      # --epochs overrode the config's value in those runs
+        assert ran == asdict(stage), r["command"]

@@ -4,7 +4,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import ROOT, WEIGHTS
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(f"""
     import hashlib, sys

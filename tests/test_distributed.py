@@ -8,6 +8,8 @@ import sys
 import conftest
 import pytest
 
+pytestmark = pytest.mark.slow
+
 SKIP_KEYS = {"seconds", "wall_seconds_this_run", "command", "processes"}
 
 

@@ -1,8 +1,12 @@
 """The evaluation command on a few real test images: every section, JSON, Markdown, plots, resume."""
 import json
 
+import pytest
+
 from ism.eval.command import main
 from ism.eval.keys import Sanity
+
+pytestmark = pytest.mark.slow
 
 
 def test_evaluate_limit(tmp_path, monkeypatch):

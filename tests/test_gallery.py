@@ -5,6 +5,8 @@ from conftest import DATA, WEIGHTS
 
 from ism.eval.gallery import graybox_examples, main
 
+pytestmark = pytest.mark.slow
+
 
 def test_graybox_examples_rows_are_what_the_pipeline_saw(defense, real_images):
     x, y = real_images[0][:4], real_images[1][:4]

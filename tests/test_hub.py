@@ -53,6 +53,8 @@ def test_missing_truncated_and_mismatched_weights(tiny_weights):
         load_defense(tiny_weights)
     (folder / "config.json").write_text(good)
     assert load_defense(tiny_weights) is not None
+    shutil.rmtree(tiny_weights / "discriminator")     # the GAN's training partner: not part of the pipeline
+    assert not hasattr(load_defense(tiny_weights), "discriminator")
     shutil.rmtree(tiny_weights / "detector")
     with pytest.raises(WeightsError, match="detector"):
         load_defense(tiny_weights)
@@ -81,6 +83,7 @@ def _run_offline(cache, code):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("src", ["tiny", "shipped"])
 def test_load_from_offline_hub_cache(tmp_path, tiny_weights, src):
     weights = tiny_weights if src == "tiny" else WEIGHTS
@@ -131,6 +134,7 @@ def test_every_shipped_weight_file_has_a_recorded_checksum(root):
     assert all(sha256(root / rel) == h for rel, h in sums.items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("repo,revision,cached", [("nobody/not-there", "v9", False),
                                                    ("someone/ism-cifar10", "v2.0", True)])
 def test_unknown_repo_or_revision_offline_is_a_clear_error(tmp_path, tiny_weights, repo, revision, cached):
@@ -172,6 +176,7 @@ def test_half_precision_weights(tiny_weights):
         assert torch.allclose(after.predict(x), ref, atol=1e-2) and torch.allclose(after.purify(x), pur, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_half_refuses_when_accuracy_moves(tiny_weights):
     """With a tolerance no change can meet, nothing is rewritten and the command fails."""
     import pytest

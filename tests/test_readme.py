@@ -1,7 +1,10 @@
 """README stays true: its Python example runs, and CI runs exactly its test command."""
 import re
 
+import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow
 
 
 def _readme():

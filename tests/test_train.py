@@ -10,6 +10,8 @@ from train.__main__ import main, parse_args
 from train.common import apply_overrides, bf16_enabled
 from train.robust import RobustTrainConfig, robust_config
 
+pytestmark = pytest.mark.slow
+
 
 def test_train_all_tiny_then_resume(tmp_path):
     out, ckpt = tmp_path / "w" / "cifar10", tmp_path / "ckpt"
@@ -36,12 +38,22 @@ def test_train_all_tiny_then_resume(tmp_path):
     d = load_defense(out)
     assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     assert 0.0 <= d.threshold <= 1.0
-    # resume from the checkpoint left by the classifier run: starts at the saved step, still writes weights
+    # resume from the checkpoint left by the classifier run: it starts at the saved (last) step, so it
+    # trains no step again (the log gains no per-epoch line), and still publishes the same weights
+    import safetensors.torch
+
+    def trained_epochs():
+        log = (ckpt / "logs" / "cifar10-classifier.jsonl").read_text().splitlines()
+        return [line for line in log if '"step"' in line]
+
     before = (out / "classifier" / "model.safetensors").stat().st_mtime_ns
+    epochs, weights = trained_epochs(), safetensors.torch.load_file(str(out / "classifier" / "model.safetensors"))
+    assert epochs and all('"stage": "student"' in line for line in epochs)
     main(["classifier", *args, "--resume"])
     assert (out / "classifier" / "model.safetensors").stat().st_mtime_ns > before
-    log = (ckpt / "logs" / "cifar10-classifier.jsonl").read_text().splitlines()
-    assert any('"stage": "student"' in line for line in log)
+    assert trained_epochs() == epochs
+    again = safetensors.torch.load_file(str(out / "classifier" / "model.safetensors"))
+    assert all(torch.equal(again[k], v) for k, v in weights.items())
 
     # --set changes one field of the component's train config; it reaches the card and robust.json.
     # A rerun starts again from the kept starting weights, so robust.json then lists it alone ...
@@ -65,6 +77,25 @@ def test_train_all_tiny_then_resume(tmp_path):
     assert len(log) == 3 and robust_config("cifar10").ema > 0
     assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[1]
 
+    # a recipe of several runs (CelebA's four) runs them in order, each continuing the last; --resume skips
+    # the runs already published
+    import train.robust as robust
+
+    stages = [RobustTrainConfig(epochs=0.02, clean_weight=5.0, archive=False),
+              RobustTrainConfig(epochs=0.02, clean_weight=6.0, archive=False)]
+    shipped = robust.ROBUST_RECIPES["cifar10"]
+    robust.ROBUST_RECIPES["cifar10"] = stages
+    try:
+        staged = [a for a in args if a not in ("--epochs", "0.02")]     # no --epochs: the recipe's runs
+        main(["robust", *staged])
+        runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
+        assert [r["train_config"]["clean_weight"] for r in runs][-2:] == [5.0, 6.0]
+        assert "run 1 of 2" in runs[-2]["command"] and "run 2 of 2" in runs[-1]["command"]
+        main(["robust", *staged, "--resume"])
+        assert len(json.loads((out / "ablation" / "robust.json").read_text())["runs"]) == len(runs)
+    finally:
+        robust.ROBUST_RECIPES["cifar10"] = shipped
+
 
 def test_train_all_paper_recipe_tiny(tmp_path):
     """``--recipe paper``: Table 1 classifier (teacher + distilled student), Eq. 3 ISM, no robust stage."""
@@ -81,7 +112,7 @@ def test_train_all_paper_recipe_tiny(tmp_path):
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):
-    from ism.eval.ablation import ROBUST_MARKER
+    from ism.folders import ROBUST_MARKER
     from train.robust import robust_runs
 
     assert robust_runs(tmp_path) == []

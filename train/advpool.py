@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ism import distributed
 from ism.attacks.standard import make_attack
 from ism.data.datasets import Split
-from ism.eval.ablation import base_classifier_folder
+from ism.folders import base_classifier_folder
 from ism.models.classifier import Classifier
 
 LEVELS = (2 / 255, 8 / 255, 0.1, 0.2, 0.3, 0.4)   # detector level k + 1 (level 0 = clean)
@@ -31,10 +31,6 @@ class Pool:
     adv: torch.Tensor     # (N, C, H, W) float16, attacked copy of split image i
     level: torch.Tensor   # (N,) int64 in 1..len(LEVELS)
     attack: torch.Tensor  # (N,) int64 index into ATTACKS
-
-    @property
-    def eps(self) -> torch.Tensor:
-        return torch.tensor((0.0, *LEVELS))[self.level]
 
 
 def load_classifier(run) -> Classifier:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ism.data.subsets import evenly_spaced
-from ism.eval.ablation import base_classifier_folder
+from ism.folders import base_classifier_folder
 from ism.models.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, MagNetConfig, Purified
 
 from .advpool import build_pool, load_classifier

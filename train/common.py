@@ -319,6 +319,3 @@ def accuracy(model, run: Run, split: Split, transform=None, batch_size: int = 50
             correct += (model(x).argmax(1) == y).sum().item()
     return correct / len(split)
 
-
-def config_dict(cfg) -> dict:
-    return asdict(cfg)

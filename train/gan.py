@@ -2,7 +2,7 @@
 
 Recipe:
 - Generator initialised from the trained ISM decoder, so G(ISM code) already reproduces the
-  purified image and regeneration can start from the ISM code (DESIGN.md). Its latent prior
+  purified image and regeneration can start from the ISM code. Its latent prior
   N(z_mean, z_std) is fitted to ISM codes of clean training images; random restarts draw from it.
 - Discriminator: real = clean images; fake = generated images, adversarial examples from the
   gray-box pool (paper Sec. III: "trained on a mix of clean and adversarial examples") and

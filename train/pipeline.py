@@ -2,10 +2,11 @@
 classification reads for inputs the detector flags (purified, regenerated or their mean), and
 whether the detector gates at all (``gate``), and write ``<out>/defense.json``.
 
-The final image is the purified one unless another reads better by more than ``MARGIN``; after
+The final image is the purified one unless another reads better beyond sampling noise; after
 ``python -m train robust`` it is the purified one (the image that stage hardened the classifier on).
 ``gate`` is chosen by adaptive accuracy (PGD-10 at 8/255 through the whole defense,
-``adaptive_images`` validation images); within ``MARGIN``, by the mean of clean, gray-box (the
+``adaptive_images`` validation images); where the two differ by less than sampling noise
+(``ism.eval.metrics.noise_margin``: on 200 images that is about 0.09), by the mean of clean, gray-box (the
 pool) and adaptive accuracy. A gate keeps
 clean images away from the purifier, but lets an adaptive attacker stay below the detector's
 threshold and attack the bare classifier.
@@ -23,12 +24,12 @@ import torch
 from ism.attacks.adaptive import make_adaptive_attack
 from ism.data.subsets import evenly_spaced
 from ism.defense import FINAL_INPUTS, DefenseConfig, load_defense, save_defense_config
-from ism.eval.ablation import robust_trained, variant
+from ism.eval.ablation import variant
+from ism.eval.metrics import noise_margin
+from ism.folders import robust_trained
 
 from .advpool import build_pool
 from .common import Run
-
-MARGIN = 0.02   # about two standard errors of an accuracy near 0.3 on 1,000 images
 
 
 def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> DefenseConfig:
@@ -63,15 +64,18 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         best, why = "purified", "the image `train robust` hardened the classifier on"
     else:
         # prefer the purified image (deterministic, cheap, no EOT needed to attack it fairly) unless
-        # another image reads better by more than sampling noise (MARGIN)
-        best = max(FINAL_INPUTS, key=lambda k: (acc[k] - (0 if k == "purified" else MARGIN), -FINAL_INPUTS.index(k)))
-        why = "best gray-box accuracy on validation (purified unless another is better by more than 0.02)"
+        # another image reads better beyond sampling noise
+        best = max(FINAL_INPUTS, key=lambda k: (acc[k] - (0 if k == "purified" else
+                                                          noise_margin(acc[k], n, acc["purified"], n)),
+                                                -FINAL_INPUTS.index(k)))
+        why = "best gray-box accuracy on validation (purified unless another is better beyond sampling noise)"
     cfg.final_input = best
     gates = {g: measure_gate(run, variant(d, final_input=best, gate=g), sub, pool, adaptive_images)
              for g in (True, False)}
     # the adaptive accuracy decides (the threat the gate changes); within noise, the mean of all three
     adaptive = {g: m["adaptive PGD-10 8/255"] for g, m in gates.items()}
-    if abs(adaptive[True] - adaptive[False]) > MARGIN:
+    m = evenly_spaced(n, adaptive_images).numel()
+    if abs(adaptive[True] - adaptive[False]) > noise_margin(adaptive[True], m, adaptive[False], m):
         cfg.gate = max(adaptive, key=adaptive.get)
     else:
         cfg.gate = max((True, False), key=lambda g: (sum(gates[g].values()) / 3, g))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack
 from ism.attacks.standard import ATTACKS, make_attack, seeded
+from ism.data.images import to_display
 from ism.defense import Defense
 
 THREATS = {
@@ -78,14 +79,6 @@ class DemoState:
     verdict: str = ""
     warnings: list = field(default_factory=list)
     done: bool = False
-
-
-def to_display(x: torch.Tensor, scale: int | None = None) -> np.ndarray:
-    """(1, C, H, W) in [0, 1] -> (H*scale, W*scale, 3) uint8, nearest-neighbour so pixels stay crisp;
-    by default scaled to about 128 pixels (x4 for 32x32, x2 for 64x64)."""
-    scale = scale or max(1, 128 // x.shape[-1])
-    x = F.interpolate(x.detach().float().cpu().clamp(0, 1), scale_factor=scale, mode="nearest")
-    return (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def top3(defense: Defense, x: torch.Tensor) -> dict:

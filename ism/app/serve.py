@@ -5,6 +5,7 @@ code changes; the defaults are the ones measured best on a 2-core CPU (``benchma
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, fields
@@ -30,8 +31,8 @@ class ServeConfig:
                 value = type(f.default)(raw)
             except ValueError:
                 raise ValueError(f"ISM_{f.name.upper()}={raw!r} is not a valid {type(f.default).__name__}") from None
-            if value <= 0:
-                raise ValueError(f"ISM_{f.name.upper()} must be positive, got {raw!r}")
+            if not (math.isfinite(value) and value > 0):   # nan would pass `<= 0` and then refuse every run
+                raise ValueError(f"ISM_{f.name.upper()} must be a positive finite number, got {raw!r}")
             out[f.name] = value
         return cls(**out)
 

@@ -18,7 +18,7 @@ from ism.app.serve import ActiveRuns
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image
 from ism.defense import Defense
-from ism.eval.ablation import robust_trained
+from ism.folders import robust_trained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 

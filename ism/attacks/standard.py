@@ -59,3 +59,9 @@ def make_attack(name: str, model: nn.Module, eps: float, steps: int = 10, alpha:
     if name == "deepfool":
         return torchattacks.DeepFool(model, steps=steps, overshoot=0.02)
     return torchattacks.Square(model, eps=eps, n_queries=max(steps, 1) * 100, seed=seed)
+
+
+def parse_eps(text: str) -> float:
+    """"0.3" or "8/255" -> the float (the command lines write epsilons both ways)."""
+    num, _, den = text.strip().partition("/")
+    return float(num) / float(den or 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageFile, UnidentifiedImageError
 from torchvision.transforms import v2
 
@@ -116,3 +117,11 @@ def prepare_image(source, size: int) -> PreparedImage:
     if mode and mode not in ("RGB",):
         note.append(f"converted from {mode} to RGB")
     return PreparedImage(x.unsqueeze(0).float().div(255).clamp(0, 1), "; ".join(note))
+
+
+def to_display(x: torch.Tensor, scale: int | None = None) -> np.ndarray:
+    """(1, C, H, W) in [0, 1] -> (H*scale, W*scale, 3) uint8, nearest-neighbour so pixels stay crisp;
+    by default scaled to about 128 pixels (x4 for 32x32, x2 for 64x64)."""
+    scale = scale or max(1, 128 // x.shape[-1])
+    x = F.interpolate(x.detach().float().cpu().clamp(0, 1), scale_factor=scale, mode="nearest")
+    return (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

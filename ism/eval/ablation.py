@@ -23,39 +23,16 @@ from pathlib import Path
 from torch import nn
 
 from ism.defense import Defense
+from ism.folders import robust_trained
 from ism.models.classifier import Classifier
 from ism.models.ism_net import ISMNetwork
-
-ROBUST_MARKER = "ablation/robust.json"
-
-
-def robust_trained(root: str | Path) -> bool:
-    """Whether ``python -m train robust`` replaced the classifier and ISM in ``root``."""
-    root = Path(root)
-    return (root / ROBUST_MARKER).is_file() or (root / "ablation" / "ism" / "model.safetensors").is_file()
-
-
-def base_classifier_folder(root: str | Path) -> Path:
-    """The raw-image classifier (distillation + FGSM-RS): ``ablation/adversarial`` once
-    ``python -m train robust`` has replaced ``classifier`` by one trained on purified inputs."""
-    root = Path(root)
-    folder = root / "ablation" / "adversarial"
-    return folder if (folder / "model.safetensors").exists() else root / "classifier"
-
-
-def base_ism_folder(root: str | Path) -> Path:
-    """The ISM that ``python -m train robust`` starts from: ``ablation/ism`` (the Eq. 3 ISM) where
-    that stage kept it, else ``ism`` (a rerun then continues from the hardened one)."""
-    root = Path(root)
-    folder = root / "ablation" / "ism"
-    return folder if (folder / "model.safetensors").exists() else root / "ism"
 
 
 def variant(defense: Defense, classifier: nn.Module | None = None, ism: nn.Module | None = None,
             **config) -> Defense:
     """The same defense with another classifier / ISM and/or config values (modules are shared)."""
     return Defense(classifier or defense.classifier, ism or defense.ism, defense.detector, defense.generator,
-                   defense.discriminator, replace(defense.config, **config))
+                   replace(defense.config, **config))
 
 
 @dataclass

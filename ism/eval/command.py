@@ -20,21 +20,16 @@ from pathlib import Path
 import torch
 
 from ism import distributed
+from ism.attacks.standard import parse_eps
 from ism.data.datasets import DATASETS, load_split
 from ism.data.subsets import spread
 from ism.defense import load_defense, resolve_weights
-from ism.eval.ablation import base_classifier_folder
 from ism.eval.evaluation import SECTIONS, EvalConfig, evaluate
 from ism.eval.report import markdown, write_figures
 from ism.eval.sanity import sanity_checks, warnings_text
+from ism.folders import base_classifier_folder
 from ism.models.baselines import DDSA, MagNet, MagNetAutoencoder, Purified
 from ism.models.classifier import Classifier
-
-
-def parse_eps(text: str) -> float:
-    """"0.3" or "8/255" -> the float (the command lines write epsilons both ways)."""
-    num, _, den = text.strip().partition("/")
-    return float(num) / float(den or 1)
 
 
 def load_baselines(root: Path, device) -> dict:
@@ -84,7 +79,7 @@ def main(argv=None) -> dict:
     info = DATASETS[a.dataset]
     test = load_split(a.data or info.root, "test", dataset=a.dataset, image_size=d.image_size)
     idx = spread(len(test), a.limit, a.seed)
-    cfg = EvalConfig(batch_size=a.batch_size, limit=a.limit, seed=a.seed, adaptive_images=a.adaptive_images or None,
+    cfg = EvalConfig(batch_size=a.batch_size, seed=a.seed, adaptive_images=a.adaptive_images or None,
                      autoattack_images=a.autoattack_images)
     if a.eps is not None:
         cfg.eps = [parse_eps(v) for v in a.eps.split(",") if v.strip()]

@@ -53,7 +53,6 @@ class EvalConfig:
     eps: list = field(default_factory=lambda: [8 / 255, 0.1, 0.2, 0.3, 0.4])
     steps: int = 10                 # PGD-10, as in the targets
     batch_size: int = 250
-    limit: int | None = None        # N test images (spread over classes); None = all
     adaptive_eps: list = field(default_factory=lambda: [4 / 255, 8 / 255, 16 / 255, 0.2, 0.3, 0.4])
     # Subset sizes: the gray-box sections run on every test image; the white-box sections, which
     # back-propagate through the ISM many times per image, on seeded spread subsets sized so that

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from ism.app.demo import to_display
-from ism.attacks.standard import ATTACKS, make_attack
+from ism.attacks.standard import ATTACKS, make_attack, parse_eps
 from ism.data.datasets import DATASETS, load_split
+from ism.data.images import to_display
 from ism.data.subsets import spread
 from ism.defense import Defense, load_defense, resolve_weights
-from ism.eval.command import parse_eps
 
 
 def graybox_examples(defense: Defense, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float,

@@ -1,6 +1,8 @@
 """Small metrics used by training cards and the evaluation."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -34,3 +36,9 @@ def roc_points(scores_neg: torch.Tensor, scores_pos: torch.Tensor, points: int =
     fpr = [(neg > t).double().mean().item() for t in th]
     tpr = [(pos > t).double().mean().item() for t in th]
     return {"fpr": [round(v, 4) for v in fpr], "tpr": [round(v, 4) for v in tpr]}
+
+
+def noise_margin(p1: float, n1: int, p2: float, n2: int) -> float:
+    """How far apart two accuracies p1, p2 measured on n1, n2 images must be to differ beyond sampling
+    noise: two standard errors of the difference, at least 0.005."""
+    return max(0.005, 2 * math.sqrt(p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)))

@@ -8,15 +8,10 @@ written into the results, because it usually means the attack, not the defense, 
 """
 from __future__ import annotations
 
-import math
-
 from ism.eval.keys import Sanity, sanity_accuracy
+from ism.eval.metrics import noise_margin
 
 UNBOUNDED_MAX = 0.05   # an unbounded attack must bring accuracy to about zero
-
-
-def _tol(p1: float, n1: int, p2: float, n2: int) -> float:
-    return max(0.005, 2 * math.sqrt(p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)))
 
 
 def _check(name: str, passed: bool, detail: str) -> dict:
@@ -44,13 +39,13 @@ def sanity_checks(res: dict) -> list[dict]:
     n_clean = clean.get("images", 0)
     for (threat, attack, col), pts in series(res).items():
         name = f"{threat} {attack.upper()}, {col}"
-        bad = [(e1, a1, e2, a2) for (e1, a1, n1), (e2, a2, n2) in zip(pts, pts[1:]) if a2 > a1 + _tol(a1, n1, a2, n2)]
+        bad = [(e1, a1, e2, a2) for (e1, a1, n1), (e2, a2, n2) in zip(pts, pts[1:]) if a2 > a1 + noise_margin(a1, n1, a2, n2)]
         checks.append(_check(f"larger epsilon never raises accuracy ({name})", not bad,
                              "; ".join(f"eps {e1:.3f}: {a1:.3f} -> eps {e2:.3f}: {a2:.3f}" for e1, a1, e2, a2 in bad)
                              or "monotone within noise"))
         c = clean.get(CLEAN_OF[col])
         if c is not None:
-            above = [(e, a) for e, a, n in pts if a > c + _tol(a, n, c, n_clean)]
+            above = [(e, a) for e, a, n in pts if a > c + noise_margin(a, n, c, n_clean)]
             checks.append(_check(f"accuracy under attack is not above clean accuracy ({name})", not above,
                                  "; ".join(f"eps {e:.3f}: {a:.3f} > clean {c:.3f}" for e, a in above)
                                  or f"all at or below clean {c:.3f}"))
@@ -58,14 +53,14 @@ def sanity_checks(res: dict) -> list[dict]:
     if s:
         acc, n, label = sanity_accuracy(res), s["images"], s.get("labels", {})
         few, many = acc[Sanity.PGD], acc[Sanity.PGD_MORE_STEPS]
-        checks.append(_check("more attack steps never raise accuracy", many <= few + _tol(few, n, many, n),
+        checks.append(_check("more attack steps never raise accuracy", many <= few + noise_margin(few, n, many, n),
                              f"{label.get(Sanity.PGD.value, 'fewer steps')}: {few:.3f}, "
                              f"{label.get(Sanity.PGD_MORE_STEPS.value, 'more steps')}: {many:.3f} ({n} images)"))
         unb = acc[Sanity.PGD_UNBOUNDED]
         checks.append(_check("an unbounded attack reaches ~0% accuracy", unb <= UNBOUNDED_MAX,
                              f"{unb:.3f} (must be <= {UNBOUNDED_MAX})"))
         sq = acc[Sanity.SQUARE]
-        checks.append(_check("black-box Square is not stronger than white-box PGD", sq >= few - _tol(sq, n, few, n),
+        checks.append(_check("black-box Square is not stronger than white-box PGD", sq >= few - noise_margin(sq, n, few, n),
                              f"Square {sq:.3f}, PGD {few:.3f} ({n} images, eps {s['eps']:.4f})"))
     return checks
 

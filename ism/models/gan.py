@@ -2,7 +2,7 @@
 
 Generator: z (latent_dim) -> FC -> (widths[0], s/16, s/16) -> 4 x [ConvTranspose 4x4/2] -> image
 in [0, 1]. It mirrors the ISM encoder of paper Table 2, so ``ISM = encoder + generator`` and the ISM
-code of an image is a natural starting latent for regeneration (DESIGN.md). ``z_mean``/``z_std``
+code of an image is a natural starting latent for regeneration (restart 0 starts there). ``z_mean``/``z_std``
 hold the distribution of ISM codes on clean training images (fitted when the GAN is trained); random
 restarts draw from it.
 

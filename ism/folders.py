@@ -1,0 +1,29 @@
+"""Where things live in a defense's weights folder, beyond one folder per component: the stages the
+per-stage ablation and ``python -m train robust`` keep (see ism/eval/ablation.py for the layout)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROBUST_MARKER = "ablation/robust.json"
+
+
+def robust_trained(root: str | Path) -> bool:
+    """Whether ``python -m train robust`` replaced the classifier and ISM in ``root``."""
+    root = Path(root)
+    return (root / ROBUST_MARKER).is_file() or (root / "ablation" / "ism" / "model.safetensors").is_file()
+
+
+def base_classifier_folder(root: str | Path) -> Path:
+    """The raw-image classifier (distillation + FGSM-RS): ``ablation/adversarial`` once
+    ``python -m train robust`` has replaced ``classifier`` by one trained on purified inputs."""
+    root = Path(root)
+    folder = root / "ablation" / "adversarial"
+    return folder if (folder / "model.safetensors").exists() else root / "classifier"
+
+
+def base_ism_folder(root: str | Path) -> Path:
+    """The ISM that ``python -m train robust`` starts from: ``ablation/ism`` (the Eq. 3 ISM) where
+    that stage kept it, else ``ism`` (a rerun then continues from the hardened one)."""
+    root = Path(root)
+    folder = root / "ablation" / "ism"
+    return folder if (folder / "model.safetensors").exists() else root / "ism"
