@@ -6,23 +6,45 @@ one folder or Hub repo id in $ISM_WEIGHTS (with $ISM_REVISION). A dataset select
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import gradio as gr
 import torch
 
-from ism.app.demo import MAX_EPS, THREATS
+from ism.app.demo import MAX_EPS, MINIMAL, THREATS
 from ism.app.diagram import pipeline_figure
 from ism.app.live import adaptive_summary, measure_curves
 from ism.app.serve import ServeConfig
-from ism.app.ui import OUTPUTS, DemoHandler, UserError, how_text, load_defenses, state_values, threat_help
+from ism.app.ui import (
+    OUTPUTS,
+    DemoHandler,
+    UserError,
+    attack_note,
+    curves_intro,
+    how_text,
+    load_defenses,
+    startup_report,
+    state_values,
+    threat_help,
+)
 from ism.attacks.standard import ATTACKS
 from ism.data.datasets import DATASETS
 from ism.data.examples import rule as example_rule
 from ism.data.images import to_display
+from ism.data.subsets import evenly_spaced
 from ism.eval.curves import curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
 
+READS = {"purified image (ISM)": "purified", "regenerated image (GAN)": "regenerated"}
+
+
+def read_label(defense) -> str:
+    """The read choice matching the defense's own (config.final_input)."""
+    return next((k for k, v in READS.items() if v == defense.config.final_input), None)
+
+
+log = logging.getLogger("ism-defense")
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
 assert set(ATTACK_LABELS.values()) == set(ATTACKS)
@@ -59,10 +81,11 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 f"Instance Sparsity Mapping defense (Haque & Kang, 2021) on **{title(name)}**. Pick an image, "
                 "choose an attack, press **Run**.\n\n" + adaptive_summary(load_results(results_path(name))))
 
-    def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first):
+    def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
         handler = handler_for(dataset)
         try:
-            stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed)
+            stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed,
+                                 read=READS.get(read, read))
             sent = None
             for s, note, label in stream:
                 frames = None if (s.done or not s.regeneration) else gr.skip()
@@ -74,8 +97,13 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 else:
                     yield tuple(gr.skip() if _same(v, sent[k]) else v for k, v in values.items())
                 sent = values
-        except UserError as e:
-            raise gr.Error(str(e)) from None
+        except UserError as e:                    # the visitor's input: one line in the log, no traceback
+            log.info("user error (%s): %s", dataset, e)
+            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
+        except Exception as e:                    # a real bug: the traceback goes to the log, a sentence to the page
+            log.exception("demo run failed (%s)", dataset)
+            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
+                           "may work.", title="Server error", print_exception=False) from None
 
     def preview(file, dataset):
         if not file:
@@ -100,10 +128,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         return (header(dataset), gr.update(value=gallery_items(dataset), label=gallery_label(dataset)),
                 gr.update(value=None, label=upload), None, "",
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
-                *saved_curves("PGD", dataset))
+                *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
 
-    def eps_units(eps):
-        return f"ε = {eps:.4f} = {eps * 255:.1f}/255 (L∞, pixel values in [0, 1])"
+    def attack_settings(attack, eps, steps):
+        """Epsilon applies to every attack but CW and DeepFool (L2, minimal perturbation): say so."""
+        name = ATTACK_LABELS.get(attack, attack)
+        return gr.update(interactive=name not in MINIMAL), attack_note(name, eps, steps)
 
     def saved_curves(attack, dataset):
         path = results_path(dataset)
@@ -112,19 +142,22 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             return None, (f"No evaluation results yet: run `python -m ism.evaluate --dataset {dataset}`, "
                           "or measure live below.")
         note = curves_note(res, path)
-        return plot_curves(curves_from_results(res, ATTACK_LABELS.get(attack, "pgd")), f"{attack}: {res.get('command', '')}"), note
+        n = res.get("clean", {}).get("images", "?")
+        return plot_curves(curves_from_results(res, ATTACK_LABELS.get(attack, "pgd")),
+                           f"{attack} on {title(dataset)}: accuracy against epsilon ({n} test images)"), note
 
     def live_curves(attack, n, dataset, progress=gr.Progress()):
         handler = handler_for(dataset)
         defense = handler.defense
-        ex = handler.examples[: int(n)]
+        ex = [handler.examples[i] for i in evenly_spaced(len(handler.examples), int(n))]   # every class
         if not ex:
             raise gr.Error("no example images available")
         x = torch.cat([handler.prepare(e.path)[0] for e in ex])
         y = torch.tensor([e.label for e in ex])
         series = measure_curves(defense, x, y, [0.0, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2, 0.3, 0.4],
                                 ATTACK_LABELS.get(attack, "pgd"), adaptive=True, progress=progress)
-        return plot_curves(series, f"{attack}, measured live on {len(ex)} example images")
+        return plot_curves(series, f"{attack} on {title(dataset)}, measured live on {len(ex)} example images "
+                                   f"({len({e.label for e in ex})} classes)")
 
     defense = handlers[first].defense
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
@@ -145,14 +178,17 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(scale=2):
                     attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack (torchattacks)")
                     eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
-                    eps_note = gr.Markdown(eps_units(8 / 255))
+                    eps_note = gr.Markdown(attack_note("pgd", 8 / 255, 10))
                     steps = gr.Slider(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
                     threat = gr.Radio(list(THREATS), value="gray-box", label="threat model")
                     gr.Markdown(threat_help())
                     with gr.Row():
                         restarts = gr.Slider(1, 8, value=defense.config.regen_restarts, step=1, label="regeneration restarts")
                         iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1, label="regeneration iterations")
-                        seed = gr.Number(value=0, precision=0, label="seed")
+                        seed = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
+                    read = gr.Radio(list(READS), value=read_label(defense), label="the classifier reads",
+                                    info="for an input the defense treats as attacked; the default is what this "
+                                         "defense was trained to read")
                     with gr.Row():
                         run = gr.Button("Run", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
@@ -167,7 +203,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     p_img = gr.Image(label="2 perturbation (amplified)", show_label=False, interactive=False, height=140)
                     p_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**3 adversarial**")
+                    gr.Markdown("**3 attacked: what the attacker's target reads**")
                     a_img = gr.Image(label="3 adversarial", show_label=False, interactive=False, height=140)
                     a_lab = gr.Label(num_top_classes=3, show_label=False)
                 with gr.Column(min_width=120):
@@ -184,19 +220,20 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                                      elem_id="regen-live")
                     r_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**7 final input to the classifier**")
-                    f_img = gr.Image(label="7 final input to the classifier", show_label=False, interactive=False, height=140)
+                    gr.Markdown("**7 what the classifier read**")
+                    f_img = gr.Image(label="7 what the classifier read", show_label=False, interactive=False, height=140)
+                    f_txt = gr.Markdown(elem_id="final-text")
                     f_lab = gr.Label(num_top_classes=3, show_label=False)
-            frames = gr.Gallery(label="regeneration iterations (browse after the run)", columns=16, height=170,
-                                object_fit="contain")
+            with gr.Row():
+                frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=12,
+                                    height=190, object_fit="contain", scale=3)
+                r_plot = gr.Plot(label="regeneration: error against iteration", scale=2)
             with gr.Row():
                 notes = gr.Markdown()
                 warnings = gr.Markdown()
                 timings = gr.Markdown()
         with gr.Tab("Robustness curves"):
-            gr.Markdown("Accuracy versus epsilon for each defense (no defense, this defense, and the paper's "
-                        "baselines MagNet and DDSA, trained here) and each threat model: gray-box (solid) and "
-                        "adaptive white-box (dashed).")
+            c_intro = gr.Markdown(curves_intro(defense))
             c_attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
             c_plot = gr.Plot(label="from the evaluation results")
             c_note = gr.Markdown()
@@ -212,14 +249,17 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                       "adversarial": a_img, "adversarial_top3": a_lab, "detector_verdict": d_lab, "detector_text": d_txt,
                       "purified": u_img, "purified_top3": u_lab, "regenerated": r_img, "regenerated_text": r_txt,
                       "frames": frames, "final": f_img, "final_top3": f_lab, "verdict": verdict, "notes": notes,
-                      "warnings": warnings, "timings": timings}
+                      "warnings": warnings, "timings": timings, "final_text": f_txt, "regeneration_plot": r_plot}
         outputs = [components[k] for k in OUTPUTS]   # KeyError here if the two ever disagree
         gallery.select(pick_example, dataset, file, api_name=False)
         file.change(preview, [file, dataset], [seen, prep_note], api_name=False)
         dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,
-                                         c_plot, c_note], api_name=False)
-        eps.change(eps_units, eps, eps_note, api_name=False, show_progress="hidden")
-        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed, dataset], outputs,
+                                         c_plot, c_note, c_intro, c_live, read], api_name=False)
+        for control in (eps, attack, steps):
+            control.change(attack_settings, [attack, eps, steps], [eps, eps_note], api_name=False,
+                           show_progress="hidden")
+        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read],
+                            outputs,
                             api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
         stop.click(None, None, None, cancels=[running], api_name=False)
         c_attack.change(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
@@ -232,10 +272,13 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     serve = ServeConfig.from_env()
     torch.set_num_threads(serve.threads)
     defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
     print(f"ism-defense: serving {', '.join(defenses)}; {serve}")
+    for line in startup_report(defenses):
+        print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False)

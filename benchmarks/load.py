@@ -83,7 +83,7 @@ def one_client(url: str, index: int, requests: int, examples: list[Path], restar
                                  index * 100 + r, api_name="/defend")
             pert, verdict = output(res, "perturbation_text"), output(res, "verdict")
             linf = float(re.search(r"L∞ = ([0-9.]+)", pert).group(1))
-            own = f"({truth})" in verdict and abs(linf - round(eps, 4)) <= 1.5 / 255
+            own = f"true label, {truth}" in verdict and abs(linf - round(eps, 4)) <= 1.5 / 255
             err = None if own else f"got someone else's result? label/eps mismatch: {verdict[:80]} / {pert[:40]}"
         except Exception as e:  # a failed request is counted, never raised
             err = f"{type(e).__name__}: {e}"

@@ -21,6 +21,7 @@ class RegenerationStep:
     error: torch.Tensor    # (N,) mean squared error of ``image`` against the target
     restart: torch.Tensor  # (N,) index of the restart that produced ``image``
     done: bool             # True on the last step yielded
+    reason: str = ""       # on the last step: why it stopped, in words
 
 
 def regenerate_steps(generator: Generator, target: torch.Tensor, *, z0: torch.Tensor | None = None,
@@ -70,8 +71,12 @@ def _iterate(generator, target, z0, steps, restarts, lr, tol, seed):
                 best_err = torch.where(better, cur_err, best_err)
                 best = torch.where(better, cur, best)
                 image = torch.where(better.view(-1, 1, 1, 1), cur_img, image)
-            done = step == steps or bool((best_err < tol).all())
-            yield RegenerationStep(step, image, best_err, best, done)
+            matched = bool((best_err < tol).all())
+            done = step == steps or matched
+            reason = "" if not done else (
+                f"matched the target within tolerance (MSE < {tol:g}) at iteration {step} of {steps}" if matched
+                else f"used all {steps} iterations (MSE {float(best_err.max()):.4f}, tolerance {tol:g})")
+            yield RegenerationStep(step, image, best_err, best, done, reason)
             if done:
                 return
             (grad,) = torch.autograd.grad(total, z)

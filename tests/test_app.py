@@ -17,16 +17,31 @@ def test_defend_returns_every_stage(client):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.3, 5, "gray-box", 2, 6, 0,
                          api_name="/defend")
     (orig, orig_lab, pert, pert_txt, adv, adv_lab, det, det_txt, pur, pur_lab, regen, regen_txt, frames,
-     final, final_lab, verdict, notes, warnings, timings) = out
+     final, final_lab, verdict, notes, warnings, timings, final_txt, regen_plot) = out
     for img in (orig, pert, adv, pur, regen, final):
         assert img and img.endswith((".png", ".webp", ".jpg", ".jpeg"))
     assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
     assert "L∞ = 0.3" in pert_txt
     assert det["label"] in ("ATTACKED", "clean") and "P(attacked)" in det_txt
     assert 1 <= len(frames) <= 7
-    assert "Final prediction" in verdict and ("CAUGHT" in verdict or "MISSED" in verdict)
-    assert "true label (cat)" in verdict
+    assert "final answer" in verdict and ("caught the attack" in verdict or "missed the attack" in verdict)
+    assert "true label, cat" in verdict
     assert "regeneration" in timings
+    assert "the classifier reads" in final_txt and regen_plot
+    assert "matched the target" in regen_txt or "used all 6 iterations" in regen_txt   # why it stopped, in words
+
+
+@pytest.mark.parametrize("seed", [None, 2**40, -3])   # (text is refused by the number field itself)
+def test_a_bad_seed_is_one_sentence(client, seed):
+    with pytest.raises(Exception, match="seed must be a whole number"):
+        client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "FGSM", 0.05, 1, "gray-box", 1, 2, seed,
+                       api_name="/defend")
+
+
+def test_the_visitor_chooses_what_the_classifier_reads(client):
+    out = client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 3, "gray-box", 1, 4, 0,
+                         "cifar10", "regenerated image (GAN)", api_name="/defend")
+    assert "regenerated image, G(z) (your choice" in output(out, "final_text")
 
 
 def test_bad_upload_is_a_clean_error(client, tmp_path):
@@ -37,7 +52,7 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
     # the server keeps serving
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.0, 1, "gray-box", 1, 1, 0,
                          api_name="/defend")
-    assert "No attack applied" in output(out, "verdict")
+    assert "No attack (epsilon 0)" in output(out, "verdict")
 
 
 @pytest.mark.parametrize("attack,threat", [("PGD", "adaptive white-box"), ("CW (L2)", "gray-box"),
@@ -45,7 +60,7 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
 def test_every_threat_model_and_attack_family_runs(client, attack, threat):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/dog_0.png")), attack, 0.1, 3, threat, 2, 3, 1,
                          api_name="/defend")
-    assert "Final prediction" in output(out, "verdict") and output(out, "final")
+    assert "final answer" in output(out, "verdict") and output(out, "final")
 
 
 def test_concurrent_visitors_get_their_own_results(client):
@@ -53,7 +68,7 @@ def test_concurrent_visitors_get_their_own_results(client):
                                 "gray-box", 2, 4, 0, api_name="/defend")
             for name in ("airplane", "frog", "truck", "horse")}
     for name, job in jobs.items():
-        assert f"true label ({name})" in output(job.result(), "verdict")
+        assert f"true label, {name}" in output(job.result(), "verdict")
 
 
 def test_bad_settings_are_clean_errors(client):
@@ -76,7 +91,7 @@ def test_decompression_bomb_and_long_file_name_uploads(client, tmp_path):
     long_name = tmp_path / ("a" * 200 + ".png")
     long_name.write_bytes((ROOT / "examples/cifar10/deer_0.png").read_bytes())
     out = client.predict(handle_file(str(long_name)), "FGSM", 0.05, 1, "gray-box", 1, 2, 0, api_name="/defend")
-    assert "Final prediction" in output(out, "verdict") and "true label (deer)" in output(out, "verdict")   # recognised by content
+    assert "final answer" in output(out, "verdict") and "true label, deer" in output(out, "verdict")   # recognised by content
 
 
 def test_cancelled_run_stops_computing(client, app_demo):
@@ -94,4 +109,4 @@ def test_cancelled_run_stops_computing(client, app_demo):
     while runs.count and time.time() - t0 < 120:
         time.sleep(0.05)
     assert runs.count == 0 and runs.stopped == stopped_before + 1   # closed before its final state
-    assert "Final prediction" not in str(output(job.outputs()[-1], "verdict"))
+    assert "final answer" not in str(output(job.outputs()[-1], "verdict"))

@@ -29,11 +29,11 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         page.locator(".thumbnail-item").nth(6).click()          # the 7th example (a cat)
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)   # the preview says the input is set
         page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_text("Final prediction").wait_for(timeout=120_000)
+        page.get_by_text("final answer").wait_for(timeout=120_000)
         page.locator("#regen-live img").first.wait_for(timeout=30_000)
         assert page.locator("#regen-live img").count() >= 1
         page.screenshot(path=str(shots / "app-run.png"), full_page=True)
         verdict = page.locator("#verdict").inner_text()
         browser.close()
-    assert "CAUGHT" in verdict or "MISSED" in verdict
+    assert "caught the attack" in verdict or "missed the attack" in verdict
     assert (shots / "app-run.png").stat().st_size > 10_000

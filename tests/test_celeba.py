@@ -65,7 +65,7 @@ def test_app_dataset_selector(app_url):
     client = Client(app_url, verbose=False)
     out = client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
                          "celeba", api_name="/defend")
-    assert "Final prediction" in output(out, "verdict") and "true label (male)" in output(out, "verdict")
+    assert "final answer" in output(out, "verdict") and "true label, male" in output(out, "verdict")
     with pytest.raises(Exception, match="unknown dataset|not in the list of choices|choices"):
         client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "PGD", 0.1, 5, "gray-box", 2, 4, 0,
                        "imagenet", api_name="/defend")

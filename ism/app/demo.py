@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack
 from ism.attacks.standard import ATTACKS, make_attack, seeded
 from ism.data.images import to_display
-from ism.defense import Defense
+from ism.defense import FINAL_INPUTS, Defense
 
 THREATS = {
     "gray-box": "The attacker knows the classifier's weights but not the defense (the paper's setting).",
@@ -25,6 +25,7 @@ THREATS = {
 }
 MAX_EPS = 0.4
 MAX_STEPS = 100
+MAX_SEED = 2**32 - 1
 MAX_REGEN_BUDGET = 1200   # restarts x iterations per request; keeps one visitor from hogging the CPU
 
 
@@ -38,6 +39,8 @@ class DemoRequest:
     iterations: int = 30
     seed: int = 0
     max_seconds: float | None = None   # stop regenerating after this long (the app's per-request cap)
+    read: str | None = None            # which image the classifier reads for a defended input: None = the
+                                       # defense's choice (config.final_input), or one of FINAL_INPUTS
 
     def validate(self) -> "DemoRequest":
         if self.attack not in ATTACKS:
@@ -53,6 +56,10 @@ class DemoRequest:
         if int(self.restarts) * max(1, int(self.iterations)) > MAX_REGEN_BUDGET:
             raise ValueError(f"restarts x iterations is capped at {MAX_REGEN_BUDGET} per request "
                              f"(asked {int(self.restarts)} x {int(self.iterations)})")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+        if self.read not in (None, *FINAL_INPUTS):
+            raise ValueError(f"the classifier reads one of {', '.join(FINAL_INPUTS)}, not {self.read!r}")
         if self.max_seconds is not None and not float(self.max_seconds) > 0:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
         return replace(self, eps=float(self.eps), steps=int(self.steps), restarts=int(self.restarts),
@@ -78,12 +85,21 @@ class DemoState:
     final: Stage | None = None
     verdict: str = ""
     warnings: list = field(default_factory=list)
+    target: str = "the classifier"       # what the attacker attacked (panel 3 shows what it reads)
+    target_clean: dict | None = None     # the target's top-3 on the clean image
+    linf: float = 0.0                    # size of the perturbation actually applied
+    regen_errors: list = field(default_factory=list)   # mean MSE against the target, per iteration
+    regen_stop: str = ""                 # why regeneration stopped, in words
     done: bool = False
 
 
-def top3(defense: Defense, x: torch.Tensor) -> dict:
+MINIMAL = ("cw", "deepfool")   # L2 minimal-perturbation attacks: epsilon does not bound them
+
+
+def top3(defense: Defense, x: torch.Tensor, model=None) -> dict:
+    """Top-3 probabilities of ``model`` (default the classifier) on image ``x``."""
     with torch.no_grad():
-        p = defense.classifier(x).float().softmax(1)[0]
+        p = (model or defense.classifier)(x).float().softmax(1)[0]
     v, i = p.topk(min(3, len(p)))
     return {defense.classes[k]: float(s) for s, k in zip(v.tolist(), i.tolist())}
 
@@ -133,7 +149,15 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     amp = 0.5 + delta / (2 * max(linf, 1e-8))
     s.perturbation = Stage(to_display(amp), {}, dt, f"L∞ = {linf:.4f} ({linf * 255:.1f}/255), L2 = {l2:.3f} "
                            "(amplified to full contrast)")
-    s.adversarial = Stage(to_display(x_adv), top3(defense, x_adv), dt, f"{req.attack.upper()}, {req.threat}")
+    s.linf = linf
+    if req.threat == "gray-box":
+        s.target, model = "the classifier alone (the attacker does not know the defense)", None
+        s.target_clean = s.original.top3
+    else:
+        s.target, model = "the whole defense (detector, ISM and classifier)", AdaptiveTarget(defense, req.seed)
+        s.target_clean = top3(defense, x, model)
+    s.adversarial = Stage(to_display(x_adv), top3(defense, x_adv, model), dt,
+                          f"{req.attack.upper()}, {req.threat}: what {s.target.split(' (')[0]} reads")
     if req.threat == "gray-box" and _input_gradient_is_zero(defense, x, y):
         s.warnings.append("The classifier's input gradient is exactly zero here: gradient-based attacks "
                           "cannot move this image, and robustness measured this way is gradient masking.")
@@ -156,14 +180,19 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     last = None
     for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed):
         last = step
+        err = float(step.error.mean())
         s.regeneration.append(Stage(to_display(step.image), top3(defense, step.image), time.perf_counter() - t,
-                                    f"iteration {step.step}: MSE {float(step.error):.5f}"))
+                                    f"{step.step}: MSE {err:.4f}"))
+        s.regen_errors.append(err)
+        if step.done:
+            s.regen_stop = "Regeneration " + step.reason + "."
         yield s
         if req.max_seconds is not None and time.perf_counter() - t_start > req.max_seconds and not step.done:
-            s.warnings.append(f"Regeneration stopped after iteration {step.step}: this server caps a run at "
-                              f"{req.max_seconds:g} s so every visitor gets a turn.")
+            s.regen_stop = (f"Regeneration stopped at iteration {step.step} of {req.iterations}: this server caps a "
+                            f"run at {req.max_seconds:g} s so every visitor gets a turn.")
+            s.warnings.append(s.regen_stop)
             break
-    if defense.config.final_input != "purified":
+    if (req.read or defense.config.final_input) != "purified":
         s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
                           "averages over them (EOT); compare the two threat models.")
         s.warnings.append("The defense optimises at inference (regeneration loop): its gradient is not "
@@ -174,12 +203,14 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     gated = defense.config.gate
     head = ("judged attacked" if det.attacked else "judged clean") if gated else "every input is purified"
     with torch.no_grad():
-        read = defense.read(x_adv, regenerated=last.image if last is not None else None)
+        read = defense.read(x_adv, final_input=req.read, regenerated=last.image if last is not None else None)
     final, source = read.image, read.source[0]
-    why = {"input": "judged clean: the classifier reads the input as is",
-           "purified": f"{head}: the classifier reads the ISM output",
-           "regenerated": f"{head}: the classifier reads the regenerated image",
-           "mean": f"{head}: the classifier reads mean(ISM, regenerated)"}[source]
+    chosen = "" if req.read in (None, defense.config.final_input) else " (your choice; this defense reads " \
+        f"the {'ISM output' if defense.config.final_input == 'purified' else defense.config.final_input + ' image'})"
+    why = {"input": "the detector judged it clean: the classifier reads the input as it is (let through)",
+           "purified": f"{head}: the classifier reads the purified image, ISM(x'){chosen}",
+           "regenerated": f"{head}: the classifier reads the regenerated image, G(z){chosen}",
+           "mean": f"{head}: the classifier reads the mean of purified and regenerated{chosen}"}[source]
     s.final = _stage(defense, final, t, why)
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.done = True
@@ -187,26 +218,37 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
 
 def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
-    name = defense.classes
-    clean = max(s.original.top3, key=s.original.top3.get)
-    adv = max(s.adversarial.top3, key=s.adversarial.top3.get)
-    fin = max(s.final.top3, key=s.final.top3.get)
-    truth = name[y]
-    caught = s.detection["attacked"]
+    """What happened, in plain words, true for either threat model: what the attacker targeted and
+    whether it fooled that target, what the detector did, and what the defense finally said."""
+    def top(d):
+        return max(d, key=d.get)
+
+    truth, clean, fin = defense.classes[y], top(s.original.top3), top(s.final.top3)
+    ref = f"the true label, {truth}" if label_known else f"the classifier's answer on the clean image, {truth}"
     parts = []
-    if req.eps == 0 and req.attack not in ("cw", "deepfool"):
-        parts.append("No attack applied (epsilon 0).")
-        parts.append("The detector " + ("wrongly flagged this clean image." if caught else "correctly let it through."))
+    if label_known and clean != truth:
+        parts.append(f"Before any attack the classifier already reads this {truth} as {clean}.")
+    attacked = s.linf > 0
+    if req.eps == 0 and req.attack not in MINIMAL:
+        parts.append("No attack (epsilon 0): this is the defense on a clean image.")
+    elif not attacked:
+        parts.append("The attack found no perturbation to make (it changed nothing), so there was nothing to catch.")
     else:
-        parts.append(f"The attack {'changed' if adv != clean else 'did not change'} the prediction "
-                     f"({clean} → {adv}).")
-        parts.append(f"Attack {'CAUGHT' if caught else 'MISSED'} by the detector "
-                     f"(P(attacked) = {s.detection['probability']:.2f}, threshold {s.detection['threshold']:.2f}).")
-    ref = "true" if label_known else "clean prediction"
-    parts.append(f"Final prediction: {fin} — " + (f"matches the {ref} label ({truth})." if fin == truth
-                                                  else f"differs from the {ref} label ({truth})."))
-    if adv != truth and fin == truth:
-        parts.append("Prediction RESTORED.")
-    elif adv != truth:
-        parts.append("Prediction NOT restored.")
+        before, after = top(s.target_clean), top(s.adversarial.top3)
+        fooled = after != before
+        parts.append(f"The attacker targeted {s.target} and {'fooled it' if fooled else 'did not fool it'} "
+                     f"({before} → {after}).")
+    det = s.detection
+    seen = "flagged the image as attacked" if det["attacked"] else "judged the image clean"
+    if attacked:
+        seen = "caught the attack" if det["attacked"] else "missed the attack"
+    gate = ("" if defense.config.gate else
+            "; it only reports here: every input is purified whatever it says")
+    parts.append(f"The detector {seen} (P(attacked) = {det['probability']:.2f}, threshold "
+                 f"{det['threshold']:.2f}){gate}.")
+    parts.append(f"The defense's final answer: {fin} ({'right' if fin == truth else 'wrong'}: {ref}).")
+    if attacked and fin == truth and top(s.adversarial.top3) != truth:
+        parts.append("The defense undid what the attack did to its target.")
+    elif attacked and fin != truth and (not label_known or clean == truth):
+        parts.append("The attack got through the defense.")
     return " ".join(parts)

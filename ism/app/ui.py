@@ -21,12 +21,16 @@ from ism.defense import Defense
 from ism.folders import robust_trained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+PLAYBACK_SECONDS = 2.0    # regeneration is played back over at least this long ...
+MAX_FRAMES_SHOWN = 20     # ... in at most this many evenly spaced frames
+_sleep, _clock = time.sleep, time.perf_counter   # (tests replace them with a fake clock)
 
 # The /defend endpoint's outputs, in this order: the one place the public API's order is written
 # (app.py builds its components from these names; README, tests and benchmarks index by name).
 OUTPUTS = ("original", "original_top3", "perturbation", "perturbation_text", "adversarial", "adversarial_top3",
            "detector_verdict", "detector_text", "purified", "purified_top3", "regenerated", "regenerated_text",
-           "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings")
+           "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings", "final_text",
+           "regeneration_plot")
 
 
 def output(result, name: str):
@@ -65,16 +69,52 @@ def load_defenses(source: str | None = None, revision: str | None = None,
 
     if source:
         d = load_defense(source, revision=revision)
+        d.origin = (f"folder {source}" if Path(source).is_dir() else
+                    f"Hub repo {source} at revision {revision or 'main'} (cached in {d.source})")
         return {d.config.dataset: d}
-    found = {name: load_defense(Path(weights_dir) / name) for name in DATASETS
-             if (Path(weights_dir) / name / "defense.json").is_file()}
+    found = {}
+    for name in DATASETS:
+        if (Path(weights_dir) / name / "defense.json").is_file():
+            found[name] = load_defense(Path(weights_dir) / name)
+            found[name].origin = f"folder {Path(weights_dir) / name}"
     if not found:
         raise WeightsError(f"no trained defense under {weights_dir}/ (expected e.g. {weights_dir}/cifar10/defense.json)")
     return found
 
 
+def startup_report(defenses: dict[str, Defense]) -> list[str]:
+    """One line per data set: where its weights came from and what was verified (printed at start)."""
+    import json
+
+    lines = []
+    for name, d in defenses.items():
+        sums = Path(d.source) / "checksums.json"
+        n = len(json.loads(sums.read_text())) if sums.is_file() else 0
+        checked = f"sha256 of {n} files verified" if n else "no checksums recorded: files not verified"
+        stale = f"; WARNING: {'; '.join(d.stale)}" if getattr(d, "stale", None) else "; components consistent"
+        lines.append(f"{name}: {getattr(d, 'origin', d.source)}; {checked}{stale}")
+    return lines
+
+
 def _digest(path: str) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def as_seed(value) -> int:
+    """The seed field's value as an int (a float from the number box, or text from the API), or a
+    ValueError a visitor can act on."""
+    from ism.app.demo import MAX_SEED
+
+    msg = f"the seed must be a whole number from 0 to {MAX_SEED}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(msg + " (it is empty)")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{msg}, got {value!r}") from None
+    if not f.is_integer() or not 0 <= f <= MAX_SEED:
+        raise ValueError(f"{msg}, got {value!r}")
+    return int(f)
 
 
 class DemoHandler:
@@ -101,32 +141,40 @@ class DemoHandler:
         return p.tensor, p.note
 
     def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
-            iterations: int, seed: int, frame_interval: float = 0.25):
+            iterations: int, seed: int, read: str | None = None, playback: float = PLAYBACK_SECONDS):
         """Stream ``DemoState``s for one uploaded or example image.
 
-        Regeneration iterations are streamed at most every ``frame_interval`` seconds (a browser
-        update costs more than an iteration); every iteration stays in the final state's frames.
-        Closing the generator (the visitor left or pressed Stop) stops the computation at the next
-        iteration.
+        Regeneration is played back so a viewer can watch it converge: at most ``MAX_FRAMES_SHOWN``
+        evenly spaced iterations (always the last), at a steady rate over at least ``playback``
+        seconds (computing 30 iterations takes a fraction of that; a browser shown every iteration
+        saw a flicker). Every iteration stays in the final state's frames. Closing the generator
+        (the visitor left or pressed Stop) stops the computation at the next iteration.
         """
         x, note = self.prepare(path)
         try:
             req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
-                              restarts=int(restarts), iterations=int(iterations), seed=int(seed),
-                              max_seconds=self.max_seconds).validate()
-        except (TypeError, ValueError) as e:
-            raise UserError(str(e)) from e
+                              restarts=int(restarts), iterations=int(iterations), seed=as_seed(seed),
+                              max_seconds=self.max_seconds, read=read or None).validate()
+        except (TypeError, ValueError, OverflowError) as e:
+            raise UserError(str(e)) from None
         label = self.label_of(path)
-        last, shown, finished = 0.0, -1, False
+        every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
+        frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
+        gap = playback / max(1, frames - 1)
+        last, finished = None, False
         try:
             with self.active, contextlib.closing(run_demo(self.defense, x, label, req)) as states:
                 for state in states:
-                    now = time.perf_counter()
-                    n = len(state.regeneration)
                     finished = state.done
-                    if state.done or n <= 1 or n == shown or now - last >= frame_interval:
-                        last, shown = now, n
-                        yield state, note, label
+                    n = len(state.regeneration)
+                    regenerating = n > 0 and state.final is None
+                    if regenerating:
+                        if (n - 1) % every and not state.regen_stop:
+                            continue                            # between the frames played back
+                        if last is not None:
+                            _sleep(max(0.0, last + gap - _clock()))
+                        last = _clock()
+                    yield state, note, label
         finally:
             self.active.record(finished)
 
@@ -147,7 +195,8 @@ def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dic
         "purified": s.purified.image if s.purified else None,
         "purified_top3": s.purified.top3 if s.purified else None,
         "regenerated": regen.image if regen else None,
-        "regenerated_text": regen.caption + " — " + top3_text(regen.top3) if regen else "",
+        "regenerated_text": (f"iteration {regen.caption} — {top3_text(regen.top3)}"
+                             + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
         "frames": [(st.image, st.caption) for st in s.regeneration] if frames is None else frames,
         "final": s.final.image if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
@@ -156,9 +205,53 @@ def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dic
                                                  "the attacker targets the classifier's own prediction."),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
+        "final_text": s.final.caption if s.final else "",
+        "regeneration_plot": regeneration_figure(s.regen_errors, s.regen_stop) if s.done and s.regen_errors else None,
     }
     assert tuple(values) == OUTPUTS
     return values
+
+
+def attack_note(attack: str, eps: float, steps: int) -> str:
+    """What the epsilon and steps settings mean for this attack (CW and DeepFool ignore epsilon)."""
+    steps = int(steps)
+    if attack == "cw":
+        return ("**CW (L2)** looks for the *smallest* L2 perturbation that changes the answer: epsilon does not "
+                f"apply. Its own settings: c = 1, κ = 0, {max(steps, 10)} Adam steps at learning rate 0.01.")
+    if attack == "deepfool":
+        return ("**DeepFool (L2)** steps to the nearest decision boundary and 2% past it: epsilon does not apply. "
+                f"Its own settings: at most {steps} steps, overshoot 0.02.")
+    units = f"ε = {eps:.4f} = {eps * 255:.1f}/255 (L∞, pixel values in [0, 1])"
+    if attack == "square":
+        return units + f". **Square** is black-box: it only queries the outputs, {steps * 100} queries (steps x 100)."
+    return units
+
+
+def curves_intro(defense: Defense) -> str:
+    """The Curves tab's first line, true to what was trained for this data set."""
+    root = Path(getattr(defense, "source", "") or ".")
+    baselines = [n for n, sub in (("MagNet", "magnet"), ("DDSA", "ddsa"))
+                 if (root / "baselines" / sub / "model.safetensors").is_file()]
+    others = (f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else
+              " (the paper's baselines MagNet and DDSA were not trained for this data set)")
+    return (f"Accuracy versus epsilon for no defense, this defense{others}; gray-box (solid: the attacker "
+            "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
+
+
+def regeneration_figure(errors: list[float], stop: str):
+    """The regeneration's error (MSE against the purified image) at each iteration."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2, 2.4))
+    ax = fig.subplots()
+    ax.plot(range(len(errors)), errors, marker="." if len(errors) < 40 else None, color="#1f77b4")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("MSE vs purified")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.set_title(stop.removeprefix("Regeneration ").split(" (")[0][:60] or "regeneration", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def top3_text(top: dict) -> str:

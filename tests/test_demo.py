@@ -1,0 +1,85 @@
+"""The demo tells a true story (issue 15): what the attacker targeted, whether it fooled that target,
+what the detector did, what the defense finally said; bad settings are one clear sentence."""
+import pytest
+import torch
+
+from ism.app.demo import MAX_SEED, DemoRequest, run_demo
+from ism.app.ui import as_seed
+from ism.eval.ablation import variant
+
+
+def final_state(defense, x, label, **req):
+    *_, last = run_demo(defense, x, label, DemoRequest(**{"restarts": 1, "iterations": 2, **req}))
+    assert last.done
+    return last
+
+
+def test_adaptive_run_reports_on_the_attackers_target(defense, real_images):
+    """Panel 3 shows what the whole defense reads, so the verdict cannot say 'not fooled' while the final
+    answer changed (the old demo compared the bare classifier)."""
+    x, y = real_images
+    d = variant(defense, gate=False, final_input="purified")
+    for i in (0, 5, 9):
+        s = final_state(d, x[i:i + 1], int(y[i]), attack="pgd", threat="adaptive white-box", eps=16 / 255)
+        assert "targeted the whole defense" in s.verdict
+        assert max(s.adversarial.top3, key=s.adversarial.top3.get) == max(s.final.top3, key=s.final.top3.get)
+        assert "restored" not in s.verdict.lower()
+
+
+def test_graybox_run_names_the_classifier_as_target(defense, real_images):
+    x, y = real_images
+    s = final_state(defense, x[:1], int(y[0]), attack="pgd", threat="gray-box", eps=8 / 255)
+    assert "targeted the classifier alone" in s.verdict and "final answer" in s.verdict
+
+
+def test_no_attack_is_not_called_a_failed_defense(defense, real_images):
+    x, y = real_images
+    wrong = torch.tensor(int(y[0]) + 1) % 10       # a label the classifier does not give: wrong before any attack
+    s = final_state(defense, x[:1], int(wrong), attack="pgd", eps=0.0)
+    assert "No attack (epsilon 0)" in s.verdict and "already reads" in s.verdict
+    assert "undid" not in s.verdict and "got through" not in s.verdict and "restored" not in s.verdict.lower()
+
+
+def test_a_zero_perturbation_is_the_attack_finding_nothing(defense, real_images, monkeypatch):
+    import ism.app.demo as demo
+
+    x, y = real_images
+    monkeypatch.setattr(demo, "make_attack", lambda *a, **k: (lambda xs, ys: xs.clone()))
+    s = final_state(defense, x[:1], int(y[0]), attack="fgsm", eps=8 / 255)
+    assert "found no perturbation" in s.verdict and "missed" not in s.verdict
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", "abc", -1, 2**32, 10**20, 1.5, float("nan")])
+def test_bad_seeds_are_one_clear_sentence(value):
+    with pytest.raises(ValueError, match=f"whole number from 0 to {MAX_SEED}"):
+        as_seed(value)
+
+
+@pytest.mark.parametrize("value, seed", [(0, 0), (7.0, 7), ("12", 12), (MAX_SEED, MAX_SEED)])
+def test_good_seeds(value, seed):
+    assert as_seed(value) == seed and DemoRequest(seed=seed).validate().seed == seed
+
+
+def test_regeneration_is_played_back_at_a_steady_pace(tiny_defense, monkeypatch):
+    """At most MAX_FRAMES_SHOWN evenly spaced frames, the last included, spread over PLAYBACK_SECONDS of a
+    (fake) clock; the final state still holds every iteration and says why regeneration stopped."""
+    import ism.app.ui as ui
+    from conftest import ROOT
+
+    clock, sleeps = [0.0], []
+    monkeypatch.setattr(ui, "_clock", lambda: clock[0])
+
+    def sleep(d):
+        sleeps.append(d)
+        clock[0] += d
+    monkeypatch.setattr(ui, "_sleep", sleep)
+    handler = ui.DemoHandler(tiny_defense, "cifar10")
+    shown = []
+    for state, _, _ in handler.run(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0):
+        if state.regeneration and state.final is None:
+            shown.append(len(state.regeneration) - 1)
+    assert 10 <= len(shown) <= ui.MAX_FRAMES_SHOWN and shown[-1] == 60 and shown == sorted(set(shown))
+    gaps = {round(b - a) for a, b in zip(shown, shown[1:-1])}
+    assert len(gaps) == 1                                       # evenly spaced iterations
+    assert abs(sum(sleeps) - ui.PLAYBACK_SECONDS) < 1e-6 and len(set(round(d, 9) for d in sleeps)) == 1
+    assert len(state.regeneration) == 61 and "used all 60 iterations" in state.regen_stop
