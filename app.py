@@ -45,6 +45,16 @@ def read_label(defense) -> str:
 
 
 log = logging.getLogger("ism-defense")
+# the examples gallery: all 20 thumbnails in three rows of seven at any width (Gradio's grid keeps each
+# column at least 100 px, which clipped the 7th column and hid the third row behind an inner scroll)
+CSS = """
+#examples .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+                            grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
+#examples .thumbnail-item { aspect-ratio: 1 / 1 !important; }
+#examples .fixed-height { min-height: 0 !important; }
+#examples .caption-label { max-width: 100% !important; }
+"""
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
 assert set(ATTACK_LABELS.values()) == set(ATTACKS)
@@ -77,9 +87,10 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         return [(e.path, e.name) for e in handlers[name].examples]
 
     def header(name) -> str:
-        return (f"# Watch an adversarial attack being caught and undone\n"
-                f"Instance Sparsity Mapping defense (Haque & Kang, 2021) on **{title(name)}**. Pick an image, "
-                "choose an attack, press **Run**.\n\n" + adaptive_summary(load_results(results_path(name))))
+        return (f"## Watch an adversarial attack being caught and undone\n"
+                f"A tiny, invisible change to an image fools a classifier; the Instance Sparsity Mapping defense "
+                f"(Haque & Kang, 2021) tries to catch and undo it. **{title(name)}**: pick an image, press **Run**. "
+                + adaptive_summary(load_results(results_path(name))))
 
     def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
         handler = handler_for(dataset)
@@ -166,32 +177,38 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                            visible=len(handlers) > 1)
         with gr.Tab("Attack & defend"):
             with gr.Row():
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, min_width=520):
                     gallery = gr.Gallery(value=gallery_items(first), label=gallery_label(first), columns=7, rows=3,
-                                         height=330, allow_preview=False, object_fit="contain")
-                    with gr.Row():
-                        file = gr.File(label=f"…or upload any image (it is centre-cropped and resized to "
-                                             f"{defense.image_size}x{defense.image_size})",
-                                       file_types=["image"], type="filepath", height=110)
-                        seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
+                                         height="auto", allow_preview=False, object_fit="contain", elem_id="examples")
+                    with gr.Accordion("…or upload your own image", open=False):
+                        with gr.Row():
+                            file = gr.File(label=f"any image (it is centre-cropped and resized to "
+                                                 f"{defense.image_size}x{defense.image_size})",
+                                           file_types=["image"], type="filepath", height=110)
+                            seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
                     prep_note = gr.Markdown()
-                with gr.Column(scale=2):
-                    attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack (torchattacks)")
-                    eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
-                    eps_note = gr.Markdown(attack_note("pgd", 8 / 255, 10))
-                    steps = gr.Slider(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
-                    threat = gr.Radio(list(THREATS), value="gray-box", label="threat model")
-                    gr.Markdown(threat_help())
+                with gr.Column(scale=2, min_width=360):
                     with gr.Row():
-                        restarts = gr.Slider(1, 8, value=defense.config.regen_restarts, step=1, label="regeneration restarts")
-                        iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1, label="regeneration iterations")
-                        seed = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
-                    read = gr.Radio(list(READS), value=read_label(defense), label="the classifier reads",
-                                    info="for an input the defense treats as attacked; the default is what this "
-                                         "defense was trained to read")
+                        attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack", min_width=150)
+                        threat = gr.Radio(list(THREATS), value="gray-box", label="the attacker knows", min_width=200,
+                                          info="gray-box: the classifier only; adaptive: the whole defense")
+                    eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon (attack strength)")
+                    eps_note = gr.Markdown(attack_note("pgd", 8 / 255, 10), elem_id="eps-note")
                     with gr.Row():
-                        run = gr.Button("Run", variant="primary")
+                        run = gr.Button("Run", variant="primary", elem_id="run")
                         stop = gr.Button("Stop", variant="stop")
+                    with gr.Accordion("more settings", open=False):
+                        steps = gr.Slider(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
+                        read = gr.Radio(list(READS), value=read_label(defense), label="the classifier reads",
+                                        info="for an input the defense treats as attacked; the default is what "
+                                             "this defense was trained to read")
+                        with gr.Row():
+                            restarts = gr.Slider(1, 8, value=defense.config.regen_restarts, step=1,
+                                                 label="regeneration restarts")
+                            iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1,
+                                                   label="regeneration iterations")
+                        seed = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
+                        gr.Markdown(threat_help())
             verdict = gr.Markdown("*Pick an example and press Run.*", elem_id="verdict")
             with gr.Row(equal_height=True):
                 with gr.Column(min_width=120):
@@ -258,6 +275,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         for control in (eps, attack, steps):
             control.change(attack_settings, [attack, eps, steps], [eps, eps_note], api_name=False,
                            show_progress="hidden")
+        run.click(None, None, None, js="() => setTimeout(() => document.getElementById('verdict')"
+                                       ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300)")
         running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read],
                             outputs,
                             api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
@@ -281,7 +300,7 @@ def main() -> None:
         print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def app_demo():
         defenses["celeba"] = load_defense(CELEBA_WEIGHTS)
     demo = app.build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.CSS)
     yield demo
     demo.close()
 

@@ -37,3 +37,43 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         browser.close()
     assert "caught the attack" in verdict or "missed the attack" in verdict
     assert (shots / "app-run.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_layout_on_common_screens(app_url, tmp_path, width, height):
+    """The image choice and Run fit the first screen, nothing is clipped sideways, every example thumbnail
+    shows whole with its full label, and after Run the results scroll into view with a true story."""
+    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(app_url)
+        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+        run = page.locator("#run").bounding_box()
+        assert run["y"] + run["height"] <= height, f"Run at y = {run['y']:.0f}, below the fold"
+        assert page.evaluate("document.documentElement.scrollWidth") <= width      # no sideways scrolling
+        thumbs = page.locator("#examples .thumbnail-item")
+        assert thumbs.count() == 20
+        box = page.locator("#examples").bounding_box()
+        for i in range(20):
+            t = thumbs.nth(i).bounding_box()
+            assert box["x"] <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 1, f"thumbnail {i} clipped"
+            assert t["y"] + t["height"] <= box["y"] + box["height"] + 1, f"thumbnail {i} hidden"
+        cut = page.evaluate("""() => [...document.querySelectorAll('#examples .caption-label')]
+                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        assert cut == [], f"labels cut: {cut}"
+        assert page.locator("#run").bounding_box()["y"] > page.locator("#examples").bounding_box()["y"]
+        page.screenshot(path=str(shots / f"first-{width}.png"))
+        thumbs.nth(2).click()                                   # an automobile
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        page.locator("#run").click()
+        page.get_by_text("final answer").wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)                             # the smooth scroll to the results
+        verdict = page.locator("#verdict").bounding_box()
+        assert 0 <= verdict["y"] < height, f"results not brought into view (verdict at y = {verdict['y']:.0f})"
+        text = page.locator("#verdict").inner_text()
+        assert "targeted the classifier alone" in text and "true label, automobile" in text
+        assert "the classifier reads" in page.locator("#final-text").inner_text()
+        page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
+        browser.close()

@@ -63,8 +63,9 @@ def test_good_seeds(value, seed):
 def test_regeneration_is_played_back_at_a_steady_pace(tiny_defense, monkeypatch):
     """At most MAX_FRAMES_SHOWN evenly spaced frames, the last included, spread over PLAYBACK_SECONDS of a
     (fake) clock; the final state still holds every iteration and says why regeneration stopped."""
-    import ism.app.ui as ui
     from conftest import ROOT
+
+    import ism.app.ui as ui
 
     clock, sleeps = [0.0], []
     monkeypatch.setattr(ui, "_clock", lambda: clock[0])

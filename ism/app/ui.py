@@ -238,7 +238,7 @@ def curves_intro(defense: Defense) -> str:
             "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
 
-def regeneration_figure(errors: list[float], stop: str):
+def regeneration_figure(errors: list[float], stop: str = ""):
     """The regeneration's error (MSE against the purified image) at each iteration."""
     from matplotlib.figure import Figure
 
@@ -249,7 +249,6 @@ def regeneration_figure(errors: list[float], stop: str):
     ax.set_ylabel("MSE vs purified")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.set_title(stop.removeprefix("Regeneration ").split(" (")[0][:60] or "regeneration", fontsize=8)
     fig.tight_layout()
     return fig
 
