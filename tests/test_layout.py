@@ -75,3 +75,10 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
 def test_train_is_not_imported_by_ism():
     for mod, f in modules():
         assert not any(t == "train" or t.startswith("train.") for t in imports(f)), mod
+
+
+def test_no_pyplot_state_in_the_server():
+    """Figures are matplotlib.figure.Figure objects: pyplot's global figure registry would grow with every
+    page load and run, and is shared between visitors."""
+    files = [f for _, f in modules()] + [ROOT / "app.py"]
+    assert [str(f) for f in files if "matplotlib.pyplot" in set(imports(f))] == []
