@@ -48,7 +48,7 @@ def adaptive_summary(results: dict | None) -> str:
     n = r.get("images", results["clean"]["images"])
     verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
                "Part of that survives an attacker who knows it; read the curves before trusting a gray-box figure.")
-    return (f"Honest note: against an adaptive attacker (PGD-10 through the whole defense, BPDA + EOT) at "
+    return (f"Honest note: against an attacker who knows the whole defense and attacks through it (adaptive) at "
             f"ε = 8/255 this defense keeps {r['defense']:.0%} accuracy"
             + (f", against {gray:.0%} when the attacker ignores it (gray-box)" if gray is not None else "")
             + f" ({n} test images). {verdict}")

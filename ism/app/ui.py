@@ -328,4 +328,13 @@ defense, purification helps a lot. Against an *adaptive* attacker, who different
 ISM and approximates the regeneration loop (BPDA, EOT), purifier defenses are known to lose most
 of that (Athalye et al., 2018). The "adaptive white-box" setting and the robustness curves show by
 how much, next to the baselines MagNet and DDSA.
+
+**Words used here.** *Gray-box*: the attacker knows the classifier's weights but not the defense
+(the paper's setting). *Adaptive white-box*: the attacker knows the whole defense and attacks
+through it. *BPDA* (backward-pass differentiable approximation): the attacker treats a step it
+cannot differentiate, here the regeneration search, as "output = input" when computing gradients.
+*EOT* (expectation over transformation): against a randomised step, the attacker averages
+gradients over several random draws. *ε*: the largest change allowed to any pixel (pixels run from
+0 to 1; 8/255 is the usual "invisible" budget). *CIFAR-10 (JPEG copy)*: the offline copy used here
+re-encodes CIFAR-10 as JPEG, so figures are close to, not identical with, those on the original.
 """
