@@ -141,6 +141,17 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
                 *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
 
+    def scrubber(frames):
+        """After a run: the slider spans every regeneration iteration and shows the last."""
+        n = len(frames or [])
+        if not n:
+            return gr.update(value=0, maximum=1, interactive=False), None
+        return gr.update(value=n - 1, maximum=n - 1, interactive=True), frames[-1][0]
+
+    def scrub_to(i, frames):
+        frames = frames or []
+        return frames[min(int(i), len(frames) - 1)][0] if frames else None
+
     def attack_settings(attack, eps, steps):
         """Epsilon applies to every attack but CW and DeepFool (L2, minimal perturbation): say so."""
         name = ATTACK_LABELS.get(attack, attack)
@@ -242,8 +253,14 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     f_txt = gr.Markdown(elem_id="final-text")
                     f_lab = gr.Label(num_top_classes=3, show_label=False)
             with gr.Row():
-                frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=12,
-                                    height=190, object_fit="contain", scale=3)
+                with gr.Column(scale=3):
+                    frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=12,
+                                        height=190, object_fit="contain")
+                    with gr.Row():
+                        scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the regeneration: iteration",
+                                          interactive=False, elem_id="scrub", scale=3)
+                        scrub_img = gr.Image(label="that iteration", interactive=False, height=130, width=130,
+                                             show_label=True, elem_id="scrub-image", scale=1)
                 r_plot = gr.Plot(label="regeneration: error against iteration", scale=2)
             with gr.Row():
                 notes = gr.Markdown()
@@ -281,6 +298,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                             outputs,
                             api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
         stop.click(None, None, None, cancels=[running], api_name=False)
+        running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
+        scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")
         c_attack.change(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
         demo.load(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
         c_run.click(live_curves, [c_attack, c_n, dataset], c_live, api_name="curves",

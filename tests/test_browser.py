@@ -75,5 +75,13 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         text = page.locator("#verdict").inner_text()
         assert "targeted the classifier alone" in text and "true label, automobile" in text
         assert "the classifier reads" in page.locator("#final-text").inner_text()
+        # the scrubber spans every iteration after the run; moving it shows another frame
+        page.locator("#scrub-image img").wait_for(timeout=30_000)
+        last = page.locator("#scrub-image img").get_attribute("src")
+        box = page.locator("#scrub input[type=number]")
+        assert int(box.get_attribute("max")) >= 1
+        box.fill("0")
+        box.press("Enter")
+        page.wait_for_function(f"() => document.querySelector('#scrub-image img')?.src !== {last!r}", timeout=15_000)
         page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
         browser.close()

@@ -79,25 +79,6 @@ def test_train_all_tiny_then_resume(tmp_path):
     assert len(log) == 3 and robust_config("cifar10").ema > 0
     assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[1]
 
-    # a recipe of several runs (CelebA's four) runs them in order, each continuing the last; --resume skips
-    # the runs already published
-    import train.robust as robust
-
-    stages = [RobustTrainConfig(epochs=0.02, clean_weight=5.0, archive=False),
-              RobustTrainConfig(epochs=0.02, clean_weight=6.0, archive=False)]
-    shipped = robust.ROBUST_RECIPES["cifar10"]
-    robust.ROBUST_RECIPES["cifar10"] = stages
-    try:
-        staged = [a for a in args if a not in ("--epochs", "0.02")]     # no --epochs: the recipe's runs
-        main(["robust", *staged])
-        runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
-        assert [r["train_config"]["clean_weight"] for r in runs][-2:] == [5.0, 6.0]
-        assert "run 1 of 2" in runs[-2]["command"] and "run 2 of 2" in runs[-1]["command"]
-        main(["robust", *staged, "--resume"])
-        assert len(json.loads((out / "ablation" / "robust.json").read_text())["runs"]) == len(runs)
-    finally:
-        robust.ROBUST_RECIPES["cifar10"] = shipped
-
 
 def test_train_all_paper_recipe_tiny(tmp_path):
     """``--recipe paper``: Table 1 classifier (teacher + distilled student), Eq. 3 ISM, no robust stage."""
@@ -151,3 +132,29 @@ def test_bf16_only_where_it_is_fast():
     assert bf16_enabled(None, torch.device("cuda")) is True
     assert bf16_enabled(False, torch.device("cuda")) is False and bf16_enabled(True, cpu) is True
     assert parse_args(["classifier"])[1].bf16 is None and parse_args(["classifier", "--no-bf16"])[1].bf16 is False
+
+
+def test_a_robust_recipe_of_several_runs_runs_them_in_order(tmp_path, monkeypatch):
+    """CelebA's recipe is four `train robust` runs, each continuing the last: they run in order, each
+    with its own checkpoint and recorded command, and --resume skips the runs already published."""
+    import train.robust as robust
+    from train.common import Run, RunConfig
+
+    stages = [RobustTrainConfig(epochs=1, clean_weight=5.0), RobustTrainConfig(epochs=2, clean_weight=6.0)]
+    monkeypatch.setitem(robust.ROBUST_RECIPES, "cifar10", stages)
+    ran = []
+    monkeypatch.setattr(robust, "_train_stage", lambda run, tc: ran.append((tc, run.command, run.ckpt.name)))
+
+    def go(resume):
+        cfg = RunConfig(out=str(tmp_path / "w"), ckpt_dir=str(tmp_path / "c"), limit=40, val_per_class=2, resume=resume)
+        robust.train_robust(Run(cfg, "robust", "python -m train robust"))
+    go(False)
+    assert [tc.clean_weight for tc, _, _ in ran] == [5.0, 6.0]
+    assert [c for _, c, _ in ran] == [f"python -m train robust  # run {k} of 2 (train/robust.py ROBUST_RECIPES)"
+                                      for k in (1, 2)]
+    assert [n for _, _, n in ran] == ["robust-1.pt", "robust-2.pt"]
+    go(True)
+    assert len(ran) == 2                        # both runs had published: nothing runs again
+    (tmp_path / "c" / "cifar10" / "robust-2.done").unlink()
+    go(True)
+    assert len(ran) == 3 and ran[-1][0].clean_weight == 6.0

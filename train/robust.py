@@ -143,6 +143,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
             continue
         composite = _train_stage(run, stage)
         if run.main:
+            done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(run.command + "\n")
     run.ckpt, run.command = base_ckpt, base_command
     return composite if "composite" in locals() else None
