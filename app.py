@@ -311,6 +311,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # not one line per internal request
     serve = ServeConfig.from_env()
     torch.set_num_threads(serve.threads)
     defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
