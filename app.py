@@ -141,6 +141,14 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
                 *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
 
+    def check_settings(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
+        try:
+            handler_for(dataset).check(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts,
+                                       iterations, seed, READS.get(read, read))
+        except UserError as e:
+            log.info("user error (%s): %s", dataset, e)
+            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
+
     def scrubber(frames):
         """After a run: the slider spans every regeneration iteration and shows the last."""
         n = len(frames or [])
@@ -294,9 +302,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                            show_progress="hidden")
         run.click(None, None, None, js="() => setTimeout(() => document.getElementById('verdict')"
                                        ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300)")
-        running = run.click(defend, [file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read],
-                            outputs,
-                            api_name="defend", concurrency_limit=serve.concurrency, concurrency_id="compute")
+        settings = [file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read]
+        # settings are checked first, in an event without outputs: a bad one is one message and leaves the
+        # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
+        checked = run.click(check_settings, settings, None, api_name=False, show_progress="hidden")
+        running = checked.success(defend, settings, outputs, api_name="defend", concurrency_limit=serve.concurrency,
+                                  concurrency_id="compute")
         stop.click(None, None, None, cancels=[running], api_name=False)
         running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
         scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")

@@ -85,3 +85,27 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         page.wait_for_function(f"() => document.querySelector('#scrub-image img')?.src !== {last!r}", timeout=15_000)
         page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
         browser.close()
+
+
+def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
+    """An empty seed: one message naming it; the results of the previous run stay as they were."""
+    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(app_url)
+        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+        page.locator("#examples .thumbnail-item").nth(0).click()
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        page.locator("#run").click()
+        page.get_by_text("final answer").wait_for(timeout=120_000)
+        before = page.locator("#verdict").inner_text()
+        page.get_by_text("more settings").click()
+        page.get_by_label("seed (0 to 4294967295)").fill("")
+        page.locator("#run").click()
+        page.get_by_text("seed must be a whole number").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "bad-seed.png"), full_page=True)
+        assert page.locator("#verdict").inner_text() == before
+        assert page.get_by_text("Error", exact=True).count() <= 1      # the one message; no panel marked "Error"
+        browser.close()

@@ -140,6 +140,17 @@ class DemoHandler:
             raise UserError(str(e)) from e
         return p.tensor, p.note
 
+    def check(self, path, attack, eps, steps, threat, restarts, iterations, seed, read=None):
+        """(image tensor, preparation note, validated DemoRequest), or ``UserError`` with one sentence."""
+        x, note = self.prepare(path)
+        try:
+            req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
+                              restarts=int(restarts), iterations=int(iterations), seed=as_seed(seed),
+                              max_seconds=self.max_seconds, read=read or None).validate()
+        except (TypeError, ValueError, OverflowError) as e:
+            raise UserError(str(e)) from None
+        return x, note, req
+
     def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
             iterations: int, seed: int, read: str | None = None, playback: float = PLAYBACK_SECONDS):
         """Stream ``DemoState``s for one uploaded or example image.
@@ -150,13 +161,7 @@ class DemoHandler:
         saw a flicker). Every iteration stays in the final state's frames. Closing the generator
         (the visitor left or pressed Stop) stops the computation at the next iteration.
         """
-        x, note = self.prepare(path)
-        try:
-            req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
-                              restarts=int(restarts), iterations=int(iterations), seed=as_seed(seed),
-                              max_seconds=self.max_seconds, read=read or None).validate()
-        except (TypeError, ValueError, OverflowError) as e:
-            raise UserError(str(e)) from None
+        x, note, req = self.check(path, attack, eps, steps, threat, restarts, iterations, seed, read)
         label = self.label_of(path)
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
         frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
