@@ -134,6 +134,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
     if tc is not None or run.cfg.overrides or run.cfg.epochs is not None or len(stages) == 1:
         return _train_stage(run, run.configure(tc or stages[0]))
     base_ckpt, base_command = run.ckpt, run.command
+    composite = None                     # stays None when --resume finds every run published
     for k, stage in enumerate(stages, 1):
         run.ckpt = base_ckpt.with_name(f"{base_ckpt.stem}-{k}{base_ckpt.suffix}")
         run.command = f"{base_command}  # run {k} of {len(stages)} (train/robust.py ROBUST_RECIPES)"
@@ -146,7 +147,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(run.command + "\n")
     run.ckpt, run.command = base_ckpt, base_command
-    return composite if "composite" in locals() else None
+    return composite
 
 
 def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:

@@ -211,7 +211,7 @@ def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dic
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
-        "regeneration_plot": regeneration_figure(s.regen_errors, s.regen_stop) if s.done and s.regen_errors else None,
+        "regeneration_plot": regeneration_figure(s.regen_errors) if s.done and s.regen_errors else None,
     }
     assert tuple(values) == OUTPUTS
     return values
@@ -243,7 +243,7 @@ def curves_intro(defense: Defense) -> str:
             "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
 
-def regeneration_figure(errors: list[float], stop: str = ""):
+def regeneration_figure(errors: list[float]):
     """The regeneration's error (MSE against the purified image) at each iteration."""
     from matplotlib.figure import Figure
 
