@@ -6,6 +6,8 @@ one folder or Hub repo id in $ISM_WEIGHTS (with $ISM_REVISION). A dataset select
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 
@@ -14,10 +16,12 @@ import torch
 
 from ism.app.demo import MAX_EPS, MINIMAL, THREATS
 from ism.app.diagram import pipeline_figure
+from ism.app.lesson import STEPS
 from ism.app.live import adaptive_summary, measure_curves
 from ism.app.serve import ServeConfig
 from ism.app.ui import (
     OUTPUTS,
+    CompareHandler,
     DemoHandler,
     UserError,
     attack_note,
@@ -47,6 +51,16 @@ def read_label(defense) -> str:
 log = logging.getLogger("ism-defense")
 # the examples gallery: all 20 thumbnails in three rows of seven at any width (Gradio's grid keeps each
 # column at least 100 px, which clipped the 7th column and hid the third row behind an inner scroll)
+PRIVACY = ("🔒 Your picture is used for your runs only: it is not logged, not shared with other visitors and "
+           "not kept. The server deletes uploaded files and results after 10 minutes (`ISM_DELETE_AFTER`).")
+COMPARE_INTRO = ("**One image, one attack, attacked separately against each defense.** Each row is a defense; "
+                 "each is attacked twice: by a *gray-box* attacker who knows only its classifier, and by an "
+                 "*adaptive white-box* attacker who attacks that defense itself. A defense that holds only against "
+                 "the first is not robust: that is how MagNet and Defense-GAN were broken (Carlini & Wagner 2017, "
+                 "Athalye et al. 2018).")
+LESSON_INTRO = ("**A lesson in four clicks** (about a minute in class). Press the steps in order; each runs live on "
+                "the same example and says what to look for. The sentence under each result is computed from "
+                "what actually happened.")
 CSS = """
 #examples .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
                             grid-template-rows: none !important; grid-auto-rows: auto !important; }
@@ -70,6 +84,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     if not isinstance(defenses, dict):
         defenses = {defenses.config.dataset: defenses}
     handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds) for name, d in defenses.items()}
+    comparers = {name: CompareHandler(h) for name, h in handlers.items()}
     first = next(iter(handlers))
 
     def handler_for(dataset) -> DemoHandler:
@@ -116,6 +131,34 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
                            "may work.", title="Server error", print_exception=False) from None
 
+    @contextlib.contextmanager
+    def one_message(dataset):
+        """A visitor's mistake is one sentence (no traceback in the log); a real bug is logged in full
+        and the page gets a sentence."""
+        try:
+            yield
+        except (UserError, gr.Error) as e:
+            if isinstance(e, gr.Error):
+                raise
+            log.info("user error (%s): %s", dataset, e)
+            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
+        except Exception as e:
+            log.exception("run failed (%s)", dataset)
+            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
+                           "may work.", title="Server error", print_exception=False) from None
+
+    def compare_defenses(file, attack, eps, steps, seed, dataset=first):
+        with one_message(dataset):
+            handler_for(dataset)
+            result = comparers[dataset].run(file, ATTACK_LABELS.get(attack, attack), eps, steps, seed)
+            return result.summary, result.figure, result.table, result.api()
+
+    def lesson_step(index, dataset=first):
+        with one_message(dataset):
+            handler_for(dataset)
+            result, text = comparers[dataset].lesson(index)
+            return text, result.summary, result.figure, result.table
+
     def preview(file, dataset):
         if not file:
             return None, ""
@@ -126,6 +169,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             return None, f"❌ {e}"
         return to_display(x), ("ℹ️ " + note if note else "ready")
 
+    def upload_label(dataset):
+        d = handler_for(dataset).defense
+        crop = "the face is " if dataset == "celeba" else ""
+        return (f"your image ({crop}centre-cropped to a square and resized to {d.image_size}x{d.image_size}, "
+                "as the training images were)")
+
     def gallery_label(dataset):
         return f"Examples (click one): {example_rule(dataset)}"
 
@@ -135,9 +184,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     def switch(dataset):
         """Everything that depends on the data set: examples, defaults, texts, figures."""
         d = handler_for(dataset).defense
-        upload = f"…or upload any image (it is centre-cropped and resized to {d.image_size}x{d.image_size})"
         return (header(dataset), gr.update(value=gallery_items(dataset), label=gallery_label(dataset)),
-                gr.update(value=None, label=upload), None, "",
+                gr.update(value=None, label=upload_label(dataset)), None, "",
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
                 *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
 
@@ -190,7 +238,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                                    f"({len({e.label for e in ex})} classes)")
 
     defense = handlers[first].defense
-    with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone") as demo:
+    with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone",
+                   delete_cache=(serve.delete_after, serve.delete_after)) as demo:
         head = gr.Markdown(header(first))
         dataset = gr.Radio([(title(n), n) for n in handlers], value=first, label="dataset",
                            visible=len(handlers) > 1)
@@ -199,12 +248,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(scale=3, min_width=520):
                     gallery = gr.Gallery(value=gallery_items(first), label=gallery_label(first), columns=7, rows=3,
                                          height="auto", allow_preview=False, object_fit="contain", elem_id="examples")
-                    with gr.Accordion("…or upload your own image", open=False):
+                    with gr.Accordion("…or your own image: upload, webcam or paste", open=False):
                         with gr.Row():
-                            file = gr.File(label=f"any image (it is centre-cropped and resized to "
-                                                 f"{defense.image_size}x{defense.image_size})",
-                                           file_types=["image"], type="filepath", height=110)
+                            file = gr.Image(label=upload_label(first), sources=["upload", "webcam", "clipboard"],
+                                            type="filepath", format="png", height=150, elem_id="own-image")
                             seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
+                        gr.Markdown(PRIVACY)
                     prep_note = gr.Markdown()
                 with gr.Column(scale=2, min_width=360):
                     with gr.Row():
@@ -274,6 +323,39 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 notes = gr.Markdown()
                 warnings = gr.Markdown()
                 timings = gr.Markdown()
+            with gr.Accordion("this run as one picture, for slides (download)", open=False):
+                picture = gr.Image(show_label=False, interactive=False, format="png", buttons=["download"],
+                                   elem_id="picture")
+        with gr.Tab("Compare defenses"):
+            gr.Markdown(COMPARE_INTRO)
+            with gr.Row():
+                with gr.Column(scale=3, min_width=420):
+                    cmp_gallery = gr.Gallery(value=gallery_items(first), label="pick an image", columns=10, rows=2,
+                                             height="auto", allow_preview=False, object_fit="contain",
+                                             elem_id="cmp-examples")
+                with gr.Column(scale=2, min_width=360):
+                    with gr.Row():
+                        cmp_file = gr.Image(label="the image (upload, webcam or paste one too)", type="filepath",
+                                            sources=["upload", "webcam", "clipboard"], format="png", height=150)
+                        with gr.Column():
+                            cmp_attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack")
+                            cmp_eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
+                    with gr.Row():
+                        cmp_steps = gr.Slider(1, 50, value=10, step=1, label="attack steps")
+                        cmp_seed = gr.Number(value=0, precision=0, label="seed")
+                    cmp_run = gr.Button("Compare", variant="primary", elem_id="compare")
+            cmp_summary = gr.Markdown(elem_id="compare-summary")
+            cmp_plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot")
+            cmp_table = gr.Markdown()
+            cmp_json = gr.JSON(visible=False)
+        with gr.Tab("Lesson"):
+            gr.Markdown(LESSON_INTRO)
+            with gr.Row():
+                lesson_buttons = [gr.Button(step.title, elem_id=f"lesson-{i + 1}") for i, step in enumerate(STEPS)]
+            l_text = gr.Markdown(elem_id="lesson-text")
+            l_summary = gr.Markdown(elem_id="lesson-summary")
+            l_plot = gr.Plot(label="this step, live")
+            l_table = gr.Markdown()
         with gr.Tab("Robustness curves"):
             c_intro = gr.Markdown(curves_intro(defense))
             c_attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
@@ -291,12 +373,15 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                       "adversarial": a_img, "adversarial_top3": a_lab, "detector_verdict": d_lab, "detector_text": d_txt,
                       "purified": u_img, "purified_top3": u_lab, "regenerated": r_img, "regenerated_text": r_txt,
                       "frames": frames, "final": f_img, "final_top3": f_lab, "verdict": verdict, "notes": notes,
-                      "warnings": warnings, "timings": timings, "final_text": f_txt, "regeneration_plot": r_plot}
+                      "warnings": warnings, "timings": timings, "final_text": f_txt, "regeneration_plot": r_plot,
+                      "picture": picture}
         outputs = [components[k] for k in OUTPUTS]   # KeyError here if the two ever disagree
         gallery.select(pick_example, dataset, file, api_name=False)
         file.change(preview, [file, dataset], [seen, prep_note], api_name=False)
         dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,
-                                         c_plot, c_note, c_intro, c_live, read], api_name=False)
+                                         c_plot, c_note, c_intro, c_live, read], api_name=False).then(
+            lambda d: (gr.update(value=gallery_items(d)), None, "", None, ""), dataset,
+            [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table], api_name=False)
         for control in (eps, attack, steps):
             control.change(attack_settings, [attack, eps, steps], [eps, eps_note], api_name=False,
                            show_progress="hidden")
@@ -311,6 +396,13 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         stop.click(None, None, None, cancels=[running], api_name=False)
         running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
         scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")
+        cmp_gallery.select(pick_example, dataset, cmp_file, api_name=False)
+        cmp_run.click(compare_defenses, [cmp_file, cmp_attack, cmp_eps, cmp_steps, cmp_seed, dataset],
+                      [cmp_summary, cmp_plot, cmp_table, cmp_json], api_name="compare",
+                      concurrency_limit=serve.concurrency, concurrency_id="compute")
+        for i, b in enumerate(lesson_buttons):
+            b.click(functools.partial(lesson_step, i), dataset, [l_text, l_summary, l_plot, l_table],
+                    api_name=f"lesson_{i + 1}", concurrency_limit=serve.concurrency, concurrency_id="compute")
         c_attack.change(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
         demo.load(saved_curves, [c_attack, dataset], [c_plot, c_note], api_name=False)
         c_run.click(live_curves, [c_attack, c_n, dataset], c_live, api_name="curves",

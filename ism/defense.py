@@ -198,12 +198,33 @@ class Defense(InferenceOnly):
         return self.predict(x)
 
 
+def bundled_weights(name: str) -> Path | None:
+    """The shipped defense ``name`` (``cifar10``, ``celeba``, ...): the repository's ``weights/`` beside
+    this package, or the copy ``pip install .`` puts in site-packages (``ism_weights``)."""
+    import importlib.util
+
+    candidates = [Path(__file__).resolve().parents[1] / "weights"]
+    spec = importlib.util.find_spec("ism_weights")       # a namespace package: data only, no __init__.py
+    if spec is not None:
+        candidates += [Path(p) for p in spec.submodule_search_locations or ()]
+    for base in candidates:
+        if (base / name / "defense.json").is_file():
+            return base / name
+    return None
+
+
 def resolve_weights(path_or_repo: str | Path, revision: str | None) -> Path:
+    """A folder as given; else a shipped defense by name (``"celeba"`` or ``"weights/celeba"`` from any
+    directory); else a Hub repo id, downloaded."""
     from ism.hub import WeightsError
 
     p = Path(path_or_repo)
     if p.is_dir():
         return p
+    if not p.is_absolute() and len(p.parts) <= 2 and p.parts[:-1] in ((), ("weights",)):
+        shipped = bundled_weights(p.name)
+        if shipped is not None:
+            return shipped
     if p.exists() or str(path_or_repo).startswith((".", "/")) or str(path_or_repo).count("/") != 1:
         raise WeightsError(f"{path_or_repo}: not a weights folder and not a Hub repo id (owner/name)")
     from huggingface_hub import snapshot_download

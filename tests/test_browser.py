@@ -32,6 +32,8 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         page.get_by_text("final answer").wait_for(timeout=120_000)
         page.locator("#regen-live img").first.wait_for(timeout=30_000)
         assert page.locator("#regen-live img").count() >= 1
+        page.get_by_text("this run as one picture, for slides").click()     # the download for slides
+        page.locator("#picture img").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "app-run.png"), full_page=True)
         verdict = page.locator("#verdict").inner_text()
         browser.close()
@@ -108,4 +110,34 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         page.screenshot(path=str(shots / "bad-seed.png"), full_page=True)
         assert page.locator("#verdict").inner_text() == before
         assert page.get_by_text("Error", exact=True).count() <= 1      # the one message; no panel marked "Error"
+        browser.close()
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768)])
+def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
+    """The Compare tab runs one image against every defense; a lesson step runs with one click; the
+    run's picture for slides is there; nothing is clipped sideways."""
+    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(app_url)
+        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Compare defenses").click()
+        page.locator("#cmp-examples .thumbnail-item").nth(6).click()       # a cat
+        page.locator("#compare").click()
+        page.get_by_text("The true answer is").wait_for(timeout=120_000)
+        assert "kept it" in page.locator("#compare-summary").inner_text()
+        page.locator("#compare-plot img, #compare-plot svg, #compare-plot canvas").first.wait_for(timeout=30_000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=str(shots / f"compare-{width}.png"), full_page=True)
+        page.get_by_role("tab", name="Lesson").click()
+        page.locator("#lesson-1").click()
+        page.get_by_text("The true answer is").first.wait_for(timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('kept it')",
+                               timeout=120_000)
+        assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
         browser.close()

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(f"""
     from ism import load_defense
     from ism.app.ui import DemoHandler
 
-    h = DemoHandler(load_defense({str(WEIGHTS)!r}))
+    h = DemoHandler(load_defense({str(WEIGHTS)!r}), playback=0)   # (pacing is tested in test_demo.py)
     digest = hashlib.sha256()
     for attack, eps, steps, threat in [("pgd", 8 / 255, 10, "gray-box"), ("pgd", 0.1, 5, "adaptive white-box"),
                                        ("square", 0.1, 2, "gray-box")]:

@@ -13,9 +13,9 @@ LAYERS = [
     ("attacks", ["ism.attacks"]),
     ("eval", ["ism.eval"]),
     ("app", ["ism.app"]),
-    ("entry points", ["ism.evaluate", "ism.gallery", "ism"]),
+    ("entry points", ["ism.evaluate", "ism.gallery", "ism.publish", "ism"]),
 ]
-COMMANDS = {"ism.eval.command", "ism.eval.gallery", "ism.evaluate", "ism.gallery"}   # have a main(); never imported
+COMMANDS = {"ism.eval.command", "ism.eval.gallery", "ism.evaluate", "ism.gallery", "ism.publish"}   # have a main(); never imported
 ENTRY_POINTS = {"ism.evaluate": "ism.eval.command", "ism.gallery": "ism.eval.gallery"}
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ism.data.subsets import evenly_spaced
 from ism.folders import base_classifier_folder
 from ism.models.baselines import DDSA, DDSAConfig, MagNet, MagNetAutoencoder, MagNetConfig, Purified
 
@@ -110,7 +109,7 @@ def calibrate_magnet(run: Run, magnet: MagNet) -> None:
 
 @torch.no_grad()
 def measure(run: Run, defense, clf, folder) -> dict:
-    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
+    sub = run.measure_set(2000)
     pool = build_pool(run, clf, sub, "test-sample", folder=folder)
     ok = {"clean": 0, "attacked": 0, "rejected_clean": 0, "rejected_attacked": 0}
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):

@@ -196,7 +196,7 @@ def measure_classifier(run: Run, model: Classifier, tc: ClassifierTrainConfig) -
     from ism.attacks.standard import make_attack
 
     metrics = {"clean accuracy (test)": round(accuracy(model, run, run.test), 4)}
-    sub = run.test.subset(evenly_spaced(len(run.test), 1000))   # every class
+    sub = run.measure_set(1000)   # every class
     for name, eps in (("fgsm", 8 / 255), ("pgd", 8 / 255), ("fgsm", 0.3), ("pgd", 0.3)):
         atk = make_attack(name, model, eps)
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ism import distributed
 from ism.data.datasets import Split, dataset_info, load_split, train_val_split
-from ism.data.subsets import spread
+from ism.data.subsets import evenly_spaced, spread
 
 
 @dataclass
@@ -39,7 +39,8 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 256
     epochs: float | None = None           # None: the component's default
-    limit: int | None = None              # use only the first N training/test images (smoke tests)
+    limit: int | None = None              # use only the first N training/test images (smoke tests; the
+                                          # model cards' test metrics then use SMOKE_MEASURE images)
     val_per_class: int = 500              # held out of train for calibration and model choice
     ckpt_dir: str = ".cache/ckpt"
     resume: bool = False
@@ -48,6 +49,9 @@ class RunConfig:
                                           # bf16; without it, e.g. AVX2 only, bf16 convolutions run 5x slower)
     threads: int | None = None
     overrides: tuple[str, ...] = ()       # FIELD=VALUE for the component's train config (--set)
+
+
+SMOKE_MEASURE = 16
 
 
 def bf16_enabled(flag: bool | None, device: torch.device) -> bool:
@@ -111,6 +115,12 @@ class Run:
 
     def epochs(self, default: float) -> float:
         return self.cfg.epochs if self.cfg.epochs is not None else default
+
+    def measure_set(self, n: int) -> Split:
+        """``n`` test images spread over every class, for a model card's metrics (``SMOKE_MEASURE`` in a
+        ``--limit`` smoke run, where the figures are not results and attacks on the full number dominate)."""
+        n = min(n, SMOKE_MEASURE) if self.cfg.limit else n
+        return self.test.subset(evenly_spaced(len(self.test), n))
 
     def batches(self, split: Split, shuffle: bool, batch_size: int | None = None, seed: int = 0):
         """Yield (float images in [0,1], labels) on the device."""

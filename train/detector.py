@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ism.data.subsets import evenly_spaced
 from ism.eval.metrics import auroc
 from ism.models.detector import DetectorConfig, PerturbationDetector
 from ism.models.ism_net import ISMNetwork
@@ -97,7 +96,7 @@ def scores(run: Run, model, ism, images: torch.Tensor, batch_size: int = 500) ->
 
 @torch.no_grad()
 def measure_detector(run: Run, model, ism, clf) -> dict:
-    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
+    sub = run.measure_set(2000)
     pool = build_pool(run, clf, sub, "test-sample")
     p_clean = scores(run, model, ism, sub.float())
     p_adv = scores(run, model, ism, pool.adv)

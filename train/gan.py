@@ -123,7 +123,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
 
 @torch.no_grad()
 def measure_gan(run: Run, G, D, ism, clf) -> dict:
-    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
+    sub = run.measure_set(2000)
     pool = build_pool(run, clf, sub, "test-sample")
     d_clean, d_adv, ps, acc = [], [], 0.0, 0
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from ism.data.subsets import evenly_spaced
 from ism.eval.metrics import psnr
 from ism.models.ism_net import ISMConfig, ISMNetwork
 
@@ -111,7 +110,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
 @torch.no_grad()
 def measure_ism(run: Run, model: ISMNetwork, clf) -> dict:
     """PSNR and classifier accuracy on ISM outputs, on a held-out attacked pool of the test set."""
-    sub = run.test.subset(evenly_spaced(len(run.test), 2000))
+    sub = run.measure_set(2000)
     pool = build_pool(run, clf, sub, "test-sample")
     s = {k: 0.0 for k in ("psnr_clean", "psnr_adv", "acc_clean", "acc_ism_clean", "acc_adv", "acc_ism_adv")}
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):

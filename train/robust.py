@@ -270,7 +270,7 @@ def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dic
     from ism.eval.metrics import psnr
 
     composite = nn.Sequential(ism, clf).eval()
-    sub = run.test.subset(evenly_spaced(len(run.test), 1000))
+    sub = run.measure_set(1000)
     with torch.no_grad():
         x = run.to(sub.float(torch.arange(len(sub))))
         p = psnr(ism(x), x).mean().item()

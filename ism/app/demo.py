@@ -115,6 +115,21 @@ def _input_gradient_is_zero(defense: Defense, x: torch.Tensor, label: torch.Tens
     return bool(g.abs().max() == 0)
 
 
+def attack_image(defense: Defense, x: torch.Tensor, y: torch.Tensor, req: DemoRequest) -> torch.Tensor:
+    """``x`` attacked as ``req`` says: gray-box against the classifier alone, adaptive white-box against
+    the whole defense (PGD: BPDA + EOT; the others through ``AdaptiveTarget``). Seeded, in [0, 1]."""
+    with seeded(req.seed):
+        if req.eps == 0 and req.attack not in MINIMAL:
+            x_adv = x.clone()
+        elif req.threat == "gray-box":
+            x_adv = make_attack(req.attack, defense.classifier, req.eps, req.steps, seed=req.seed)(x, y)
+        elif req.attack == "pgd":
+            x_adv = make_adaptive_attack(defense, req.eps, req.steps, eot_iter=2, seed=req.seed)(x, y)
+        else:
+            x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, req.steps, seed=req.seed)(x, y)
+    return x_adv.detach().clamp(0, 1)
+
+
 def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: DemoRequest):
     """Yield ``DemoState``s for one image ``x`` (1, C, H, W) in [0, 1].
 
@@ -133,16 +148,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # attack
     t = time.perf_counter()
-    with seeded(req.seed):
-        if req.eps == 0 and req.attack not in ("cw", "deepfool"):
-            x_adv = x.clone()
-        elif req.threat == "gray-box":
-            x_adv = make_attack(req.attack, defense.classifier, req.eps, req.steps, seed=req.seed)(x, y)
-        elif req.attack == "pgd":
-            x_adv = make_adaptive_attack(defense, req.eps, req.steps, eot_iter=2, seed=req.seed)(x, y)
-        else:
-            x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, req.steps, seed=req.seed)(x, y)
-    x_adv = x_adv.detach().clamp(0, 1)
+    x_adv = attack_image(defense, x, y, req)
     dt = time.perf_counter() - t
     delta = x_adv - x
     linf, l2 = float(delta.abs().max()), float(delta.flatten().norm())

@@ -18,6 +18,8 @@ class ServeConfig:
     queue_size: int = 64          # ISM_QUEUE_SIZE: visitors waiting beyond this get "queue full"
     max_seconds: float = 60.0     # ISM_MAX_SECONDS: a run stops regenerating after this and reports so
     curves_concurrency: int = 1   # ISM_CURVES_CONCURRENCY: live robustness-curve measurements at once
+    delete_after: int = 600       # ISM_DELETE_AFTER: seconds before uploads and results are deleted (checked
+                                  # as often): nothing a visitor sends is kept longer
 
     @classmethod
     def from_env(cls, env=None) -> "ServeConfig":

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
+from ism.app.picture import run_picture
 from ism.app.serve import ActiveRuns
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image
@@ -30,7 +31,7 @@ _sleep, _clock = time.sleep, time.perf_counter   # (tests replace them with a fa
 OUTPUTS = ("original", "original_top3", "perturbation", "perturbation_text", "adversarial", "adversarial_top3",
            "detector_verdict", "detector_text", "purified", "purified_top3", "regenerated", "regenerated_text",
            "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings", "final_text",
-           "regeneration_plot")
+           "regeneration_plot", "picture")
 
 
 def output(result, name: str):
@@ -97,7 +98,13 @@ def startup_report(defenses: dict[str, Defense]) -> list[str]:
 
 
 def _digest(path: str) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    """Of the decoded pixels, not the file: the app's image box re-saves what it is given (an example
+    picked from the gallery arrives as another PNG file with the same pixels)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    return hashlib.sha1(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
 
 
 def as_seed(value) -> int:
@@ -120,8 +127,9 @@ def as_seed(value) -> int:
 class DemoHandler:
     """Holds the loaded defense; one instance serves every visitor (no per-visitor state)."""
 
-    def __init__(self, defense: Defense, dataset: str = "cifar10", max_seconds: float | None = None):
-        self.defense, self.max_seconds = defense, max_seconds
+    def __init__(self, defense: Defense, dataset: str = "cifar10", max_seconds: float | None = None,
+                 playback: float = PLAYBACK_SECONDS):
+        self.defense, self.max_seconds, self.playback = defense, max_seconds, playback
         self.active = ActiveRuns()   # runs in progress; a cancelled run leaves it at once
         self.examples = examples(defense, dataset)
         self._labels = {_digest(e.path): e.label for e in self.examples}
@@ -130,7 +138,7 @@ class DemoHandler:
         """True label if the image is one of the shipped examples (by content), else None."""
         try:
             return self._labels.get(_digest(path)) if path else None
-        except OSError:
+        except (OSError, ValueError):
             return None
 
     def prepare(self, path) -> tuple[torch.Tensor, str]:
@@ -152,7 +160,7 @@ class DemoHandler:
         return x, note, req
 
     def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
-            iterations: int, seed: int, read: str | None = None, playback: float = PLAYBACK_SECONDS):
+            iterations: int, seed: int, read: str | None = None, playback: float | None = None):
         """Stream ``DemoState``s for one uploaded or example image.
 
         Regeneration is played back so a viewer can watch it converge: at most ``MAX_FRAMES_SHOWN``
@@ -162,6 +170,7 @@ class DemoHandler:
         (the visitor left or pressed Stop) stops the computation at the next iteration.
         """
         x, note, req = self.check(path, attack, eps, steps, threat, restarts, iterations, seed, read)
+        playback = self.playback if playback is None else playback
         label = self.label_of(path)
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
         frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
@@ -182,6 +191,60 @@ class DemoHandler:
                     yield state, note, label
         finally:
             self.active.record(finished)
+
+
+@dataclass
+class Comparison:
+    rows: list           # compare.Row
+    figure: object       # matplotlib Figure
+    table: str
+    summary: str
+
+    def api(self) -> list[dict]:
+        return [r.public() for r in self.rows]
+
+
+class CompareHandler:
+    """Compare defenses (and the guided lesson) for one data set: the same checks as the demo."""
+
+    def __init__(self, demo: DemoHandler, weights_dir: str | Path | None = None):
+        from ism.app.compare import contenders
+
+        self.demo = demo
+        self.rivals = contenders(demo.defense, weights_dir)
+
+    def run(self, path, attack: str, eps: float, steps: int, seed, rivals=None, threats=None) -> Comparison:
+        from ism.app.compare import compare, figure, summary, table
+
+        x, note, req = self.demo.check(path, attack, eps, steps, "gray-box", 1, 0, seed)
+        label = self.demo.label_of(path)
+        d = self.demo.defense
+        truth = d.classes[label] if label is not None else None
+        if label is None:             # not a labelled example: the hardened classifier's reading is the reference
+            with torch.no_grad():
+                label = int(d.classifier(x).argmax(1)[0])
+        with self.demo.active:
+            rows = compare(rivals or self.rivals, x, label, d.classes, req, threats or tuple(THREATS))
+        said = summary(rows, truth or d.classes[label])
+        if truth is None:
+            said = ("Not a labelled example: the reference answer is the hardened classifier's reading of the "
+                    "clean image. " + said)
+        from ism.data.images import to_display
+
+        return Comparison(rows, figure(rows, to_display(x), truth or d.classes[label]), table(rows), said)
+
+    def lesson(self, index: int) -> tuple[Comparison, str]:
+        """(result, the step's text) for lesson step ``index`` (0-based) on its preset example."""
+        from ism.app.lesson import EXAMPLES, STEPS, rivals_for, stand_in_note
+
+        if not 0 <= int(index) < len(STEPS):
+            raise UserError(f"the lesson has steps 1 to {len(STEPS)}")
+        step = STEPS[int(index)]
+        name = EXAMPLES.get(self.demo.defense.config.dataset)
+        example = next((e for e in self.demo.examples if Path(e.path).stem == name), None) or self.demo.examples[0]
+        result = self.run(example.path, step.attack, step.eps, step.steps, 0, rivals_for(step, self.rivals),
+                          step.threats)
+        return result, f"### {step.title}\n{step.explain}{stand_in_note(step, self.rivals)}"
 
 
 def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dict:
@@ -212,6 +275,8 @@ def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dic
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
         "regeneration_plot": regeneration_figure(s.regen_errors) if s.done and s.regen_errors else None,
+        "picture": run_picture(s, s.adversarial.caption.split(":")[0] + f", L∞ {s.linf * 255:.1f}/255")
+        if s.done else None,
     }
     assert tuple(values) == OUTPUTS
     return values

@@ -27,20 +27,7 @@ from ism.defense import load_defense, resolve_weights
 from ism.eval.evaluation import SECTIONS, EvalConfig, evaluate
 from ism.eval.report import markdown, write_figures
 from ism.eval.sanity import sanity_checks, warnings_text
-from ism.folders import base_classifier_folder
-from ism.models.baselines import DDSA, MagNet, MagNetAutoencoder, Purified
-from ism.models.classifier import Classifier
-
-
-def load_baselines(root: Path, device) -> dict:
-    """The raw-image classifier and, where their weights exist, MagNet and DDSA around it."""
-    base = Classifier.from_pretrained(str(base_classifier_folder(root))).to(device).eval()
-    out = {"base": base, "magnet": None, "ddsa": None}
-    if (root / "baselines/magnet/model.safetensors").exists():
-        out["magnet"] = MagNet(MagNetAutoencoder.from_pretrained(str(root / "baselines/magnet")).to(device), base)
-    if (root / "baselines/ddsa/model.safetensors").exists():
-        out["ddsa"] = Purified(DDSA.from_pretrained(str(root / "baselines/ddsa")).to(device), base)
-    return out
+from ism.models.baselines import load_baselines
 
 
 def main(argv=None) -> dict:

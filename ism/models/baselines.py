@@ -20,6 +20,7 @@ Both take (N, C, H, W) floats in [0, 1] and return images of the same shape and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -147,3 +148,19 @@ class DDSA(HubModule):
         """KL(rho || rho_hat) averaged over code channels, rho_hat = mean activation per channel."""
         rho, rh = self.config.rho, code.float().mean((0, 2, 3)).clamp(1e-6, 1 - 1e-6)
         return (rho * (rho / rh).log() + (1 - rho) * ((1 - rho) / (1 - rh)).log()).mean()
+
+
+def load_baselines(root: str | Path, device="cpu") -> dict:
+    """The raw-image classifier (``base``) of the defense in ``root`` and, where their weights exist,
+    MagNet and DDSA around it (else None)."""
+    from ism.folders import base_classifier_folder
+    from ism.models.classifier import Classifier
+
+    root = Path(root)
+    base = Classifier.from_pretrained(str(base_classifier_folder(root))).to(device).eval()
+    out = {"base": base, "magnet": None, "ddsa": None}
+    if (root / "baselines/magnet/model.safetensors").exists():
+        out["magnet"] = MagNet(MagNetAutoencoder.from_pretrained(str(root / "baselines/magnet")).to(device), base)
+    if (root / "baselines/ddsa/model.safetensors").exists():
+        out["ddsa"] = Purified(DDSA.from_pretrained(str(root / "baselines/ddsa")).to(device), base)
+    return out

@@ -1,0 +1,89 @@
+"""What a Space pays at start: seconds from `python app.py` to the page answering, and the server's
+memory then and after a first run of each kind (demo, compare).
+
+    python benchmarks/startup.py [--repeats 3]      # -> benchmarks/results/startup.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_start(first_runs: bool) -> dict:
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("app.py exited during start-up")
+                time.sleep(0.1)
+        out = {"seconds_to_page": time.perf_counter() - t0, "rss_mib_at_start": rss_mib(proc.pid)}
+        if first_runs:
+            from gradio_client import Client, handle_file
+
+            c = Client(url, verbose=False)
+            cat = handle_file(str(ROOT / "examples/cifar10/cat_0.png"))
+            t = time.perf_counter()
+            c.predict(cat, "PGD", 8 / 255, 10, "gray-box", 4, 30, 0, "cifar10", api_name="/defend")
+            out["first_defend_seconds"] = time.perf_counter() - t
+            out["rss_mib_after_defend"] = rss_mib(proc.pid)
+            t = time.perf_counter()
+            c.predict(cat, "PGD", 8 / 255, 10, 0, "cifar10", api_name="/compare")
+            out["first_compare_seconds"] = time.perf_counter() - t
+            out["rss_mib_after_compare"] = rss_mib(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/startup.json"))
+    a = p.parse_args(argv)
+    starts = [one_start(first_runs=(i == 0)) for i in range(a.repeats)]
+    result = {"command": "python benchmarks/startup.py " + " ".join(argv or sys.argv[1:]),
+              "cores": os.cpu_count(), "starts": starts,
+              "seconds_to_page_median": statistics.median(s["seconds_to_page"] for s in starts),
+              "rss_mib_at_start_median": statistics.median(s["rss_mib_at_start"] for s in starts)}
+    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
