@@ -62,12 +62,13 @@ LESSON_INTRO = ("**A lesson in four clicks** (about a minute in class). Press th
                 "the same example and says what to look for. The sentence under each result is computed from "
                 "what actually happened.")
 CSS = """
-#examples .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
-                            grid-template-rows: none !important; grid-auto-rows: auto !important; }
-#examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
-#examples .thumbnail-item { aspect-ratio: 1 / 1 !important; }
-#examples .fixed-height { min-height: 0 !important; }
-#examples .caption-label { max-width: 100% !important; }
+#examples .grid-container, #cmp-examples .grid-container {
+    grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+    grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#examples .grid-wrap, #cmp-examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
+#examples .thumbnail-item, #cmp-examples .thumbnail-item { aspect-ratio: 1 / 1 !important; }
+#examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
+#examples .caption-label, #cmp-examples .caption-label { max-width: 100% !important; }
 """
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
@@ -172,8 +173,10 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     def upload_label(dataset):
         d = handler_for(dataset).defense
         crop = "the face is " if dataset == "celeba" else ""
-        return (f"your image ({crop}centre-cropped to a square and resized to {d.image_size}x{d.image_size}, "
-                "as the training images were)")
+        return f"upload ({crop}centre-cropped, resized to {d.image_size}x{d.image_size} as in training)"
+
+    def use_photo(path):
+        return path if path else gr.skip()
 
     def gallery_label(dataset):
         return f"Examples (click one): {example_rule(dataset)}"
@@ -248,10 +251,13 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(scale=3, min_width=520):
                     gallery = gr.Gallery(value=gallery_items(first), label=gallery_label(first), columns=7, rows=3,
                                          height="auto", allow_preview=False, object_fit="contain", elem_id="examples")
-                    with gr.Accordion("…or your own image: upload, webcam or paste", open=False):
+                    with gr.Accordion("…or your own image: upload a file, take a webcam photo or paste one",
+                                      open=False):
                         with gr.Row():
-                            file = gr.Image(label=upload_label(first), sources=["upload", "webcam", "clipboard"],
-                                            type="filepath", format="png", height=150, elem_id="own-image")
+                            file = gr.File(label=upload_label(first), file_types=["image"], type="filepath",
+                                           height=150, elem_id="own-image")
+                            camera = gr.Image(label="webcam photo, or paste (Ctrl+V)", sources=["webcam", "clipboard"],
+                                              type="filepath", format="png", height=150, elem_id="camera")
                             seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
                         gr.Markdown(PRIVACY)
                     prep_note = gr.Markdown()
@@ -330,13 +336,15 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             gr.Markdown(COMPARE_INTRO)
             with gr.Row():
                 with gr.Column(scale=3, min_width=420):
-                    cmp_gallery = gr.Gallery(value=gallery_items(first), label="pick an image", columns=10, rows=2,
+                    cmp_gallery = gr.Gallery(value=gallery_items(first), label="pick an image", columns=7, rows=3,
                                              height="auto", allow_preview=False, object_fit="contain",
                                              elem_id="cmp-examples")
                 with gr.Column(scale=2, min_width=360):
                     with gr.Row():
-                        cmp_file = gr.Image(label="the image (upload, webcam or paste one too)", type="filepath",
-                                            sources=["upload", "webcam", "clipboard"], format="png", height=150)
+                        with gr.Column(min_width=160):
+                            cmp_file = gr.File(label="…or upload an image", file_types=["image"], type="filepath",
+                                               height=90)
+                            cmp_seen = gr.Image(label="the image", interactive=False, height=110, width=110)
                         with gr.Column():
                             cmp_attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack")
                             cmp_eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
@@ -344,6 +352,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                         cmp_steps = gr.Slider(1, 50, value=10, step=1, label="attack steps")
                         cmp_seed = gr.Number(value=0, precision=0, label="seed")
                     cmp_run = gr.Button("Compare", variant="primary", elem_id="compare")
+            cmp_note = gr.Markdown(elem_id="compare-note")
             cmp_summary = gr.Markdown(elem_id="compare-summary")
             cmp_plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot")
             cmp_table = gr.Markdown()
@@ -381,7 +390,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,
                                          c_plot, c_note, c_intro, c_live, read], api_name=False).then(
             lambda d: (gr.update(value=gallery_items(d)), None, "", None, ""), dataset,
-            [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table], api_name=False)
+            [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table], api_name=False).then(
+            lambda: None, None, camera, api_name=False)
         for control in (eps, attack, steps):
             control.change(attack_settings, [attack, eps, steps], [eps, eps_note], api_name=False,
                            show_progress="hidden")
@@ -396,7 +406,10 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         stop.click(None, None, None, cancels=[running], api_name=False)
         running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
         scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")
+        # a webcam or clipboard photo becomes the run's input exactly as an uploaded file does
+        camera.change(use_photo, camera, file, api_name="use_photo", show_progress="hidden")
         cmp_gallery.select(pick_example, dataset, cmp_file, api_name=False)
+        cmp_file.change(preview, [cmp_file, dataset], [cmp_seen, cmp_note], api_name=False)
         cmp_run.click(compare_defenses, [cmp_file, cmp_attack, cmp_eps, cmp_steps, cmp_seed, dataset],
                       [cmp_summary, cmp_plot, cmp_table, cmp_json], api_name="compare",
                       concurrency_limit=serve.concurrency, concurrency_id="compute")

@@ -55,6 +55,8 @@ def test_the_summary_says_what_happened():
     assert "1 of 2 kept it (paper's recipe)" in text and "0 of 2 kept it (none)" in text
     assert "paper's recipe held only while the attacker ignored it" in text
     assert "Before any attack, no defense already read it wrong" in text
+    one = summary([row("no defense", "gray-box", False)], "cat")     # a lesson step with one defense
+    assert "no defense was fooled: it reads dog (90%)" in one
 
 
 def test_compare_endpoint(app_url):
@@ -93,16 +95,18 @@ def test_the_lesson_example_still_tells_the_story(comparer, defense):
 
 
 def test_a_webcam_photo_is_an_image_source(app_url, tmp_path):
-    """The webcam and clipboard hand the server an image file like an upload does: a 640x480 photo
-    with a face in the middle is centre-cropped (as the training faces were) and defended."""
+    """A webcam or clipboard photo becomes the run's input as an uploaded file does (/use_photo is the
+    photo box's event): a 640x480 photo with a face in the middle is centre-cropped (as the training
+    faces were) and defended."""
     face = Image.open(ROOT / "examples/celeba/male_0.png").convert("RGB").resize((360, 360))
     photo = Image.new("RGB", (640, 480), (90, 110, 130))
     photo.paste(face, (140, 60))
     path = tmp_path / "webcam.png"
     photo.save(path)
     client = Client(app_url, verbose=False)
-    out = client.predict(handle_file(str(path)), "FGSM", 4 / 255, 1, "gray-box", 1, 2, 0, "celeba",
-                         api_name="/defend")
+    taken = client.predict(handle_file(str(path)), api_name="/use_photo")   # the webcam/paste box -> the input
+    assert Image.open(taken).size == (640, 480)
+    out = client.predict(handle_file(taken), "FGSM", 4 / 255, 1, "gray-box", 1, 2, 0, "celeba", api_name="/defend")
     assert "centre-cropped to 480x480, resized from 640x480 to 64x64" in output(out, "notes")
     assert "Not a labelled example" in output(out, "notes")
     assert output(out, "final_top3")["label"] in ("female", "male")

@@ -38,6 +38,10 @@ class Contender:
     whole: nn.Module | None    # what an adaptive attacker attacks (None: the same as gray-box)
     defense: Defense | None = None   # the ISM defenses: attacked and read with the app's engine
     magnet: nn.Module | None = None  # MagNet: its detectors can reject an input
+    about: str = ""                  # what it is, one line (default EXPLAIN[name])
+
+    def __post_init__(self):
+        self.about = self.about or EXPLAIN[self.name]
 
     def read(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
         """(logits, the image the classifier read, what the detector did) for one attacked image."""
@@ -96,14 +100,16 @@ def contenders(hardened: Defense, weights_dir: str | Path | None = None) -> list
         if (source / "baselines").is_dir():
             base = load_baselines(source)
             if not out:
-                out.append(Contender("no defense", base["base"], None))
+                out.append(Contender("no defense", base["base"], None, about="the adversarially trained classifier "
+                                     "alone (no clean-only classifier was trained for this data set)"))
             if base["magnet"] is not None:
                 out.append(Contender("MagNet", base["base"], base["magnet"], magnet=base["magnet"]))
             if base["ddsa"] is not None:
                 out.append(Contender("DDSA", base["base"], base["ddsa"]))
             break
     if not out:
-        out.append(Contender("no defense", hardened.classifier, None))
+        out.append(Contender("no defense", hardened.classifier, None, about="the hardened defense's classifier "
+                             "alone, without ISM or detector (no clean-only classifier was trained for this data set)"))
     if paper is not None:
         out.append(Contender("paper's recipe", paper.classifier, None, defense=paper))
     out.append(Contender("hardened", hardened.classifier, None, defense=hardened))
@@ -140,7 +146,7 @@ def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[
             p = logits.float().softmax(1)[0]
             k = int(p.argmax())
             correct = k == label
-            rows.append(Row(c.name, EXPLAIN[c.name], threat, to_display(x_adv), float((x_adv - x).abs().max()), said,
+            rows.append(Row(c.name, c.about, threat, to_display(x_adv), float((x_adv - x).abs().max()), said,
                             to_display(seen), classes[k], float(p[k]), correct,
                             correct or said == "rejected the input", before[c.name], time.perf_counter() - t))
     return rows
@@ -161,7 +167,13 @@ def summary(rows: list[Row], truth: str) -> str:
         parts.append(f"Before any attack, {names(wrong)} already read it wrong.")
     for t in threats:
         who = "who knows only the classifier" if t == "gray-box" else "who attacks each defense itself"
-        parts.append(f"Against the {t} attacker, {who}, {len(held[t])} of {n} kept it ({names(held[t])}).")
+        if n == 1:
+            r = next(r for r in rows if r.threat == t)
+            outcome = "held" if r.defended else "was fooled"
+            parts.append(f"Against the {t} attacker, {who}, {r.defense} {outcome}: it reads {r.prediction} "
+                         f"({r.confidence:.0%}).")
+        else:
+            parts.append(f"Against the {t} attacker, {who}, {len(held[t])} of {n} kept it ({names(held[t])}).")
     if len(threats) == 2:
         fell = [d for d in held[threats[0]] if d not in held[threats[1]]]
         if fell:
@@ -184,8 +196,8 @@ def table(rows: list[Row]) -> str:
         cells = [by[(name, threats[0])].clean_prediction]
         for t in threats:
             r = by[(name, t)]
-            mark = "✅" if r.defended else "❌"
-            cells += [r.detector, f"{mark} {r.prediction} {r.confidence:.0%}"]
+            mark = "**held**" if r.defended else "fooled"
+            cells += [r.detector, f"{mark}: {r.prediction} {r.confidence:.0%}"]
         lines.append(f"| **{name}**: {by[(name, threats[0])].about} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -212,7 +224,7 @@ def figure(rows: list[Row], original, truth: str):
             a, b = axes[i][1 + 2 * j], axes[i][2 + 2 * j]
             a.imshow(r.attacked)
             a.set_title(f"{t}:\nattacked" if i == 0 else "", fontsize=8)
-            a.set_xlabel(f"L∞ {r.linf * 255:.1f}/255", fontsize=7)
+            a.set_xlabel(f"max pixel change {r.linf * 255:.1f}/255", fontsize=7)
             b.imshow(r.read)
             b.set_title(f"{t}:\nclassifier read" if i == 0 else "", fontsize=8)
             b.set_xlabel(f"{r.prediction} {r.confidence:.0%}\n{r.detector}", fontsize=7, color=color)

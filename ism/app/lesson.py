@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ism.app.compare import Contender
+from ism.app.compare import EXPLAIN, Contender
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,13 @@ def rivals_for(step: Step, available: list[Contender]) -> list[Contender]:
 
 
 def stand_in_note(step: Step, available: list[Contender]) -> str:
-    names = {c.name for c in available}
-    if "paper's recipe" in step.defenses and "paper's recipe" not in names:
-        return " (The paper's recipe is not trained for this data set on this server: the hardened defense stands in.)"
-    return ""
+    """What differs on this server from the step's text: a stand-in for a defense it does not have."""
+    by = {c.name: c for c in available}
+    notes = []
+    plain = by.get("no defense")
+    if "no defense" in step.defenses and plain is not None and plain.about != EXPLAIN["no defense"]:
+        notes.append(f" (On this data set \"no defense\" is {plain.about}.)")
+    if "paper's recipe" in step.defenses and "paper's recipe" not in by:
+        notes.append(" (The paper's recipe is not trained for this data set on this server: the hardened defense "
+                     "stands in.)")
+    return "".join(notes)

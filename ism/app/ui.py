@@ -318,6 +318,12 @@ def regeneration_figure(errors: list[float]):
     ax.set_xlabel("iteration")
     ax.set_ylabel("MSE vs purified")
     ax.set_yscale("log")
+    # plain-text tick labels: the default log labels are mathtext, whose parser is not thread-safe, and two
+    # visitors' figures are drawn at once (a concurrent run failed with a mathtext ValueError)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

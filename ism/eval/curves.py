@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 COLORS = {"no defense": "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
 MARKERS = {"no defense": "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}
@@ -62,6 +63,7 @@ def plot_roc(results: dict, title: str):
                         label=f"eps {r['eps']:.3f}: AUROC {r['detector_auroc']:.4f}")
         ax.plot([0, 1], [0, 1], color="#ccc", ls=":")
         ax.set_xscale("symlog", linthresh=0.01)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # plain text: mathtext is not thread-safe
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
         ax.set_xlabel("false-positive rate (clean images flagged)")
