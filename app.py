@@ -69,6 +69,10 @@ CSS = """
 #examples .thumbnail-item, #cmp-examples .thumbnail-item { aspect-ratio: 1 / 1 !important; }
 #examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
 #examples .caption-label, #cmp-examples .caption-label { max-width: 100% !important; }
+/* the panels' top-3 readings: long class names ("automobile") and their percentages fit a narrow panel */
+.top3 .confidence-set { font-size: var(--text-sm) !important; }
+.top3 .confidence-set .line { padding-left: 2px !important; padding-right: 2px !important; min-width: 4px; }
+.top3 .confidence-set .text { overflow-wrap: anywhere; }
 """
 ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
                  "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
@@ -288,7 +292,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(min_width=120):
                     gr.Markdown("**1 original**")
                     o_img = gr.Image(label="1 original", show_label=False, interactive=False, height=140)
-                    o_lab = gr.Label(num_top_classes=3, show_label=False)
+                    o_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
                 with gr.Column(min_width=120):
                     gr.Markdown("**2 perturbation (amplified)**")
                     p_img = gr.Image(label="2 perturbation (amplified)", show_label=False, interactive=False, height=140)
@@ -296,7 +300,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(min_width=120):
                     gr.Markdown("**3 attacked: what the attacker's target reads**")
                     a_img = gr.Image(label="3 adversarial", show_label=False, interactive=False, height=140)
-                    a_lab = gr.Label(num_top_classes=3, show_label=False)
+                    a_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
                 with gr.Column(min_width=120):
                     gr.Markdown("**4 detector**")
                     d_lab = gr.Label(label="4 detector verdict", show_label=False)
@@ -304,7 +308,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 with gr.Column(min_width=120):
                     gr.Markdown("**5 ISM purified**")
                     u_img = gr.Image(label="5 ISM purified", show_label=False, interactive=False, height=140)
-                    u_lab = gr.Label(num_top_classes=3, show_label=False)
+                    u_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
                 with gr.Column(min_width=120):
                     gr.Markdown("**6 regeneration (live)**")
                     r_img = gr.Image(label="6 regeneration (live)", show_label=False, interactive=False, height=140,
@@ -314,7 +318,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     gr.Markdown("**7 what the classifier read**")
                     f_img = gr.Image(label="7 what the classifier read", show_label=False, interactive=False, height=140)
                     f_txt = gr.Markdown(elem_id="final-text")
-                    f_lab = gr.Label(num_top_classes=3, show_label=False)
+                    f_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
             with gr.Row():
                 with gr.Column(scale=3):
                     frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=12,

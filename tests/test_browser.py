@@ -77,6 +77,9 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         text = page.locator("#verdict").inner_text()
         assert "targeted the classifier alone" in text and "true label, automobile" in text
         assert "the classifier reads" in page.locator("#final-text").inner_text()
+        cut = page.evaluate("""() => [...document.querySelectorAll('.top3 .confidence-set')]
+                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        assert cut == [], f"top-3 readings cut: {cut}"
         # the scrubber spans every iteration after the run; moving it shows another frame
         page.locator("#scrub-image img").wait_for(timeout=30_000)
         last = page.locator("#scrub-image img").get_attribute("src")
@@ -103,9 +106,12 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         page.get_by_text("final answer").wait_for(timeout=120_000)
         before = page.locator("#verdict").inner_text()
         page.get_by_text("more settings").click()
-        page.get_by_label("seed (0 to 4294967295)").fill("")
+        seed = page.get_by_label("seed (0 to 4294967295)")
+        seed.fill("")
+        seed.press("Tab")                                       # commit the edit before pressing Run
+        page.wait_for_timeout(500)
         page.locator("#run").click()
-        page.get_by_text("seed must be a whole number").first.wait_for(timeout=30_000)
+        page.get_by_text("seed must be a whole number").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "bad-seed.png"), full_page=True)
         assert page.locator("#verdict").inner_text() == before
