@@ -62,13 +62,13 @@ LESSON_INTRO = ("**A lesson in four clicks** (about a minute in class). Press th
                 "the same example and says what to look for. The sentence under each result is computed from "
                 "what actually happened.")
 CSS = """
-#examples .grid-container, #cmp-examples .grid-container {
+#examples .grid-container, #cmp-examples .grid-container, #frames .grid-container {
     grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
     grid-template-rows: none !important; grid-auto-rows: auto !important; }
 #examples .grid-wrap, #cmp-examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
-#examples .thumbnail-item, #cmp-examples .thumbnail-item { aspect-ratio: 1 / 1 !important; }
+#examples .thumbnail-item, #cmp-examples .thumbnail-item, #frames .thumbnail-item { aspect-ratio: 1 / 1 !important; }
 #examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
-#examples .caption-label, #cmp-examples .caption-label { max-width: 100% !important; }
+#examples .caption-label, #cmp-examples .caption-label, #frames .caption-label { max-width: 100% !important; }
 /* the panels' top-3 readings: long class names ("automobile") and their percentages fit a narrow panel */
 .top3 .confidence-set { font-size: var(--text-sm) !important; }
 .top3 .confidence-set .line { padding-left: 2px !important; padding-right: 2px !important; min-width: 4px; }
@@ -321,8 +321,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     f_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
             with gr.Row():
                 with gr.Column(scale=3):
-                    frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=12,
-                                        height=190, object_fit="contain")
+                    frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=6,
+                                        height=190, object_fit="contain", elem_id="frames")
                     with gr.Row():
                         scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the regeneration: iteration",
                                           interactive=False, elem_id="scrub", scale=3)

@@ -80,6 +80,13 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         cut = page.evaluate("""() => [...document.querySelectorAll('.top3 .confidence-set')]
                                  .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
         assert cut == [], f"top-3 readings cut: {cut}"
+        cut = page.evaluate("""() => [...document.querySelectorAll('#frames .caption-label')]
+                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        assert cut == [], f"regeneration frame captions cut: {cut}"
+        box = page.locator("#frames").bounding_box()
+        for i in range(page.locator("#frames .thumbnail-item").count()):
+            t = page.locator("#frames .thumbnail-item").nth(i).bounding_box()
+            assert box["x"] <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 1, f"frame {i} clipped"
         # the scrubber spans every iteration after the run; moving it shows another frame
         page.locator("#scrub-image img").wait_for(timeout=30_000)
         last = page.locator("#scrub-image img").get_attribute("src")
@@ -147,4 +154,38 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
+        browser.close()
+
+
+def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
+    """CW and DeepFool disable the epsilon slider and say why; Square states its query budget; the Curves
+    tab's text follows the data set (CelebA has no MagNet or DDSA) and its live plot is cleared on a switch."""
+    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(app_url)
+        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+        slider = page.get_by_label("epsilon (attack strength)").first
+
+        def pick(option):
+            page.get_by_label("attack", exact=True).first.click()
+            page.get_by_role("option", name=option).click()
+            page.wait_for_timeout(800)
+
+        pick("CW (L2)")
+        page.wait_for_function("() => document.querySelector('#eps-note')?.innerText.includes('epsilon does not apply')",
+                               timeout=15_000)
+        assert slider.is_disabled()
+        page.screenshot(path=str(shots / "cw-1366.png"))
+        pick("Square (black-box)")
+        page.wait_for_function("() => document.querySelector('#eps-note')?.innerText.includes('queries')",
+                               timeout=15_000)
+        assert slider.is_enabled()
+        page.get_by_role("tab", name="Robustness curves").click()
+        page.get_by_text("MagNet and DDSA, trained here").wait_for(timeout=15_000)     # CIFAR-10 has both
+        page.get_by_text("CelebA, Male attribute, 64x64").first.click()
+        page.get_by_text("were not trained for this data set").wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)
         browser.close()
