@@ -111,6 +111,8 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
         page.locator("#run").click()
         page.get_by_text("final answer").wait_for(timeout=120_000)
+        page.locator("#scrub-image img").wait_for(timeout=60_000)   # the run's whole chain is over: a click
+        page.wait_for_timeout(1000)                                 # while it is pending would be dropped
         before = page.locator("#verdict").inner_text()
         page.get_by_text("more settings").click()
         seed = page.get_by_label("seed (0 to 4294967295)")
@@ -118,7 +120,11 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         seed.press("Tab")                                       # commit the edit before pressing Run
         page.wait_for_timeout(500)
         page.locator("#run").click()
-        page.get_by_text("seed must be a whole number").first.wait_for(timeout=60_000)
+        try:
+            page.get_by_text("seed must be a whole number").first.wait_for(timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(shots / "bad-seed-failed.png"), full_page=True)
+            raise
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "bad-seed.png"), full_page=True)
         assert page.locator("#verdict").inner_text() == before
