@@ -112,9 +112,25 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 f"(Haque & Kang, 2021) tries to catch and undo it. **{title(name)}**: pick an image, press **Run**. "
                 + adaptive_summary(load_results(results_path(name))))
 
+    @contextlib.contextmanager
+    def one_message(dataset):
+        """A visitor's mistake is one sentence (no traceback in the log); a real bug is logged in full
+        and the page gets a sentence."""
+        try:
+            yield
+        except gr.Error:
+            raise
+        except UserError as e:
+            log.info("user error (%s): %s", dataset, e)
+            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
+        except Exception as e:
+            log.exception("run failed (%s)", dataset)
+            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
+                           "may work.", title="Server error", print_exception=False) from None
+
     def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
         handler = handler_for(dataset)
-        try:
+        with one_message(dataset):
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed,
                                  read=READS.get(read, read))
             sent = None
@@ -128,29 +144,6 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 else:
                     yield tuple(gr.skip() if _same(v, sent[k]) else v for k, v in values.items())
                 sent = values
-        except UserError as e:                    # the visitor's input: one line in the log, no traceback
-            log.info("user error (%s): %s", dataset, e)
-            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
-        except Exception as e:                    # a real bug: the traceback goes to the log, a sentence to the page
-            log.exception("demo run failed (%s)", dataset)
-            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
-                           "may work.", title="Server error", print_exception=False) from None
-
-    @contextlib.contextmanager
-    def one_message(dataset):
-        """A visitor's mistake is one sentence (no traceback in the log); a real bug is logged in full
-        and the page gets a sentence."""
-        try:
-            yield
-        except (UserError, gr.Error) as e:
-            if isinstance(e, gr.Error):
-                raise
-            log.info("user error (%s): %s", dataset, e)
-            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
-        except Exception as e:
-            log.exception("run failed (%s)", dataset)
-            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
-                           "may work.", title="Server error", print_exception=False) from None
 
     def compare_defenses(file, attack, eps, steps, seed, dataset=first):
         with one_message(dataset):
@@ -197,12 +190,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
 
     def check_settings(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
-        try:
+        with one_message(dataset):
             handler_for(dataset).check(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts,
                                        iterations, seed, READS.get(read, read))
-        except UserError as e:
-            log.info("user error (%s): %s", dataset, e)
-            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
 
     def scrubber(frames):
         """After a run: the slider spans every regeneration iteration and shows the last."""

@@ -1,4 +1,5 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) runs an example end to end."""
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -18,14 +19,30 @@ if not Path(CHROMIUM).exists():
 playwright = pytest.importorskip("playwright.sync_api")
 
 
-def test_run_an_example_in_the_browser(app_url, tmp_path):
+@contextlib.contextmanager
+def app_page(app_url, tmp_path, width=1400, height=1100):
+    """(page, screenshot folder): the app opened in headless Chromium at this size, examples loaded."""
     shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(app_url)
         page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+        try:
+            yield page, shots
+        finally:
+            browser.close()
+
+
+def overflowing(page, selector: str) -> list[str]:
+    """Texts of the elements matching ``selector`` whose content is wider than their box (cut off)."""
+    return page.evaluate(f"""() => [...document.querySelectorAll({selector!r})]
+                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+
+
+def test_run_an_example_in_the_browser(app_url, tmp_path):
+    with app_page(app_url, tmp_path, 1400, 1100) as (page, shots):
         page.locator(".thumbnail-item").nth(6).click()          # the 7th example (a cat)
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)   # the preview says the input is set
         page.get_by_role("button", name="Run", exact=True).click()
@@ -36,7 +53,6 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         page.locator("#picture img").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "app-run.png"), full_page=True)
         verdict = page.locator("#verdict").inner_text()
-        browser.close()
     assert "caught the attack" in verdict or "missed the attack" in verdict
     assert (shots / "app-run.png").stat().st_size > 10_000
 
@@ -45,13 +61,7 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
 def test_layout_on_common_screens(app_url, tmp_path, width, height):
     """The image choice and Run fit the first screen, nothing is clipped sideways, every example thumbnail
     shows whole with its full label, and after Run the results scroll into view with a true story."""
-    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
-        page.goto(app_url)
-        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+    with app_page(app_url, tmp_path, width, height) as (page, shots):
         run = page.locator("#run").bounding_box()
         assert run["y"] + run["height"] <= height, f"Run at y = {run['y']:.0f}, below the fold"
         assert page.evaluate("document.documentElement.scrollWidth") <= width      # no sideways scrolling
@@ -62,8 +72,7 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
             t = thumbs.nth(i).bounding_box()
             assert box["x"] <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 1, f"thumbnail {i} clipped"
             assert t["y"] + t["height"] <= box["y"] + box["height"] + 1, f"thumbnail {i} hidden"
-        cut = page.evaluate("""() => [...document.querySelectorAll('#examples .caption-label')]
-                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        cut = overflowing(page, "#examples .caption-label")
         assert cut == [], f"labels cut: {cut}"
         assert page.locator("#run").bounding_box()["y"] > page.locator("#examples").bounding_box()["y"]
         page.screenshot(path=str(shots / f"first-{width}.png"))
@@ -77,11 +86,9 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         text = page.locator("#verdict").inner_text()
         assert "targeted the classifier alone" in text and "true label, automobile" in text
         assert "the classifier reads" in page.locator("#final-text").inner_text()
-        cut = page.evaluate("""() => [...document.querySelectorAll('.top3 .confidence-set')]
-                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        cut = overflowing(page, ".top3 .confidence-set")
         assert cut == [], f"top-3 readings cut: {cut}"
-        cut = page.evaluate("""() => [...document.querySelectorAll('#frames .caption-label')]
-                                 .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        cut = overflowing(page, "#frames .caption-label")
         assert cut == [], f"regeneration frame captions cut: {cut}"
         box = page.locator("#frames").bounding_box()
         for i in range(page.locator("#frames .thumbnail-item").count()):
@@ -96,17 +103,11 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         box.press("Enter")
         page.wait_for_function(f"() => document.querySelector('#scrub-image img')?.src !== {last!r}", timeout=15_000)
         page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
-        browser.close()
 
 
 def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
     """An empty seed: one message naming it; the results of the previous run stay as they were."""
-    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(app_url)
-        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         page.locator("#examples .thumbnail-item").nth(0).click()
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
         page.locator("#run").click()
@@ -129,20 +130,13 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         page.screenshot(path=str(shots / "bad-seed.png"), full_page=True)
         assert page.locator("#verdict").inner_text() == before
         assert page.get_by_text("Error", exact=True).count() <= 1      # the one message; no panel marked "Error"
-        browser.close()
 
 
 @pytest.mark.parametrize("width, height", [(1366, 768)])
 def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
-    """The Compare tab runs one image against every defense; a lesson step runs with one click; the
-    run's picture for slides is there; nothing is clipped sideways."""
-    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
-        page.goto(app_url)
-        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+    """The Compare tab runs one image against every defense; a lesson step runs with one click; nothing is
+    clipped sideways."""
+    with app_page(app_url, tmp_path, width, height) as (page, shots):
         page.get_by_role("tab", name="Compare defenses").click()
         page.locator("#cmp-examples .thumbnail-item").nth(6).click()       # a cat
         page.wait_for_function("() => document.querySelector('#compare-note')?.innerText.includes('ready')",
@@ -160,19 +154,12 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
-        browser.close()
 
 
 def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
     """CW and DeepFool disable the epsilon slider and say why; Square states its query budget; the Curves
     tab's text follows the data set (CelebA has no MagNet or DDSA) and its live plot is cleared on a switch."""
-    shots = Path(os.environ.get("ISM_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(app_url)
-        page.get_by_text("Examples (click one)").wait_for(timeout=60_000)
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         slider = page.get_by_label("epsilon (attack strength)").first
 
         def pick(option):
@@ -194,4 +181,3 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
         page.get_by_text("CelebA, Male attribute, 64x64").first.click()
         page.get_by_text("were not trained for this data set").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)
-        browser.close()

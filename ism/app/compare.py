@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ism.app.demo import THREATS, DemoRequest, attack_image
+from ism.app.demo import MINIMAL, THREATS, DemoRequest, attack_image
 from ism.attacks.standard import make_attack, seeded
 from ism.data.images import to_display
 from ism.defense import Defense
@@ -121,7 +121,7 @@ def _attack(c: Contender, x, y, req: DemoRequest) -> torch.Tensor:
         return attack_image(c.defense, x, y, req)
     target = c.whole if (req.threat != "gray-box" and c.whole is not None) else c.classifier
     with seeded(req.seed):
-        if req.eps == 0 and req.attack not in ("cw", "deepfool"):
+        if req.eps == 0 and req.attack not in MINIMAL:
             return x.clone()
         return make_attack(req.attack, target, req.eps, req.steps, seed=req.seed)(x, y).detach().clamp(0, 1)
 
