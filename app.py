@@ -88,7 +88,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     serve = serve or ServeConfig()
     if not isinstance(defenses, dict):
         defenses = {defenses.config.dataset: defenses}
-    handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds) for name, d in defenses.items()}
+    handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback)
+                for name, d in defenses.items()}
     comparers = {name: CompareHandler(h) for name, h in handlers.items()}
     first = next(iter(handlers))
 

@@ -103,3 +103,32 @@ def test_figures_drawn_for_visitors_use_no_mathtext():
     with ThreadPoolExecutor(8) as pool:
         labels = [t for ts in pool.map(draw, range(16)) for t in ts]
     assert labels and not any("$" in t for t in labels), [t for t in labels if "$" in t][:3]
+
+
+def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch):
+    """The app plays back at most MAX_FRAMES_SHOWN iterations, so a frame's top-3 reading (a pass
+    through the classifier) is computed when first read, and is then the classifier's reading of it."""
+    from conftest import ROOT
+
+    import ism.app.demo as demo
+    import ism.app.ui as ui
+
+    handler = ui.DemoHandler(tiny_defense, "cifar10", playback=0)
+    calls = []
+    real = demo.top3
+    monkeypatch.setattr(demo, "top3", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for state, _, _ in handler.run(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0):
+        ui.state_values(state, "", 3)                    # what the app sends for every state it streams
+    frames = state.regeneration
+    assert len(frames) == 61 and len(calls) < 61 - 30    # not one classifier pass per iteration
+    assert not callable(frames[-1].probs) and callable(frames[1].probs)
+    reading = frames[1].top3
+    assert len(reading) == 3 and abs(sum(reading.values()) - 1) < 1 and not callable(frames[1].probs)
+
+
+def test_playback_comes_from_the_serving_settings(tiny_defense):
+    import app
+    from ism.app.serve import ServeConfig
+
+    demo = app.build_demo({"cifar10": tiny_defense}, serve=ServeConfig.from_env({"ISM_PLAYBACK": "0"}))
+    assert demo.handler.playback == 0.0

@@ -125,8 +125,10 @@ def test_any_bytes_are_an_image_or_a_clear_error(data):
 
 GOOD = {"ISM_CONCURRENCY": st.integers(1, 64).map(str), "ISM_THREADS": st.integers(1, 64).map(str),
         "ISM_QUEUE_SIZE": st.integers(1, 10_000).map(str),
-        "ISM_MAX_SECONDS": st.floats(0.01, 1e6, allow_nan=False).map(repr)}
+        "ISM_MAX_SECONDS": st.floats(0.01, 1e6, allow_nan=False).map(repr),
+        "ISM_PLAYBACK": st.floats(0, 1e3, allow_nan=False).map(repr)}
 BAD = st.sampled_from(["0", "-3", "nan", "inf", "-inf", "abc", "1.5e", "0.0"])
+BAD_ZERO_ALLOWED = st.sampled_from(["-3", "-0.5", "nan", "inf", "-inf", "abc", "1.5e"])
 
 
 @settings(max_examples=150, deadline=None)
@@ -136,7 +138,7 @@ def test_serving_settings_from_any_environment(data):
     that names its variable. ISM_MAX_SECONDS=nan would otherwise be accepted and then refuse every run."""
     names = data.draw(st.sets(st.sampled_from(sorted(GOOD))))
     bad = data.draw(st.sets(st.sampled_from(sorted(names)))) if names else set()
-    env = {k: data.draw(BAD if k in bad else GOOD[k]) for k in names}
+    env = {k: data.draw((BAD_ZERO_ALLOWED if k == "ISM_PLAYBACK" else BAD) if k in bad else GOOD[k]) for k in names}
     env["OTHER"] = data.draw(st.text(max_size=4))
     try:
         cfg = ServeConfig.from_env(env)
@@ -147,5 +149,5 @@ def test_serving_settings_from_any_environment(data):
     for k, v in env.items():
         if k != "OTHER":
             got = getattr(cfg, k.removeprefix("ISM_").lower())
-            assert got == type(got)(v) and math.isfinite(got) and got > 0
+            assert got == type(got)(v) and math.isfinite(got) and (got >= 0 if k == "ISM_PLAYBACK" else got > 0)
     DemoRequest(max_seconds=cfg.max_seconds).validate()     # a server's cap never refuses every run

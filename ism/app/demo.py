@@ -7,7 +7,9 @@ shows comes from here; ``app.py`` only maps states to widgets.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -69,9 +71,17 @@ class DemoRequest:
 @dataclass
 class Stage:
     image: np.ndarray             # H x W x 3 uint8, for display
-    top3: dict                    # class name -> probability
+    probs: dict | Callable[[], dict]   # class name -> probability (top 3), or what computes it when first read
     seconds: float
     caption: str = ""
+
+    @property
+    def top3(self) -> dict:
+        """The top-3 reading. Regeneration frames compute it when first read: the app plays back only
+        some iterations (ism/app/ui.py), so most never need a pass through the classifier."""
+        if callable(self.probs):
+            self.probs = self.probs()
+        return self.probs
 
 
 @dataclass
@@ -187,7 +197,8 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed):
         last = step
         err = float(step.error.mean())
-        s.regeneration.append(Stage(to_display(step.image), top3(defense, step.image), time.perf_counter() - t,
+        s.regeneration.append(Stage(to_display(step.image), partial(top3, defense, step.image),
+                                    time.perf_counter() - t,
                                     f"{step.step}: MSE {err:.4f}"))
         s.regen_errors.append(err)
         if step.done:

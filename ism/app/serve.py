@@ -10,6 +10,8 @@ import os
 import threading
 from dataclasses import dataclass, fields
 
+ZERO_ALLOWED = ("playback",)      # every other setting must be positive
+
 
 @dataclass
 class ServeConfig:
@@ -20,6 +22,9 @@ class ServeConfig:
     curves_concurrency: int = 1   # ISM_CURVES_CONCURRENCY: live robustness-curve measurements at once
     delete_after: int = 600       # ISM_DELETE_AFTER: seconds before uploads and results are deleted (checked
                                   # as often): nothing a visitor sends is kept longer
+    playback: float = 2.0         # ISM_PLAYBACK: regeneration is played back over at least this many seconds
+                                  # so a viewer can watch it converge; 0 = as fast as it is computed
+
 
     @classmethod
     def from_env(cls, env=None) -> "ServeConfig":
@@ -33,8 +38,10 @@ class ServeConfig:
                 value = type(f.default)(raw)
             except ValueError:
                 raise ValueError(f"ISM_{f.name.upper()}={raw!r} is not a valid {type(f.default).__name__}") from None
-            if not (math.isfinite(value) and value > 0):   # nan would pass `<= 0` and then refuse every run
-                raise ValueError(f"ISM_{f.name.upper()} must be a positive finite number, got {raw!r}")
+            low_ok = value >= 0 if f.name in ZERO_ALLOWED else value > 0   # nan fails both and would refuse every run
+            if not (math.isfinite(value) and low_ok):
+                what = "a finite number >= 0" if f.name in ZERO_ALLOWED else "a positive finite number"
+                raise ValueError(f"ISM_{f.name.upper()} must be {what}, got {raw!r}")
             out[f.name] = value
         return cls(**out)
 
