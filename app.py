@@ -83,6 +83,17 @@ def _same(a, b) -> bool:
     return a is b or (isinstance(a, (str, dict, type(None))) and a == b)
 
 
+def stage_image(title: str, label: str | None = None, **kw) -> gr.Image:
+    """One stage panel of the demo: its title in bold over its image."""
+    gr.Markdown(f"**{title}**")
+    return gr.Image(label=label or title, show_label=False, interactive=False, height=140, **kw)
+
+
+def reading() -> gr.Label:
+    """A panel's top-3 reading (styled by ``.top3`` to fit narrow panels)."""
+    return gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+
+
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
     """``defenses``: one Defense, or {dataset name: Defense}; the first is shown first."""
     serve = serve or ServeConfig()
@@ -281,35 +292,28 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             verdict = gr.Markdown("*Pick an example and press Run.*", elem_id="verdict")
             with gr.Row(equal_height=True):
                 with gr.Column(min_width=120):
-                    gr.Markdown("**1 original**")
-                    o_img = gr.Image(label="1 original", show_label=False, interactive=False, height=140)
-                    o_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+                    o_img = stage_image("1 original")
+                    o_lab = reading()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**2 perturbation (amplified)**")
-                    p_img = gr.Image(label="2 perturbation (amplified)", show_label=False, interactive=False, height=140)
+                    p_img = stage_image("2 perturbation (amplified)")
                     p_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**3 attacked: what the attacker's target reads**")
-                    a_img = gr.Image(label="3 adversarial", show_label=False, interactive=False, height=140)
-                    a_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+                    a_img = stage_image("3 attacked: what the attacker's target reads", label="3 adversarial")
+                    a_lab = reading()
                 with gr.Column(min_width=120):
                     gr.Markdown("**4 detector**")
                     d_lab = gr.Label(label="4 detector verdict", show_label=False)
                     d_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**5 ISM purified**")
-                    u_img = gr.Image(label="5 ISM purified", show_label=False, interactive=False, height=140)
-                    u_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+                    u_img = stage_image("5 ISM purified")
+                    u_lab = reading()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**6 regeneration (live)**")
-                    r_img = gr.Image(label="6 regeneration (live)", show_label=False, interactive=False, height=140,
-                                     elem_id="regen-live")
+                    r_img = stage_image("6 regeneration (live)", elem_id="regen-live")
                     r_txt = gr.Markdown()
                 with gr.Column(min_width=120):
-                    gr.Markdown("**7 what the classifier read**")
-                    f_img = gr.Image(label="7 what the classifier read", show_label=False, interactive=False, height=140)
+                    f_img = stage_image("7 what the classifier read")
                     f_txt = gr.Markdown(elem_id="final-text")
-                    f_lab = gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+                    f_lab = reading()
             with gr.Row():
                 with gr.Column(scale=3):
                     frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=6,

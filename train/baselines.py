@@ -86,14 +86,7 @@ def _fit(run: Run, model, tc: BaselineTrainConfig, epochs: float, stage: str, ma
             loss = F.mse_loss(out.float(), tgt)
             if isinstance(model, DDSA):
                 loss = loss + model.config.sparsity_weight * model.sparsity(code)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if epoch_end:
-            run.log(stage=stage, epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
-            run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+        run.update(loss, opt, sched, model, step, epoch, epoch_end, bar, stage=stage)
     model.eval()
 
 

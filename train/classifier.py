@@ -127,9 +127,7 @@ def _train_stage(run: Run, model: Classifier, tc: ClassifierTrainConfig, stage: 
             loss = F.cross_entropy(logits / T, y)
         else:                        # the hardened recipe: adversarial training alone
             loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
+        run.optimise(loss, opt, sched)
         if ema is not None:
             ema.update_parameters(model)
         if step % 50 == 0:

@@ -176,6 +176,25 @@ class Run:
             end = (step + 1) % steps_per_epoch == 0 or step + 1 == total
             yield step, epoch, next(it), end, bar
 
+    @staticmethod
+    def optimise(loss: torch.Tensor, opt, sched) -> None:
+        """One optimiser step on ``loss`` and one step of its schedule."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    def update(self, loss: torch.Tensor, opt, sched, model, step: int, epoch: int, epoch_end: bool, bar,
+               **log) -> None:
+        """The tail of a plain training step (one model, one optimiser): optimise, show the loss every 50
+        steps, and at each epoch's end log it (with ``log``) and checkpoint what ``--resume`` needs."""
+        self.optimise(loss, opt, sched)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if epoch_end:
+            self.log(**log, epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
+            self.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+
     def steps(self, total: int, desc: str, start: int = 0):
         return tqdm(range(start, total), initial=start, total=total, desc=f"{self.name}:{desc}",
                     mininterval=5, dynamic_ncols=True, disable=not self.main)

@@ -62,14 +62,7 @@ def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> Perturbat
         with run.autocast():
             a, lv = net(r)
             loss = F.binary_cross_entropy_with_logits(a.float(), target) + tc.level_weight * F.cross_entropy(lv.float(), level)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if epoch_end:
-            run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
-            run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+        run.update(loss, opt, sched, model, step, epoch, epoch_end, bar)
     model.eval()
     # calibrate on held-out clean validation images
     p_val = scores(run, model, ism, run.val.float())

@@ -87,14 +87,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
             loss = F.mse_loss(out, tgt) + tc.code_l1 * code[:, :code_dim].float().abs().mean()
             if tc.cls_weight:
                 loss = loss + tc.cls_weight * F.cross_entropy(clf(out).float(), yy)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if epoch_end:
-            run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5))
-            run.save_ckpt(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
+        run.update(loss, opt, sched, model, step, epoch, epoch_end, bar)
     model.eval()
     metrics = measure_ism(run, model, clf)
     run.publish(model, "ISM network", metrics=metrics, train_config=tc, summary=(

@@ -185,9 +185,7 @@ def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:
             loss = ce + tc.recon_weight * (rec := F.mse_loss(out, torch.cat([x, x])))
             if tc.clean_weight > 0:
                 loss = loss + tc.clean_weight * F.cross_entropy(logits[len(x):], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step(); sched.step()
+        run.optimise(loss, opt, sched)
         if ema is not None:
             ema.update_parameters(composite)
         composite.eval()

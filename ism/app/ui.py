@@ -17,7 +17,7 @@ from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
 from ism.app.picture import run_picture
 from ism.app.serve import ActiveRuns, ServeConfig
 from ism.data.examples import EXAMPLES_DIR
-from ism.data.images import ImageInputError, prepare_image
+from ism.data.images import ImageInputError, prepare_image, to_display
 from ism.defense import Defense
 from ism.folders import robust_trained
 
@@ -229,8 +229,6 @@ class CompareHandler:
         if truth is None:
             said = ("Not a labelled example: the reference answer is the hardened classifier's reading of the "
                     "clean image. " + said)
-        from ism.data.images import to_display
-
         return Comparison(rows, figure(rows, to_display(x), truth or d.classes[label]), table(rows), said)
 
     def lesson(self, index: int) -> tuple[Comparison, str]:

@@ -27,6 +27,11 @@ def _eps(e: float) -> str:
     return f"{e:.4f} ({e * 255:.0f}/255)"
 
 
+def _magnet(r: dict) -> str:
+    """MagNet's cell: reformer accuracy / accuracy counting a rejected input as defended."""
+    return f"{_f(r.get('magnet'))} / {_f(r.get('magnet_defended'))}" if "magnet" in r else "–"
+
+
 def _f(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
@@ -59,9 +64,8 @@ def markdown(res: dict, title: str, command: str) -> str:
               "|---|---|---|---|---|---|---|"]
         for r in gray.values():
             p = paper(r["attack"], r["eps"])
-            mag = (f"{_f(r.get('magnet'))} / {_f(r.get('magnet_defended'))}" if "magnet" in r else "–")
             L.append(f"| {_name(r)} | {_eps(r['eps'])} | {_f(r.get('base_no_defense', r['no_defense']))} | "
-                     f"**{_f(r['defense'])}** | {mag} | {_f(r.get('ddsa'))} | "
+                     f"**{_f(r['defense'])}** | {_magnet(r)} | {_f(r.get('ddsa'))} | "
                      + (" / ".join(f"{v:.3f}" for v in p) if p else "–") + " |")
         L += ["", "### Gray-box detail: this project", "",
               "| attack | eps | deployed classifier alone | pipeline | classifier on ISM output | detector AUROC | detected |",
@@ -78,8 +82,7 @@ def markdown(res: dict, title: str, command: str) -> str:
               "|---|---|---|---|---|---|---|---|"]
         for k, r in adp.items():
             g = gray.get(k, {}).get("defense")
-            mag = f"{_f(r.get('magnet'))} / {_f(r.get('magnet_defended'))}" if "magnet" in r else "–"
-            L.append(f"| {_eps(r['eps'])} | {_f(r['no_defense'])} | **{_f(r['defense'])}** | {mag} | "
+            L.append(f"| {_eps(r['eps'])} | {_f(r['no_defense'])} | **{_f(r['defense'])}** | {_magnet(r)} | "
                      f"{_f(r.get('ddsa'))} | {_f(g)} | {r['detector_auroc']:.4f} | {_f(r['detected'])} |")
     lat = res.get("latent", {})
     if lat:
