@@ -182,12 +182,16 @@ def test_half_refuses_when_accuracy_moves(tiny_weights):
     import pytest
     from conftest import DATA
 
+    from ism.hub import record_lineage, sha256
     from train.half import main
 
-    files = {p: p.read_bytes() for p in tiny_weights.rglob("model.safetensors")}
+    _record_all(tiny_weights)
+    ism = "ism/model.safetensors"
+    record_lineage(tiny_weights, "detector/model.safetensors", {ism: sha256(tiny_weights / ism)})
+    files = {p: p.read_bytes() for p in tiny_weights.rglob("*") if p.is_file()}   # weights, checksums, lineage
     with pytest.raises(SystemExit):
         main([str(tiny_weights), "--data", str(DATA), "--max-drop", "-1"])
-    assert all(p.read_bytes() == b for p, b in files.items())
+    assert {p: p.read_bytes() for p in tiny_weights.rglob("*") if p.is_file()} == files
 
 
 def _record_all(root):

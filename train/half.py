@@ -71,21 +71,20 @@ def main(argv=None) -> dict:
     test = load_split(a.data or DATASETS[dataset].root, "test", dataset=dataset)
     device = torch.device(a.device)
     before = pipeline_accuracy(root, test.images, test.labels, device)
-    backup = {f: f.read_bytes() for f in root.rglob(WEIGHTS_NAME)}
-    manifest = root / "checksums.json"
-    sums = manifest.read_bytes() if manifest.is_file() else None
+    # everything halve() rewrites, to put back if float16 costs too much accuracy
+    kept = [*root.rglob(WEIGHTS_NAME), *root.rglob("checksums.json"), root / LINEAGE_NAME]
+    backup = {f: f.read_bytes() for f in kept if f.is_file()}
     halve(root, a.only)
     after = pipeline_accuracy(root, test.images, test.labels, device)
     res = {"pipeline clean accuracy, float32": before, "pipeline clean accuracy, float16": after,
            "images": len(test.labels)}
     print(json.dumps(res))
     if abs(after - before) > a.max_drop:
+        for f in [*root.rglob("checksums.json"), root / LINEAGE_NAME]:
+            if f.is_file() and f not in backup:
+                f.unlink()
         for f, b in backup.items():
             f.write_bytes(b)
-        if sums is None:
-            manifest.unlink()
-        else:
-            manifest.write_bytes(sums)
         print(f"float16 moved clean accuracy by {after - before:+.4f} (> {a.max_drop}): weights kept in float32",
               file=sys.stderr)
         sys.exit(1)
