@@ -52,11 +52,11 @@ def test_the_summary_says_what_happened():
     rows = [row("no defense", "gray-box", False, clean="dog"), row("paper's recipe", "gray-box", True),
             row("no defense", "adaptive white-box", False, clean="dog"), row("paper's recipe", "adaptive white-box", False)]
     text = summary(rows, "cat")
-    assert "1 of 2 kept it (paper's recipe)" in text and "0 of 2 kept it (none)" in text
-    assert "paper's recipe held only while the attacker ignored it" in text
-    assert "Before any attack, no defense already read it wrong" in text
+    assert "1 of 2 kept it (the paper's recipe)" in text and "0 of 2 kept it (none)" in text
+    assert "The paper's recipe held only while the attacker ignored it" in text
+    assert "Before any attack, the undefended classifier already read it wrong" in text
     one = summary([row("no defense", "gray-box", False)], "cat")     # a lesson step with one defense
-    assert "no defense was fooled: it reads dog (90%)" in one
+    assert "the undefended classifier was fooled: it reads dog (90%)" in one   # not "no defense was fooled"
 
 
 def test_compare_endpoint(app_url):

@@ -30,6 +30,14 @@ EXPLAIN = {
     "hardened": "this project's defense: ISM and classifier adversarially trained together",
 }
 
+# how a sentence names each contender ("no defense was fooled" read as if nothing was fooled)
+IN_PROSE = {"no defense": "the undefended classifier", "paper's recipe": "the paper's recipe",
+            "hardened": "the hardened defense"}
+
+
+def in_prose(name: str) -> str:
+    return IN_PROSE.get(name, name)
+
 
 @dataclass
 class Contender:
@@ -159,7 +167,10 @@ def summary(rows: list[Row], truth: str) -> str:
     n = len({r.defense for r in rows})
 
     def names(xs):
-        return ", ".join(xs) if xs else "none"
+        return ", ".join(map(in_prose, xs)) if xs else "none"
+
+    def first_up(text):
+        return text[:1].upper() + text[1:]
 
     parts = [f"The true answer is **{truth}**."]
     wrong = [r.defense for r in rows if r.threat == threats[0] and r.clean_prediction != truth]
@@ -170,14 +181,14 @@ def summary(rows: list[Row], truth: str) -> str:
         if n == 1:
             r = next(r for r in rows if r.threat == t)
             outcome = "held" if r.defended else "was fooled"
-            parts.append(f"Against the {t} attacker, {who}, {r.defense} {outcome}: it reads {r.prediction} "
+            parts.append(f"Against the {t} attacker, {who}, {in_prose(r.defense)} {outcome}: it reads {r.prediction} "
                          f"({r.confidence:.0%}).")
         else:
             parts.append(f"Against the {t} attacker, {who}, {len(held[t])} of {n} kept it ({names(held[t])}).")
     if len(threats) == 2:
         fell = [d for d in held[threats[0]] if d not in held[threats[1]]]
         if fell:
-            parts.append(f"{names(fell)} held only while the attacker ignored {'it' if len(fell) == 1 else 'them'}: "
+            parts.append(f"{first_up(names(fell))} held only while the attacker ignored {'it' if len(fell) == 1 else 'them'}: "
                          "that is not robustness, and it is how published defenses were broken "
                          "(Athalye et al. 2018; Carlini & Wagner 2017).")
         elif held[threats[1]]:

@@ -41,8 +41,9 @@ STEPS = (
          ("no defense", "paper's recipe", "hardened"), ("adaptive white-box",)),
 )
 
-# The example each data set's lesson uses: chosen (by running every shipped example through all four
-# steps, /work notes in the issue) where the story of the steps shows; tests/test_lesson.py checks it still does.
+# The example each data set's lesson uses. CIFAR-10: chosen by running every shipped example through all
+# four steps, where the story of the steps shows (tests/test_compare.py checks it still does). CelebA: the
+# first example, until the paper's recipe is trained for CelebA and an example can be chosen the same way.
 EXAMPLES = {"cifar10": "airplane_0", "celeba": "male_0"}
 
 
