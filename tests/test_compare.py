@@ -56,7 +56,7 @@ def test_the_summary_says_what_happened():
     assert "The paper's recipe held only while the attacker ignored it" in text
     assert "Before any attack, the undefended classifier already read it wrong" in text
     one = summary([row("no defense", "gray-box", False)], "cat")     # a lesson step with one defense
-    assert "the undefended classifier was fooled: it reads dog (90%)" in one   # not "no defense was fooled"
+    assert "the undefended classifier was fooled: it reads dog (90%)" in one and "no defense was fooled" not in one
 
 
 def test_compare_endpoint(app_url):
