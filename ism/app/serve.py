@@ -25,7 +25,6 @@ class ServeConfig:
     playback: float = 2.0         # ISM_PLAYBACK: regeneration is played back over at least this many seconds
                                   # so a viewer can watch it converge; 0 = as fast as it is computed
 
-
     @classmethod
     def from_env(cls, env=None) -> "ServeConfig":
         env = os.environ if env is None else env
