@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# A defense's `train all` (same recipes, same commands as on the CPU) on one GPU, then float16
+# weights (train.half) and the evaluation, in one script for a borrowed GPU with a time limit.
+#
+#   bash train/gpu.sh DATASET DATA OUT [DEADLINE_SECONDS]
+#   RECIPE=paper EVAL_SECTIONS= bash train/gpu.sh celeba DATA OUT    # weights/celeba-paper: training only
+#
+# DATASET: cifar10 | celeba; DATA: its root; OUT: where weights, logs and results go. RECIPE=paper
+# trains the paper's recipe (no `robust` stage). Training always runs to the end; the evaluation
+# sections (EVAL_SECTIONS: groups separated by ';'; EVAL_ARGS override the defaults) then run in
+# order, each resumable, until DEADLINE_SECONDS (default 560) after the start. Writes OUT/weights.tar.a? (the defense folder, in
+# 15 MB parts: `cat weights.tar.a? | tar -x`) and OUT/results.tar.gz (training logs, evaluation
+# results of the finished sections and their resumable state).
+set -uo pipefail
+DATASET=${1:?dataset}; DATA=${2:?data root}; OUT=${3:?output folder}; DEADLINE=${4:-560}
+export PYTHONUNBUFFERED=1
+REPO=$PWD; DEVICE=${DEVICE:-cuda}; RECIPE=${RECIPE:-}
+# smoke test on a CPU: DEVICE=cpu TRAIN_ARGS="--limit 300 --epochs 0.1" EVAL_ARGS="--limit 20 --small" bash ...
+TRAIN_ARGS=${TRAIN_ARGS:-}; EVAL_ARGS=${EVAL_ARGS:-}
+EVAL_SECTIONS=${EVAL_SECTIONS-autoattack;graybox,adaptive;latent,ablation,sanity,regeneration}
+NAME=$DATASET${RECIPE:+-$RECIPE}
+COMPONENTS="classifier ism robust detector gan baselines pipeline"
+[ "$RECIPE" = paper ] && COMPONENTS="classifier ism detector gan baselines pipeline"
+W=/tmp/w/$NAME; CK=/tmp/ckpt
+EV=/tmp/eval; mkdir -p "$OUT" "$EV"
+step() { echo "== $(date +%T) t=${SECONDS}s $*"; }
+for c in $COMPONENTS; do
+  step "train $c"
+  python3 -m train "$c" --dataset "$DATASET" ${RECIPE:+--recipe "$RECIPE"} --data "$DATA" --out "$W" \
+    --ckpt-dir "$CK" --device "$DEVICE" $TRAIN_ARGS || exit 1
+done
+step "float16"
+python3 -m train.half "$W" --data "$DATA" --device "$DEVICE" || step "float16 refused: float32 kept"
+tar -cf - -C /tmp/w "$NAME" | split -b 15m - "$OUT/weights.tar."
+step "weights written ($(du -ch "$OUT"/weights.tar.* | tail -1 | cut -f1))"
+left() { echo $((DEADLINE - SECONDS)); }
+ev() {   # one resumable evaluation call, stopped at the deadline
+  [ "$(left)" -gt 20 ] || { step "skip $1 (deadline)"; return; }
+  step "evaluate $1"
+  timeout "$(left)" python3 -m ism.evaluate --dataset "$DATASET" --data "$DATA" --weights "$W" --device "$DEVICE" \
+    --out "$EV" --batch-size 500 --adaptive-images 1000 --autoattack-images 1000 --sections "$1" $EVAL_ARGS
+}
+IFS=';' read -ra GROUPS_ <<< "$EVAL_SECTIONS"
+for g in "${GROUPS_[@]}"; do ev "$g"; done
+step "done"
+tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval -C "$REPO" .cache/eval 2>/dev/null || \
+  tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval
