@@ -154,11 +154,18 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
+        page.get_by_text("CelebA, Male attribute, 64x64").first.click()      # CelebA's lesson: its own example
+        page.wait_for_timeout(1000)
+        page.locator("#lesson-4").click()
+        page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('true answer is female')",
+                               timeout=180_000)
+        assert "stands in" not in page.locator("#lesson-text").inner_text()   # CelebA has the paper's recipe
+        page.screenshot(path=str(shots / f"lesson-celeba-{width}.png"), full_page=True)
 
 
 def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
     """CW and DeepFool disable the epsilon slider and say why; Square states its query budget; the Curves
-    tab's text follows the data set (CelebA has no MagNet or DDSA) and its live plot is cleared on a switch."""
+    tab's text follows the data set (CelebA's curves have no MagNet or DDSA) and its live plot is cleared on a switch."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         slider = page.get_by_label("epsilon (attack strength)").first
 
@@ -179,5 +186,5 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
         page.get_by_role("tab", name="Robustness curves").click()
         page.get_by_text("MagNet and DDSA, trained here").wait_for(timeout=15_000)     # CIFAR-10 has both
         page.get_by_text("CelebA, Male attribute, 64x64").first.click()
-        page.get_by_text("were not trained for this data set").wait_for(timeout=30_000)
+        page.get_by_text("not measured in these curves: the Compare tab attacks them").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)

@@ -132,3 +132,16 @@ def test_playback_comes_from_the_serving_settings(tiny_defense):
 
     demo = app.build_demo({"cifar10": tiny_defense}, serve=ServeConfig.from_env({"ISM_PLAYBACK": "0"}))
     assert demo.handler.playback == 0.0
+
+
+def test_the_honest_note_gives_each_figure_its_own_image_count():
+    """The page's adaptive-vs-gray-box sentence: the two figures are often measured on different numbers
+    of test images (CelebA: 100 adaptive, 300 gray-box), and each is said with its own."""
+    from ism.app.live import adaptive_summary
+
+    results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
+               "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
+    text = adaptive_summary(results)
+    assert "keeps 64% accuracy (100 test images), against 87% when the attacker ignores it (gray-box, 300 test images)" \
+        in text
+    assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})

@@ -120,7 +120,8 @@ def test_tampered_weights_are_refused(tiny_weights):
     assert load_defense(tiny_weights) is not None
 
 
-@pytest.mark.parametrize("root", [WEIGHTS, WEIGHTS.parent / "cifar10-paper", CELEBA_WEIGHTS])
+@pytest.mark.parametrize("root", [WEIGHTS, WEIGHTS.parent / "cifar10-paper", CELEBA_WEIGHTS,
+                                  CELEBA_WEIGHTS.parent / "celeba-paper"])
 def test_every_shipped_weight_file_has_a_recorded_checksum(root):
     from ism.hub import sha256, stale_components
 

@@ -216,6 +216,8 @@ def table(rows: list[Row]) -> str:
 def figure(rows: list[Row], original, truth: str):
     """A grid for the page and for slides: per contender, the attacked image and what its classifier
     read, for each threat model, captioned with the answer."""
+    from textwrap import fill
+
     from matplotlib.figure import Figure
 
     threats = list(dict.fromkeys(r.threat for r in rows))
@@ -238,7 +240,7 @@ def figure(rows: list[Row], original, truth: str):
             a.set_xlabel(f"max pixel change {r.linf * 255:.1f}/255", fontsize=7)
             b.imshow(r.read)
             b.set_title(f"{t}:\nclassifier read" if i == 0 else "", fontsize=8)
-            b.set_xlabel(f"{r.prediction} {r.confidence:.0%}\n{r.detector}", fontsize=7, color=color)
+            b.set_xlabel(f"{r.prediction} {r.confidence:.0%}\n{fill(r.detector, 24)}", fontsize=7, color=color)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -300,8 +300,11 @@ def curves_intro(defense: Defense) -> str:
     root = Path(getattr(defense, "source", "") or ".")
     baselines = [n for n, sub in (("MagNet", "magnet"), ("DDSA", "ddsa"))
                  if (root / "baselines" / sub / "model.safetensors").is_file()]
-    others = (f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else
-              " (the paper's baselines MagNet and DDSA were not trained for this data set)")
+    paper = root.parent / f"{defense.config.dataset}-paper" / "baselines"
+    elsewhere = (" (the paper's baselines MagNet and DDSA were trained for the paper's recipe on this data set, "
+                 "not measured in these curves: the Compare tab attacks them)") if paper.is_dir() else \
+        " (the paper's baselines MagNet and DDSA were not trained for this data set)"
+    others = f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else elsewhere
     return (f"Accuracy versus epsilon for no defense, this defense{others}; gray-box (solid: the attacker "
             "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
