@@ -87,6 +87,10 @@ def test_compare_endpoint(app_url):
     assert {r["threat"] for r in rows} == set(THREATS) and plot and "| **hardened**" in table
     with pytest.raises(Exception, match="seed must be a whole number"):         # one sentence, as in /defend
         client.predict(handle_file(CAT), "FGSM", 0.1, 1, 2**40, "cifar10", api_name="/compare")
+    face = str(ROOT / "examples/celeba/female_0.png")                            # CelebA has every contender too
+    said, _, table, rows = client.predict(handle_file(face), "FGSM", 8 / 255, 1, 0, "celeba", api_name="/compare")
+    assert "The true answer is **female**" in said
+    assert {r["defense"] for r in rows} == {"no defense", "MagNet", "DDSA", "paper's recipe", "hardened"}
 
 
 @pytest.mark.parametrize("step", range(len(STEPS)))
