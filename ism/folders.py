@@ -1,5 +1,6 @@
 """Where things live in a defense's weights folder, beyond one folder per component: the stages the
-per-stage ablation and ``python -m train robust`` keep (see ism/eval/ablation.py for the layout)."""
+per-stage ablation and ``python -m train robust`` keep (see ism/eval/ablation.py for the layout), and
+where the paper's recipe sits beside a hardened defense."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,3 +28,9 @@ def base_ism_folder(root: str | Path) -> Path:
     root = Path(root)
     folder = root / "ablation" / "ism"
     return folder if (folder / "model.safetensors").exists() else root / "ism"
+
+
+def paper_recipe_folder(weights_dir: str | Path, dataset: str) -> Path:
+    """The paper's recipe for ``dataset`` beside the hardened defenses in ``weights_dir``:
+    ``<weights_dir>/<dataset>-paper`` (``python -m train all --recipe paper --out`` that folder)."""
+    return Path(weights_dir) / f"{dataset}-paper"

@@ -8,9 +8,10 @@
 # DATASET: cifar10 | celeba; DATA: its root; OUT: where weights, logs and results go. RECIPE=paper
 # trains the paper's recipe (no `robust` stage). Training always runs to the end; the evaluation
 # sections (EVAL_SECTIONS: groups separated by ';'; EVAL_ARGS override the defaults) then run in
-# order, each resumable, until DEADLINE_SECONDS (default 560) after the start. Writes OUT/weights.tar.a? (the defense folder, in
-# 15 MB parts: `cat weights.tar.a? | tar -x`) and OUT/results.tar.gz (training logs, evaluation
-# results of the finished sections and their resumable state).
+# order, each resumable, until DEADLINE_SECONDS (default 560) after the start. Writes
+# OUT/weights.tar.a? (the defense folder, in 15 MB parts: `cat weights.tar.a? | tar -x`) and
+# OUT/results.tar.gz (training logs, evaluation results of the finished sections and their
+# resumable state).
 set -uo pipefail
 DATASET=${1:?dataset}; DATA=${2:?data root}; OUT=${3:?output folder}; DEADLINE=${4:-560}
 export PYTHONUNBUFFERED=1

@@ -93,12 +93,13 @@ class Row:
 def contenders(hardened: Defense, weights_dir: str | Path | None = None) -> list[Contender]:
     """Every defense this server can compare for ``hardened``'s data set, in teaching order."""
     from ism.defense import load_defense
+    from ism.folders import paper_recipe_folder
     from ism.models.baselines import load_baselines
     from ism.models.classifier import Classifier
 
     root = Path(getattr(hardened, "source", "") or ".")
     weights_dir = Path(weights_dir) if weights_dir else root.parent
-    paper_root = weights_dir / f"{hardened.config.dataset}-paper"
+    paper_root = paper_recipe_folder(weights_dir, hardened.config.dataset)
     paper = load_defense(paper_root) if (paper_root / "defense.json").is_file() else None
     plain_folder = paper_root / "ablation" / "plain"
     out = []

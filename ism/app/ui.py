@@ -19,7 +19,7 @@ from ism.app.serve import ActiveRuns, ServeConfig
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image, to_display
 from ism.defense import Defense
-from ism.folders import robust_trained
+from ism.folders import paper_recipe_folder, robust_trained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 PLAYBACK_SECONDS = ServeConfig.playback   # regeneration is played back over at least this long (ISM_PLAYBACK) ...
@@ -300,7 +300,7 @@ def curves_intro(defense: Defense) -> str:
     root = Path(getattr(defense, "source", "") or ".")
     baselines = [n for n, sub in (("MagNet", "magnet"), ("DDSA", "ddsa"))
                  if (root / "baselines" / sub / "model.safetensors").is_file()]
-    paper = root.parent / f"{defense.config.dataset}-paper" / "baselines"
+    paper = paper_recipe_folder(root.parent, defense.config.dataset) / "baselines"
     elsewhere = (" (the paper's baselines MagNet and DDSA were trained for the paper's recipe on this data set, "
                  "not measured in these curves: the Compare tab attacks them)") if paper.is_dir() else \
         " (the paper's baselines MagNet and DDSA were not trained for this data set)"
