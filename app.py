@@ -323,7 +323,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                                           interactive=False, elem_id="scrub", scale=3)
                         scrub_img = gr.Image(label="that iteration", interactive=False, height=130, width=130,
                                              show_label=True, elem_id="scrub-image", scale=1)
-                r_plot = gr.Plot(label="regeneration: error against iteration", scale=2)
+                r_plot = gr.Plot(label="regeneration: error against iteration", show_label=False, scale=2)
             with gr.Row():
                 notes = gr.Markdown()
                 warnings = gr.Markdown()
