@@ -79,14 +79,16 @@ ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm"
 assert set(ATTACK_LABELS.values()) == set(ATTACKS)
 
 
-def _same(a, b) -> bool:
-    return a is b or (isinstance(a, (str, dict, type(None))) and a == b)
+# Images (and figures holding images) are sent as PNG: lossless, so the attacked pixels a visitor sees or
+# downloads are the attack's own (gradio's default, WebP, is lossy: quality 80), and quicker to encode
+# (a 128-pixel stage image: 1.1 ms against 2.4 ms).
+PIXELS = "png"
 
 
 def stage_image(title: str, label: str | None = None, **kw) -> gr.Image:
     """One stage panel of the demo: its title in bold over its image."""
     gr.Markdown(f"**{title}**")
-    return gr.Image(label=label or title, show_label=False, interactive=False, height=140, **kw)
+    return gr.Image(label=label or title, show_label=False, interactive=False, height=140, format=PIXELS, **kw)
 
 
 def reading() -> gr.Label:
@@ -145,17 +147,11 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         with one_message(dataset):
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed,
                                  read=READS.get(read, read))
-            sent = None
             for s, note, label in stream:
-                frames = None if (s.done or not s.regeneration) else gr.skip()
-                values = state_values(s, note, label, frames)
-                # stream only what changed (each regeneration iteration then sends one image, not 19
-                # outputs); the last update carries everything, so API callers get every stage
-                if s.done or sent is None:
-                    yield tuple(values.values())
-                else:
-                    yield tuple(gr.skip() if _same(v, sent[k]) else v for k, v in values.items())
-                sent = values
+                # every update carries every output, the frames gallery excepted (empty until the run is
+                # over). Resending a value is cheaper than gr.skip(): in gradio 6 each skip rebuilds the
+                # component and its config (README, The app: measured with benchmarks/latency_ab.py)
+                yield tuple(state_values(s, note, label, frames=None if s.done else []).values())
 
     def compare_defenses(file, attack, eps, steps, seed, dataset=first):
         with one_message(dataset):
@@ -264,7 +260,8 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                                            height=150, elem_id="own-image")
                             camera = gr.Image(label="webcam photo, or paste (Ctrl+V)", sources=["webcam", "clipboard"],
                                               type="filepath", format="png", height=150, elem_id="camera")
-                            seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130)
+                            seen = gr.Image(label="what the model sees", interactive=False, height=130, width=130,
+                                            format=PIXELS)
                         gr.Markdown(PRIVACY)
                     prep_note = gr.Markdown()
                 with gr.Column(scale=2, min_width=360):
@@ -316,20 +313,22 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     f_lab = reading()
             with gr.Row():
                 with gr.Column(scale=3):
-                    frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=6,
+                    frames = gr.Gallery(label="every regeneration iteration (browse after the run)", columns=6, format=PIXELS,
                                         height=190, object_fit="contain", elem_id="frames")
                     with gr.Row():
                         scrub = gr.Slider(0, 1, value=0, step=1, label="scrub through the regeneration: iteration",
                                           interactive=False, elem_id="scrub", scale=3)
-                        scrub_img = gr.Image(label="that iteration", interactive=False, height=130, width=130,
+                        scrub_img = gr.Image(label="that iteration", interactive=False, height=130, width=130, format=PIXELS,
                                              show_label=True, elem_id="scrub-image", scale=1)
-                r_plot = gr.Plot(label="regeneration: error against iteration", show_label=False, scale=2)
+                r_plot = gr.LinePlot(x="iteration", y="MSE vs purified", title="regeneration: error against iteration",
+                                     label="regeneration: error against iteration", show_label=False, scale=2,
+                                     height=230, elem_id="regen-plot")
             with gr.Row():
                 notes = gr.Markdown()
                 warnings = gr.Markdown()
                 timings = gr.Markdown()
             with gr.Accordion("this run as one picture, for slides (download)", open=False):
-                picture = gr.Image(show_label=False, interactive=False, format="png", buttons=["download"],
+                picture = gr.Image(show_label=False, interactive=False, format=PIXELS, buttons=["download"],
                                    elem_id="picture")
         with gr.Tab("Compare defenses"):
             gr.Markdown(COMPARE_INTRO)
@@ -343,7 +342,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                         with gr.Column(min_width=160):
                             cmp_file = gr.File(label="…or upload an image", file_types=["image"], type="filepath",
                                                height=90)
-                            cmp_seen = gr.Image(label="the image", interactive=False, height=110, width=110)
+                            cmp_seen = gr.Image(label="the image", interactive=False, height=110, width=110, format=PIXELS)
                         with gr.Column():
                             cmp_attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack")
                             cmp_eps = gr.Slider(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
@@ -353,7 +352,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                     cmp_run = gr.Button("Compare", variant="primary", elem_id="compare")
             cmp_note = gr.Markdown(elem_id="compare-note")
             cmp_summary = gr.Markdown(elem_id="compare-summary")
-            cmp_plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot")
+            cmp_plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot", format=PIXELS)
             cmp_table = gr.Markdown()
             cmp_json = gr.JSON(visible=False)
         with gr.Tab("Lesson"):
@@ -362,7 +361,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 lesson_buttons = [gr.Button(step.title, elem_id=f"lesson-{i + 1}") for i, step in enumerate(STEPS)]
             l_text = gr.Markdown(elem_id="lesson-text")
             l_summary = gr.Markdown(elem_id="lesson-summary")
-            l_plot = gr.Plot(label="this step, live")
+            l_plot = gr.Plot(label="this step, live", format=PIXELS)
             l_table = gr.Markdown()
         with gr.Tab("Robustness curves"):
             c_intro = gr.Markdown(curves_intro(defense))

@@ -52,8 +52,9 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
-def start_app(port: int, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
+def start_app(port: int, env: dict, root: Path = ROOT) -> subprocess.Popen:
+    """``root``/app.py in its own process (another checkout's, to compare two versions)."""
+    proc = subprocess.Popen([sys.executable, str(Path(root) / "app.py")], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:

@@ -19,7 +19,7 @@ def test_defend_returns_every_stage(client):
     (orig, orig_lab, pert, pert_txt, adv, adv_lab, det, det_txt, pur, pur_lab, regen, regen_txt, frames,
      final, final_lab, verdict, notes, warnings, timings, final_txt, regen_plot, picture) = out
     for img in (orig, pert, adv, pur, regen, final):
-        assert img and img.endswith((".png", ".webp", ".jpg", ".jpeg"))
+        assert img and img.endswith(".png")   # lossless: the attacked pixels as the attack made them
     assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
     assert "L∞ = 0.3" in pert_txt
     assert det["label"] in ("ATTACKED", "clean") and "P(attacked)" in det_txt
@@ -27,7 +27,9 @@ def test_defend_returns_every_stage(client):
     assert "final answer" in verdict and ("caught the attack" in verdict or "missed the attack" in verdict)
     assert "true label, cat" in verdict
     assert "regeneration" in timings
-    assert "the classifier reads" in final_txt and regen_plot
+    assert "the classifier reads" in final_txt
+    assert regen_plot["columns"] == ["iteration", "MSE vs purified"]   # the curve as numbers, one row an iteration
+    assert [row[0] for row in regen_plot["data"]] == list(range(len(frames)))
     assert picture and picture.endswith(".png")   # the run as one picture, for slides
     assert "matched the target" in regen_txt or "used all 6 iterations" in regen_txt   # why it stopped, in words
 

@@ -164,7 +164,8 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
         page.get_by_text("CelebA, Male attribute, 64x64").first.click()      # CelebA's lesson: its own example
-        page.wait_for_timeout(1000)
+        page.wait_for_function("() => document.body.innerText.includes('CelebA, Male attribute, 64x64: pick an image')",
+                               timeout=30_000)                        # the switch is done (its updates reset the tab)
         page.locator("#lesson-4").click()
         page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('true answer is female')",
                                timeout=180_000)

@@ -86,23 +86,14 @@ def test_regeneration_is_played_back_at_a_steady_pace(tiny_defense, monkeypatch)
     assert len(state.regeneration) == 61 and "used all 60 iterations" in state.regen_stop
 
 
-def test_figures_drawn_for_visitors_use_no_mathtext():
-    """matplotlib's mathtext parser is shared and not thread-safe: two visitors' regeneration plots drawn
-    at once failed with a mathtext ValueError. Their tick labels must be plain text, and drawing many
-    at once must work."""
-    import io
-    from concurrent.futures import ThreadPoolExecutor
+def test_the_regeneration_curve_is_each_iterations_error():
+    """The page draws the regeneration's curve itself (no server-side figure): one row per iteration."""
+    from ism.app.ui import regeneration_curve
 
-    from ism.app.ui import regeneration_figure
-
-    def draw(k):
-        fig = regeneration_figure([0.02 / (i + 1) ** (1 + k / 10) for i in range(30)])
-        fig.savefig(io.BytesIO(), format="png")
-        return [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
-
-    with ThreadPoolExecutor(8) as pool:
-        labels = [t for ts in pool.map(draw, range(16)) for t in ts]
-    assert labels and not any("$" in t for t in labels), [t for t in labels if "$" in t][:3]
+    errors = [0.02 / (i + 1) for i in range(7)]
+    table = regeneration_curve(errors)
+    assert list(table["iteration"]) == list(range(7))
+    assert list(table["MSE vs purified"]) == errors
 
 
 def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch):
