@@ -148,10 +148,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed,
                                  read=READS.get(read, read))
             for s, note, label in stream:
-                # every update carries every output, the frames gallery excepted (empty until the run is
-                # over). Resending a value is cheaper than gr.skip(): in gradio 6 each skip rebuilds the
-                # component and its config (README, The app: measured with benchmarks/latency_ab.py)
-                yield tuple(state_values(s, note, label, frames=None if s.done else []).values())
+                # every update carries every output: resending a value is cheaper than gr.skip(), which in
+                # gradio 6 rebuilds the component and its config (README, The app: benchmarks/latency_ab.py)
+                yield tuple(state_values(s, note, label).values())
 
     def compare_defenses(file, attack, eps, steps, seed, dataset=first):
         with one_message(dataset):

@@ -30,6 +30,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import free_port, pct, start_app  # noqa: E402
 
 
+def timed_run(client, args: tuple) -> tuple[float, float]:
+    """One /defend request: (seconds to its first streamed update, seconds to its end)."""
+    t0 = time.perf_counter()
+    job = client.submit(*args, api_name="/defend")
+    t_first = None
+    while not job.done():
+        if t_first is None and len(job.outputs()) > 0:
+            t_first = time.perf_counter() - t0
+        time.sleep(0.002)
+    job.result()
+    total = time.perf_counter() - t0
+    return (t_first if t_first is not None else total), total
+
+
 def measure(url: str, args: tuple, runs: int) -> tuple[list, list]:
     from gradio_client import Client
 
@@ -37,16 +51,9 @@ def measure(url: str, args: tuple, runs: int) -> tuple[list, list]:
     client.predict(*args, api_name="/defend")  # warm-up
     first, total = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
-        job = client.submit(*args, api_name="/defend")
-        t_first = None
-        while not job.done():
-            if t_first is None and len(job.outputs()) > 0:
-                t_first = time.perf_counter() - t0
-            time.sleep(0.002)
-        job.result()
-        total.append(time.perf_counter() - t0)
-        first.append(t_first if t_first is not None else total[-1])
+        f, t = timed_run(client, args)
+        first.append(f)
+        total.append(t)
     return first, total
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from latency import timed_run  # noqa: E402
 from load import free_port, pct, start_app  # noqa: E402
 
 
@@ -49,12 +50,7 @@ def main() -> None:
         totals = {name: [] for name in roots}
         for _ in range(a.runs):
             for name, c in clients.items():
-                t0 = time.perf_counter()
-                job = c.submit(*args, api_name="/defend")
-                while not job.done():
-                    time.sleep(0.002)
-                job.result()
-                totals[name].append(time.perf_counter() - t0)
+                totals[name].append(timed_run(c, args)[1])
     finally:
         for p in procs:
             p.terminate()

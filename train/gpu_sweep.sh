@@ -35,6 +35,13 @@ for c in classifier ism; do
   step "train $c (shared)"
   train "$c" "$S/shared" "$S/ckpt/shared" > "$S/logs/shared-$c.log" 2>&1 || { tail -20 "$S/logs/shared-$c.log"; exit 1; }
 done
+ev() {  # ev E SECTION: one resumable evaluation of branch E, stopped at the deadline
+  [ "$(left)" -gt 20 ] || { step "r$1: skip $2 (deadline)"; return; }
+  step "r$1: evaluate $2"
+  timeout "$(left)" python3 -m ism.evaluate --dataset "$DATASET" --data "$DATA" --weights "$S/r$1" \
+    --device "$DEVICE" --name "r$1" --out "$S/eval" --batch-size 500 --autoattack-images "$AA_IMAGES" \
+    --adaptive-images 1000 --adaptive-eps 8/255 --sections "$2" $EVAL_ARGS
+}
 branch() {  # one branch: robust for E epochs, then everything that reads its weights
   local e=$1 w=$S/r$1 ck=$S/ckpt/r$1 log=$S/logs/r$1.log
   cp -r "$S/shared" "$w"
@@ -42,14 +49,11 @@ branch() {  # one branch: robust for E epochs, then everything that reads its we
     step "r$e: robust --epochs $e"; train robust "$w" "$ck" --epochs "$e" || return 1
     for c in detector gan pipeline; do step "r$e: $c"; train "$c" "$w" "$ck" || return 1; done
     step "r$e: float16"; python3 -m train.half "$w" --data "$DATA" --device "$DEVICE"
-    for sec in autoattack baselines adaptive; do   # baselines: the same for every branch, so after the figure
-      [ "$(left)" -gt 20 ] || { step "r$e: skip $sec (deadline)"; continue; }
-      [ "$sec" = baselines ] && { step "r$e: baselines"; train baselines "$w" "$ck"; continue; }
-      step "r$e: evaluate $sec"
-      timeout "$(left)" python3 -m ism.evaluate --dataset "$DATASET" --data "$DATA" --weights "$w" \
-        --device "$DEVICE" --name "r$e" --out "$S/eval" --batch-size 500 --autoattack-images "$AA_IMAGES" \
-        --adaptive-images 1000 --adaptive-eps 8/255 --sections "$sec" $EVAL_ARGS
-    done
+    ev "$e" autoattack
+    if [ "$(left)" -gt 20 ]; then     # the same in every branch: after the figure, if time is left
+      step "r$e: baselines"; train baselines "$w" "$ck"
+    else step "r$e: skip baselines (deadline)"; fi
+    ev "$e" adaptive
     step "r$e: done"
   } > "$log" 2>&1
 }

@@ -45,11 +45,14 @@ def adaptive_summary(results: dict | None) -> str:
     if not r:
         return ("Adaptive (white-box) results are not measured yet: treat gray-box figures as an upper bound.")
     g = results.get("graybox", {}).get(str(Cell("pgd", EPS_8)), {})
-    n = r.get("images", results["clean"]["images"])      # each figure with its own image count
+
+    def images(cell: dict) -> int:                        # each figure with its own image count
+        return cell.get("images", results["clean"]["images"])
+
     verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
                "Part of that survives an attacker who knows it; read the curves before trusting a gray-box figure.")
     return (f"Honest note: against an attacker who knows the whole defense and attacks through it (adaptive) at "
-            f"ε = 8/255 this defense keeps {r['defense']:.0%} accuracy ({n} test images)"
+            f"ε = 8/255 this defense keeps {r['defense']:.0%} accuracy ({images(r)} test images)"
             + (f", against {g['defense']:.0%} when the attacker ignores it (gray-box, "
-               f"{g.get('images', results['clean']['images'])} test images)" if "defense" in g else "")
+               f"{images(g)} test images)" if "defense" in g else "")
             + f". {verdict}")

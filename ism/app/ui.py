@@ -245,9 +245,8 @@ class CompareHandler:
         return result, f"### {step.title}\n{step.explain}{stand_in_note(step, self.rivals)}"
 
 
-def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dict:
-    """{output name: value} for one streamed state; ``frames`` replaces the frames value (the app
-    sends them only once the run is done)."""
+def state_values(s: DemoState, note: str, label: int | None) -> dict:
+    """{output name: value} for one streamed state; the frames gallery stays empty until the run is done."""
     regen = s.regeneration[-1] if s.regeneration else None
     values = {
         "original": s.original.image if s.original else None,
@@ -263,7 +262,7 @@ def state_values(s: DemoState, note: str, label: int | None, frames=None) -> dic
         "regenerated": regen.image if regen else None,
         "regenerated_text": (f"iteration {regen.caption} — {top3_text(regen.top3)}"
                              + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
-        "frames": [(st.image, st.caption) for st in s.regeneration] if frames is None else frames,
+        "frames": [(st.image, st.caption) for st in s.regeneration] if s.done else [],
         "final": s.final.image if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
         "verdict": f"### {s.verdict}" if s.verdict else "*running…*",
