@@ -158,3 +158,21 @@ def test_a_robust_recipe_of_several_runs_runs_them_in_order(tmp_path, monkeypatc
     (tmp_path / "c" / "cifar10" / "robust-2.done").unlink()
     go(True)
     assert len(ran) == 3 and ran[-1][0].clean_weight == 6.0
+
+
+def test_cpu_recipe_is_the_hardened_one_cut_to_fit_a_cpu(tmp_path):
+    """``--recipe cpu``: every component trains the CPU-sized configuration (narrower classifier, fewer
+    epochs), recorded in its card; CelebA has no such recipe."""
+    out = tmp_path / "w" / "cifar10-cpu"
+    main(["all", "--recipe", "cpu", "--limit", "80", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
+          "--batch-size", "32", "--val-per-class", "2", "--no-bf16"])
+    assert json.loads((out / "classifier/config.json").read_text())["channels"] == [32, 64, 256, 256]
+    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 16
+    # (robust republishes classifier/ and ism/: the first runs' cards are kept in ablation/)
+    epochs = {"ablation/adversarial": '"student_epochs": 6', "ablation/ism": '"epochs": 2', "classifier": '"epochs": 0.5',
+              "detector": '"epochs": 1', "generator": '"epochs": 1', "baselines/magnet": '"magnet_epochs": 1'}
+    for name, text in epochs.items():
+        assert text in (out / name / "README.md").read_text(), name
+    assert load_defense(out).predict(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+    with pytest.raises(SystemExit):
+        parse_args(["all", "--recipe", "cpu", "--dataset", "celeba"])

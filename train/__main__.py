@@ -42,8 +42,9 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
             typ = {"int": int, "float": float, "str": str, "int | None": int,
                    "float | None": float}.get(str(f.type), str)
             if f.name == "recipe":
-                p.add_argument(flag, choices=["paper"], default=None,
-                               help="train the paper's recipe instead of the data set's (see train/classifier.py)")
+                p.add_argument(flag, choices=["paper", "cpu"], default=None,
+                               help="paper: the paper's recipe instead of the data set's (see train/classifier.py); "
+                                    "cpu: CIFAR-10's hardened recipe sized for two CPU cores (train/common.py)")
                 continue
             if f.name == "dataset":
                 from ism.data.datasets import DATASETS
@@ -57,6 +58,8 @@ def parse_args(argv=None) -> tuple[list[str], RunConfig]:
     names = list(COMPONENTS) if a.component == "all" else [a.component]
     if cfg.overrides and len(names) > 1:
         p.error("--set applies to one component's config: run the components one by one")
+    if cfg.recipe == "cpu" and cfg.dataset != "cifar10":
+        p.error("--recipe cpu is CIFAR-10's hardened recipe sized for a CPU; CelebA has the paper's recipe")
     if cfg.overrides and a.component == "pipeline":
         p.error("--set: `pipeline` has no train config")
     return names, cfg

@@ -39,15 +39,17 @@ class BaselineTrainConfig:
 # male (0.29 on 2,000 test faces); 20 epochs (CIFAR-10's 1,420 steps) reach MSE 0.007 and 0.90.
 # DDSA keeps 2 epochs (142 steps; purified clean faces read at 0.86): on 2 CPU cores at 64x64 its
 # steps take 7 s each, so CIFAR-10's step count would cost 85 minutes.
-BASELINE_RECIPES = {"celeba": BaselineTrainConfig(magnet_epochs=20)}
+BASELINE_RECIPES = {"celeba": BaselineTrainConfig(magnet_epochs=20),
+                    "cpu": BaselineTrainConfig(magnet_epochs=1, ddsa_epochs=0.5)}   # CPU_RECIPE (train/common.py)
 
 
-def baseline_recipe(dataset: str) -> BaselineTrainConfig:
-    return replace(BASELINE_RECIPES.get(dataset, BaselineTrainConfig()))
+def baseline_recipe(dataset: str, recipe: str | None = None) -> BaselineTrainConfig:
+    """The data set's epochs, unless the recipe (``--recipe cpu``) has its own."""
+    return replace(BASELINE_RECIPES.get(recipe) or BASELINE_RECIPES.get(dataset, BaselineTrainConfig()))
 
 
 def train_baselines(run: Run, tc: BaselineTrainConfig | None = None) -> None:
-    tc = run.configure(tc or baseline_recipe(run.cfg.dataset))
+    tc = run.configure(tc or baseline_recipe(run.cfg.dataset, run.cfg.recipe))
     folder = base_classifier_folder(run.out.parent)
     clf = load_classifier(run)
     c = clf.config

@@ -9,7 +9,7 @@ Recipe:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,9 @@ class DetectorTrainConfig:
     target_fpr: float = 0.01
 
 
+DETECTOR_RECIPES = {"cpu": DetectorTrainConfig(epochs=1)}   # --recipe cpu (train/common.py: CPU_RECIPE)
+
+
 def load_ism(run) -> ISMNetwork:
     """The deployed ISM, recorded as what ``run`` trains against."""
     folder = run.uses(run.out.parent / "ism")
@@ -39,7 +42,7 @@ def load_ism(run) -> ISMNetwork:
 
 
 def train_detector(run: Run, tc: DetectorTrainConfig | None = None) -> PerturbationDetector:
-    tc = run.configure(tc or DetectorTrainConfig())
+    tc = run.configure(tc or replace(DETECTOR_RECIPES.get(run.recipe, DetectorTrainConfig())))
     clf = load_classifier(run)
     ism = load_ism(run)
     pool = build_pool(run, clf, run.train, "train")

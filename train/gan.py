@@ -15,7 +15,7 @@ Recipe:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,9 @@ class GANTrainConfig:
     eq2_phi: float = 0.5      # Eq. 2 noise factor
 
 
+GAN_RECIPES = {"cpu": GANTrainConfig(epochs=1)}   # --recipe cpu (train/common.py: CPU_RECIPE)
+
+
 def eq2_adversarial(gen_images, clf, eps, phi, run: Run):
     x = gen_images.detach().requires_grad_(True)
     with run.autocast():
@@ -62,7 +65,7 @@ def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
 
 
 def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
-    tc = run.configure(tc or GANTrainConfig())
+    tc = run.configure(tc or replace(GAN_RECIPES.get(run.recipe, GANTrainConfig())))
     clf = load_classifier(run)
     ism = load_ism(run)
     pool = build_pool(run, clf, run.train, "train")

@@ -43,6 +43,7 @@ class ISMTrainConfig:
 ISM_RECIPES = {
     "cifar10": ISMTrainConfig(epochs=8, detail_channels=16),
 }
+ISM_RECIPES["cpu"] = replace(ISM_RECIPES["cifar10"], epochs=2)    # --recipe cpu (train/common.py: CPU_RECIPE)
 
 
 def ism_recipe(dataset: str) -> ISMTrainConfig:

@@ -95,6 +95,7 @@ ROBUST_RECIPES = {
                replace(_CELEBA, epochs=3, lr=3e-4, eps_ramp=0.0, clean_weight=6.0),
                replace(_CELEBA, epochs=4, lr=3e-4, eps_ramp=0.0, clean_weight=8.0, ema=0.98)],
 }
+ROBUST_RECIPES["cpu"] = [replace(ROBUST_RECIPES["cifar10"][0], epochs=0.5)]   # --recipe cpu (CPU_RECIPE)
 
 
 def robust_recipe(dataset: str) -> list[RobustTrainConfig]:
