@@ -65,3 +65,27 @@ def test_attack_factory_rejects_bad_arguments(tiny_defense):
 def test_defense_never_enters_training_mode(tiny_defense):
     tiny_defense.train()
     assert not any(m.training for m in tiny_defense.modules())
+
+
+def test_convolutions_run_channels_last_with_the_same_answers():
+    """Defense stores convolution weights channels-last (the CPU speed-up); logits and the input gradient
+    an attack follows are those of the modules as trained, to float rounding."""
+    import copy
+
+    from conftest import pipeline_parts
+
+    from ism import Defense
+
+    parts = pipeline_parts()
+    plain = copy.deepcopy(parts["classifier"]).eval()
+    d = Defense(**parts)
+    convs = [m.weight for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = torch.rand(3, 3, 32, 32)
+    grads = []
+    for model in (d.classifier, plain):
+        xi = x.clone().requires_grad_(True)
+        logits = model(xi)
+        (g,) = torch.autograd.grad(logits.logsumexp(1).sum(), xi)
+        grads.append((logits.detach(), g))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5) and torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
