@@ -35,6 +35,7 @@ def test_train_all_tiny_then_resume(tmp_path):
     cfg = json.loads((out / "defense.json").read_text())
     assert isinstance(cfg["gate"], bool) and "gate on: adaptive PGD-10 8/255" in cfg["measurements"]
     assert cfg["final_input"] in ("purified", "regenerated", "mean") and cfg["measurements"]["validation images"] > 0
+    assert cfg["measurements"]["trained in"].endswith("threads)")   # the stage's time, like the cards' line
     d = load_defense(out)
     assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     assert 0.0 <= d.threshold <= 1.0

@@ -90,6 +90,7 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         "chosen": best,
         "chosen because": why,
         "gate chosen (adaptive accuracy; within noise, mean of clean, gray-box, adaptive)": cfg.gate,
+        "trained in": run.elapsed(),
     }
     for name in ("classifier", "ism", "detector", "generator"):   # what this choice was measured on
         run.uses(root / name)
