@@ -1,6 +1,7 @@
 """A one-step smoke run of every training entry point on tiny real data, then resume."""
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -143,8 +144,13 @@ def test_a_robust_recipe_of_several_runs_runs_them_in_order(tmp_path, monkeypatc
 
     stages = [RobustTrainConfig(epochs=1, clean_weight=5.0), RobustTrainConfig(epochs=2, clean_weight=6.0)]
     monkeypatch.setitem(robust.ROBUST_RECIPES, "cifar10", stages)
-    ran = []
-    monkeypatch.setattr(robust, "_train_stage", lambda run, tc: ran.append((tc, run.command, run.ckpt.name)))
+    ran, clocks = [], []
+
+    def stage(run, tc):
+        ran.append((tc, run.command, run.ckpt.name))
+        clocks.append(time.time() - run.t0)
+        run.t0 -= 600                           # this run took 10 minutes
+    monkeypatch.setattr(robust, "_train_stage", stage)
 
     def go(resume):
         cfg = RunConfig(out=str(tmp_path / "w"), ckpt_dir=str(tmp_path / "c"), limit=40, val_per_class=2, resume=resume)
@@ -154,11 +160,29 @@ def test_a_robust_recipe_of_several_runs_runs_them_in_order(tmp_path, monkeypatc
     assert [c for _, c, _ in ran] == [f"python -m train robust  # run {k} of 2 (train/robust.py ROBUST_RECIPES)"
                                       for k in (1, 2)]
     assert [n for _, _, n in ran] == ["robust-1.pt", "robust-2.pt"]
+    assert max(clocks) < 60                     # each run's card times that run alone, not the ones before
     go(True)
     assert len(ran) == 2                        # both runs had published: nothing runs again
     (tmp_path / "c" / "cifar10" / "robust-2.done").unlink()
     go(True)
     assert len(ran) == 3 and ran[-1][0].clean_weight == 6.0
+
+
+def test_resumed_run_reports_its_whole_time(tmp_path):
+    """A checkpoint carries the time spent so far: a run resumed in a later session reports (card's
+    "Trained in", log's ``t``) the time before the interruption too, not only its last piece."""
+    from train.common import Run, RunConfig
+
+    def run(resume):
+        return Run(RunConfig(out=str(tmp_path / "w"), ckpt_dir=str(tmp_path / "c"), limit=40, val_per_class=2,
+                             resume=resume), "ism", "python -m train ism")
+    first = run(False)
+    first.t0 -= 25 * 60                         # 25 minutes of training, then a checkpoint, then the session ends
+    first.save_ckpt(step=3)
+    again = run(True)
+    assert again.load_ckpt()["step"] == 3
+    assert again.elapsed().startswith("25.0 min")
+    assert run(False).elapsed().startswith("0.0 min")   # a fresh run starts its own clock
 
 
 def test_cpu_recipe_is_the_hardened_one_cut_to_fit_a_cpu(tmp_path):

@@ -105,7 +105,12 @@ class Run:
         self.classes = full.classes
         self.out = Path(cfg.out) / name
         self.ckpt = Path(cfg.ckpt_dir) / cfg.dataset / f"{name}.pt"
-        self.t0 = time.time()
+        self.start_clock()
+
+    def start_clock(self, elapsed_s: float = 0.0) -> None:
+        """Time from here (plus ``elapsed_s`` already spent) is this run's: the card's "Trained in" and
+        the log's ``t``. A checkpoint carries it, so a run resumed across sessions reports its whole time."""
+        self.t0 = time.time() - elapsed_s
 
     def autocast(self):
         if not bf16_enabled(self.cfg.bf16, self.device):
@@ -216,13 +221,15 @@ class Run:
             return
         self.ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt.with_suffix(".tmp")
-        torch.save(state, tmp)
+        torch.save({**state, "elapsed_s": time.time() - self.t0}, tmp)
         tmp.replace(self.ckpt)
 
     def load_ckpt(self) -> dict | None:
         if self.cfg.resume and self.ckpt.exists():
             print(f"resuming from {self.ckpt}")
-            return torch.load(self.ckpt, map_location=self.device, weights_only=True)
+            state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
+            self.start_clock(state.get("elapsed_s", 0.0))
+            return state
         return None
 
     def elapsed(self) -> str:

@@ -148,6 +148,7 @@ def train_robust(run: Run, tc: RobustTrainConfig | None = None) -> nn.Module:
         if run.cfg.resume and done.is_file():
             print(f"robust: run {k} of {len(stages)} already published ({done})")
             continue
+        run.start_clock()                # each run's card times that run (resumed: from its checkpoint)
         composite = _train_stage(run, stage)
         if run.main:
             done.parent.mkdir(parents=True, exist_ok=True)
