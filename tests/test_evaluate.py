@@ -63,3 +63,10 @@ def test_autoattack_section(tiny_defense, real_images):
     assert aa["images"] == 6 and aa["version"] == "standard" and aa["norm"] == "Linf"
     assert 0 <= aa["defense"] <= aa["defense_clean"] <= 1 and 0 <= aa["no_defense"] <= aa["no_defense_clean"] <= 1
     assert "## AutoAttack (standard, L-inf)" in markdown({**ev.res, "dataset": "cifar10"}, "t", "cmd")
+    # interrupted after its first half (the pipeline): a resumed run keeps that half, computes the other
+    half = {k: aa[k] for k in ("images", "eps", "version", "norm")}
+    ev.res = {"clean": ev.res["clean"], "autoattack_part": {**half, "defense": 0.5, "defense_clean": 0.5, "seconds": 1}}
+    ev.autoattack()
+    again = ev.res["autoattack"]
+    assert "autoattack_part" not in ev.res
+    assert again["defense"] == 0.5 and again["no_defense"] == aa["no_defense"] and again["seconds"] > 1

@@ -48,6 +48,21 @@ def test_airbench_classifier():
         Classifier(ClassifierConfig(arch="resnet"))
 
 
+def test_preact18_classifier(tmp_path):
+    """PreActResNet-18 (Wong et al. 2020's net): 11.17M weights at its own widths (fast_adversarial's count), stride 2 from the second
+    stage, any input size; saved and loaded through the Hub format like the other nets."""
+    clf = Classifier(ClassifierConfig(arch="preact18", channels=[64, 128, 256, 512]))
+    assert sum(p.numel() for p in clf.parameters()) == 11_172_170     # its final BN included
+    small = Classifier(ClassifierConfig(arch="preact18", channels=[8, 8, 16, 16])).eval()
+    x = torch.rand(2, 3, 32, 32)
+    maps = small.features[:-2](x)
+    assert maps.shape == (2, 16, 4, 4)       # 32 / 2**3 after stages 2-4
+    assert small(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+    small.save_pretrained(tmp_path)
+    again = Classifier.from_pretrained(tmp_path).eval()
+    assert again.config.arch == "preact18" and torch.equal(again(x), small(x))
+
+
 def test_ism_detail_path_is_the_generator_latent():
     """With detail_channels, the ISM code is [128-d code, detail map]; its decoder is the generator, so
     G(encode(x)) is ISM(x) and regeneration can start from it."""

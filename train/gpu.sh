@@ -11,7 +11,10 @@
 # order, each resumable, until DEADLINE_SECONDS (default 560) after the start. Writes
 # OUT/weights.tar.a? (the defense folder, in 15 MB parts: `cat weights.tar.a? | tar -x`) and
 # OUT/results.tar.gz (training logs, evaluation results of the finished sections and their
-# resumable state).
+# resumable state), and OUT/metrics.jsonl as each stage ends (its model card's measured metrics).
+# Other knobs: COMPONENTS (the stages, in order), CLASSIFIER_ARGS (extra arguments for the classifier
+# stage alone, e.g. "--set arch=preact18 --set channels=[64,128,256,512]"), HALF=0 (no float16 step),
+# WEIGHTS=0 (no weights in OUT). Each stage's output goes to /tmp/logs/<stage>.log (in results.tar.gz).
 set -uo pipefail
 DATASET=${1:?dataset}; DATA=${2:?data root}; OUT=${3:?output folder}; DEADLINE=${4:-560}
 export PYTHONUNBUFFERED=1
@@ -20,20 +23,33 @@ REPO=$PWD; DEVICE=${DEVICE:-cuda}; RECIPE=${RECIPE:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}; EVAL_ARGS=${EVAL_ARGS:-}
 EVAL_SECTIONS=${EVAL_SECTIONS-autoattack;graybox,adaptive;latent,ablation,sanity,regeneration}
 NAME=$DATASET${RECIPE:+-$RECIPE}
-COMPONENTS="classifier ism robust detector gan baselines pipeline"
-[ "$RECIPE" = paper ] && COMPONENTS="classifier ism detector gan baselines pipeline"
-W=/tmp/w/$NAME; CK=/tmp/ckpt
-EV=/tmp/eval; mkdir -p "$OUT" "$EV"
+DEFAULT_COMPONENTS="classifier ism robust detector gan baselines pipeline"
+[ "$RECIPE" = paper ] && DEFAULT_COMPONENTS="classifier ism detector gan baselines pipeline"
+COMPONENTS=${COMPONENTS:-$DEFAULT_COMPONENTS}; CLASSIFIER_ARGS=${CLASSIFIER_ARGS:-}
+W=/tmp/w/$NAME; CK=/tmp/ckpt; LOGS=/tmp/logs
+EV=/tmp/eval; mkdir -p "$OUT" "$EV" "$LOGS"
 step() { echo "== $(date +%T) t=${SECONDS}s $*"; }
 for c in $COMPONENTS; do
   step "train $c"
+  extra=""; [ "$c" = classifier ] && extra=$CLASSIFIER_ARGS
+  # shellcheck disable=SC2086
   python3 -m train "$c" --dataset "$DATASET" ${RECIPE:+--recipe "$RECIPE"} --data "$DATA" --out "$W" \
-    --ckpt-dir "$CK" --device "$DEVICE" $TRAIN_ARGS || exit 1
+    --ckpt-dir "$CK" --device "$DEVICE" $TRAIN_ARGS $extra > "$LOGS/$c.log" 2>&1 || { tail -30 "$LOGS/$c.log"; exit 1; }
+  case $c in robust) f=classifier/metrics.json;; gan) f=generator/metrics.json;; pipeline) f=defense.json;;
+    baselines) f=baselines/magnet/metrics.json;; *) f=$c/metrics.json;; esac
+  card=$W/$f; [ -f "$card" ] || card=/dev/null
+  echo "{\"stage\": \"$c\", \"t\": $SECONDS, \"file\": \"$f\", \"metrics\": $(cat "$card" | grep . || echo null)}" \
+    | tr -d '\n' >> "$OUT/metrics.jsonl"; echo >> "$OUT/metrics.jsonl"
+  tail -1 "$OUT/metrics.jsonl"
 done
-step "float16"
-python3 -m train.half "$W" --data "$DATA" --device "$DEVICE" || step "float16 refused: float32 kept"
-tar -cf - -C /tmp/w "$NAME" | split -b 15m - "$OUT/weights.tar."
-step "weights written ($(du -ch "$OUT"/weights.tar.* | tail -1 | cut -f1))"
+if [ "${HALF:-1}" = 1 ]; then
+  step "float16"
+  python3 -m train.half "$W" --data "$DATA" --device "$DEVICE" || step "float16 refused: float32 kept"
+fi
+if [ "${WEIGHTS:-1}" = 1 ]; then
+  tar -cf - -C /tmp/w "$NAME" | split -b 15m - "$OUT/weights.tar."
+  step "weights written ($(du -ch "$OUT"/weights.tar.* | tail -1 | cut -f1))"
+fi
 left() { echo $((DEADLINE - SECONDS)); }
 ev() {   # one resumable evaluation call, stopped at the deadline
   [ "$(left)" -gt 20 ] || { step "skip $1 (deadline)"; return; }
@@ -44,5 +60,5 @@ ev() {   # one resumable evaluation call, stopped at the deadline
 IFS=';' read -ra GROUPS_ <<< "$EVAL_SECTIONS"
 for g in "${GROUPS_[@]}"; do ev "$g"; done
 step "done"
-tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval -C "$REPO" .cache/eval 2>/dev/null || \
-  tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval
+tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval logs -C "$REPO" .cache/eval 2>/dev/null || \
+  tar -czf "$OUT/results.tar.gz" -C /tmp ckpt/logs eval logs

@@ -378,19 +378,26 @@ class Evaluation:
         if self.d.config.final_input != "purified":
             raise ValueError("autoattack needs a differentiable pipeline (final_input='purified'); "
                              "use the adaptive section (BPDA + EOT) for regeneration")
-        t0 = time.time()
         idx = spread(self.n, cfg.autoattack_images, cfg.seed)
         n_classes = len(self.d.classes)
         row = {"images": len(idx), "eps": cfg.autoattack_eps, "version": "standard", "norm": "Linf"}
+        part = self.res.get("autoattack_part")      # a half finished before an interruption: kept
+        if part and all(part.get(k) == row[k] for k in ("images", "eps")):
+            row = part
         for name, model in (("defense", self.d), ("no_defense", self.base)):
+            if name in row:
+                continue
+            t1 = time.time()
             atk = AutoAttack(model, norm="Linf", eps=cfg.autoattack_eps, version="standard", n_classes=n_classes,
                              seed=cfg.seed)
             ok = self.tally(idx, f"autoattack {name}", lambda x, y: {
                 "clean": self.correct(model, x, y), "robust": self.correct(model, atk(x, y), y)})
             row[name] = ok["robust"] / len(idx)
             row[f"{name}_clean"] = ok["clean"] / len(idx)
-        row["seconds"] = round(time.time() - t0, 1)
-        self.res["autoattack"] = row
+            row["seconds"] = round(row.get("seconds", 0) + time.time() - t1, 1)
+            self.res["autoattack_part"] = row       # each half saved as it ends (AutoAttack is slow on a CPU)
+            self.save()
+        self.res["autoattack"] = self.res.pop("autoattack_part")
         self.save()
 
 

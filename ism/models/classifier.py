@@ -22,6 +22,13 @@ instead of the frozen 2x2 patch-whitening layer (its initialisation needs the tr
 it maps an L-inf ball to a stretched one), and a global max-pool so any input size works. Why
 this net for the hardened defense: on the 2-core CPU it trains an epoch of FGSM adversarial
 training in about a third of a PreActResNet-18's time, which buys the epochs robustness needs.
+
+preact18 (``arch="preact18"``, He et al. 2016; the network of Wong et al. 2020's fast adversarial
+training and RobustBench's Wong2020Fast): a 3x3 stem, four stages of two pre-activation basic blocks
+of widths ``channels`` (its own: 64, 128, 256, 512; stride 2 from the second stage), BN ReLU,
+global average pool, Linear (the layers of fast_adversarial's ``PreActResNet18``). Not shipped: it is
+README's "next lever" for CIFAR-10's robustness, at 2.1x the shipped airbench net's CPU time a step, here so
+that lever can be measured (``train classifier --set arch=preact18 --set 'channels=[64,128,256,512]'``).
 """
 from __future__ import annotations
 
@@ -43,10 +50,10 @@ class ClassifierConfig:
     mean: list = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])  # CIFAR-10 train statistics
     std: list = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     class_names: list = field(default_factory=list)
-    arch: str = "table1"  # "table1" (paper) | "airbench" (the shipped CIFAR-10 defense)
+    arch: str = "table1"  # "table1" (paper) | "airbench" (the shipped CIFAR-10 defense) | "preact18"
 
 
-ARCHS = ("table1", "airbench")
+ARCHS = ("table1", "airbench", "preact18")
 
 
 class ConvGroup(nn.Sequential):
@@ -56,6 +63,23 @@ class ConvGroup(nn.Sequential):
         super().__init__(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(c_out),
                          nn.GELU(), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
                          nn.GELU())
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block: BN ReLU conv BN ReLU conv, plus the (1x1 conv) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out
+                         else None)
+
+    def forward(self, x):
+        skip = self.shortcut(x) if self.shortcut is not None else x   # as fast_adversarial's PreActBlock
+        out = self.conv1(torch.relu(self.bn1(x)))
+        return self.conv2(torch.relu(self.bn2(out))) + skip
 
 
 class Scale(nn.Module):
@@ -68,7 +92,7 @@ class Scale(nn.Module):
 
 
 class Classifier(HubModule):
-    """Table 1 or airbench classifier. Input (N, C, H, W) floats in [0, 1]; output (N, num_classes) logits."""
+    """Table 1, airbench or preact18 classifier. Input (N, C, H, W) floats in [0, 1]; output (N, num_classes) logits."""
 
     config_class = ClassifierConfig
 
@@ -86,6 +110,14 @@ class Classifier(HubModule):
                 ConvGroup(c1, c2), ConvGroup(c2, c3), ConvGroup(c3, c4))
             self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c4, c.num_classes, bias=False),
                                       Scale(1 / 9))   # airbench94's output scaling
+            return
+        if c.arch == "preact18":
+            blocks, c_in = [nn.Conv2d(c.in_channels, c1, 3, padding=1, bias=False)], c1
+            for i, w in enumerate(c.channels):
+                blocks += [PreActBlock(c_in, w, 1 if i == 0 else 2), PreActBlock(w, w, 1)]
+                c_in = w
+            self.features = nn.Sequential(*blocks, nn.BatchNorm2d(c4), nn.ReLU())
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c4, c.num_classes))
             return
         self.features = nn.Sequential(
             nn.Conv2d(c.in_channels, c1, 3, padding=1), nn.ReLU(inplace=True),
