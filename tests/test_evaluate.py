@@ -69,4 +69,4 @@ def test_autoattack_section(tiny_defense, real_images):
     ev.autoattack()
     again = ev.res["autoattack"]
     assert "autoattack_part" not in ev.res
-    assert again["defense"] == 0.5 and again["no_defense"] == aa["no_defense"] and again["seconds"] > 1
+    assert again["defense"] == 0.5 and again["no_defense"] == aa["no_defense"] and again["seconds"] >= 1   # the kept half's time counted
