@@ -66,6 +66,7 @@ def test_autoattack_section(tiny_defense, real_images):
     # interrupted after its first half (the pipeline): a resumed run keeps that half, computes the other
     half = {k: aa[k] for k in ("images", "eps", "version", "norm")}
     ev.res = {"clean": ev.res["clean"], "autoattack_part": {**half, "defense": 0.5, "defense_clean": 0.5, "seconds": 1}}
+    assert "autoattack_part" not in markdown({**ev.res, "dataset": "cifar10"}, "t", "cmd")   # unfinished: not a section
     ev.autoattack()
     again = ev.res["autoattack"]
     assert "autoattack_part" not in ev.res

@@ -135,7 +135,8 @@ def markdown(res: dict, title: str, command: str) -> str:
               f"{g['images']} images, {g['steps']} steps x {g['restarts']} restarts: PSNR vs input "
               f"{g['psnr_vs_input_db']:.2f} dB, vs ISM output {g['psnr_vs_purified_db']:.2f} dB, classifier "
               f"accuracy {g['classifier_accuracy']:.4f}, mean steps used {g['mean_steps_used']:.1f}."]
-    secs = {k: v.get("seconds") for k, v in res.items() if isinstance(v, dict) and "seconds" in v}
+    secs = {k: v.get("seconds") for k, v in res.items()
+            if isinstance(v, dict) and "seconds" in v and k != "autoattack_part"}   # an unfinished AutoAttack
     for part in ("graybox", "adaptive", "latent"):
         if res.get(part):
             secs[part] = round(sum(r.get("seconds", 0) for r in res[part].values()), 1)
