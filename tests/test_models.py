@@ -49,8 +49,8 @@ def test_airbench_classifier():
 
 
 def test_preact18_classifier(tmp_path):
-    """PreActResNet-18 (Wong et al. 2020's net): 11.17M weights at its own widths (fast_adversarial's count), stride 2 from the second
-    stage, any input size; saved and loaded through the Hub format like the other nets."""
+    """PreActResNet-18 (Wong et al. 2020's net): 11.17M weights at its own widths (fast_adversarial's
+    count), stride 2 from the second stage, any input size; saved and loaded through the Hub format."""
     clf = Classifier(ClassifierConfig(arch="preact18", channels=[64, 128, 256, 512]))
     assert sum(p.numel() for p in clf.parameters()) == 11_172_170     # its final BN included
     small = Classifier(ClassifierConfig(arch="preact18", channels=[8, 8, 16, 16])).eval()

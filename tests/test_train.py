@@ -30,6 +30,7 @@ def test_train_all_tiny_then_resume(tmp_path):
     # ablation stage), an ISM with a detail path
     assert not (out / "ablation/plain").exists() and not (out / "ablation/distilled").exists()
     assert json.loads((out / "classifier/config.json").read_text())["arch"] == "airbench"
+    assert "airbench-shaped net" in (out / "ablation/adversarial/README.md").read_text()
     assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 16
     magnet = json.loads((out / "baselines/magnet/config.json").read_text())
     assert magnet["recon_threshold"] != 1.0 and len(magnet["jsd_thresholds"]) == 2   # calibrated
@@ -105,6 +106,19 @@ def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):
     (tmp_path / ROBUST_MARKER).write_text(json.dumps(
         {"command": "python -m train robust", "train_config": {"lr": 5e-4}, "starting weights kept": []}))
     assert robust_runs(tmp_path) == [{"command": "python -m train robust", "train_config": {"lr": 5e-4}}]
+
+
+def test_preact18_classifier_trains_and_its_card_says_why(tmp_path):
+    """``--set arch=preact18``: the hardened recipe on PreActResNet-18; its card names the net and says it
+    is not the shipped one (not the airbench net's reason)."""
+    out = tmp_path / "w"
+    main(["classifier", "--limit", "120", "--epochs", "0.02", "--out", str(out), "--ckpt-dir", str(tmp_path / "c"),
+          "--batch-size", "32", "--val-per-class", "2", "--no-bf16", "--set", "arch=preact18",
+          "--set", "channels=[8,8,16,16]"])
+    assert json.loads((out / "classifier/config.json").read_text())["arch"] == "preact18"
+    card = (out / "classifier/README.md").read_text()
+    assert "PreActResNet-18 (ism/models/classifier.py)" in card and "Not the shipped net" in card
+    assert "Chosen over the paper's Table 1 net" not in card
 
 
 def test_set_overrides_are_typed_and_checked():

@@ -38,7 +38,7 @@ for c in $COMPONENTS; do
   case $c in robust) f=classifier/metrics.json;; gan) f=generator/metrics.json;; pipeline) f=defense.json;;
     baselines) f=baselines/magnet/metrics.json;; *) f=$c/metrics.json;; esac
   card=$W/$f; [ -f "$card" ] || card=/dev/null
-  echo "{\"stage\": \"$c\", \"t\": $SECONDS, \"file\": \"$f\", \"metrics\": $(cat "$card" | grep . || echo null)}" \
+  echo "{\"stage\": \"$c\", \"t\": $SECONDS, \"file\": \"$f\", \"metrics\": $(grep . "$card" || echo null)}" \
     | tr -d '\n' >> "$OUT/metrics.jsonl"; echo >> "$OUT/metrics.jsonl"
   tail -1 "$OUT/metrics.jsonl"
 done
