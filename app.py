@@ -18,6 +18,7 @@ from ism.app.demo import MAX_EPS, MINIMAL, THREATS
 from ism.app.diagram import pipeline_figure
 from ism.app.lesson import STEPS
 from ism.app.live import adaptive_summary, measure_curves
+from ism.app.runner import RunPool
 from ism.app.serve import ServeConfig
 from ism.app.ui import (
     OUTPUTS,
@@ -27,7 +28,10 @@ from ism.app.ui import (
     attack_note,
     curves_intro,
     how_text,
+    limits_text,
     load_defenses,
+    parse_link,
+    share_query,
     startup_report,
     state_values,
     threat_help,
@@ -40,6 +44,7 @@ from ism.data.subsets import evenly_spaced
 from ism.eval.curves import curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
 
+HARD_CAP_MARGIN = 30.0   # a run still computing this long after ISM_MAX_SECONDS is stopped (runner.py)
 READS = {"purified image (ISM)": "purified", "regenerated image (GAN)": "regenerated"}
 
 
@@ -101,7 +106,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     serve = serve or ServeConfig()
     if not isinstance(defenses, dict):
         defenses = {defenses.config.dataset: defenses}
-    handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback)
+    pool = RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
+                   max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size)
+    handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback, pool=pool)
                 for name, d in defenses.items()}
     comparers = {name: CompareHandler(h) for name, h in handlers.items()}
     first = next(iter(handlers))
@@ -142,15 +149,23 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
                            "may work.", title="Server error", print_exception=False) from None
 
-    def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
+    def defend(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read="",
+               request: gr.Request = None):
         handler = handler_for(dataset)
         with one_message(dataset):
             stream = handler.run(file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, restarts, iterations, seed,
-                                 read=READS.get(read, read))
+                                 read=READS.get(read, read), session=getattr(request, "session_hash", None))
             for s, note, label in stream:
                 # every update carries every output: resending a value is cheaper than gr.skip(), which in
                 # gradio 6 rebuilds the component and its config (README, The app: benchmarks/latency_ab.py)
                 yield tuple(state_values(s, note, label).values())
+
+    def stop_run(dataset, request: gr.Request = None):
+        """Stop: leave this visitor's run (cancelled unless another visitor follows it) and say so."""
+        session = getattr(request, "session_hash", None)
+        stopped = any(h.stop(session) for h in handlers.values())
+        return ("### ⏹ Stopped. Press **Run** to start again." if stopped else
+                "### ⏹ Nothing was running. Press **Run** to start.")
 
     def compare_defenses(file, attack, eps, steps, seed, dataset=first):
         with one_message(dataset):
@@ -195,6 +210,28 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 gr.update(value=None, label=upload_label(dataset)), None, "",
                 d.config.regen_restarts, d.config.regen_steps, pipeline_figure(d.config.gate), how_text(d),
                 *saved_curves("PGD", dataset), curves_intro(d), None, read_label(d))
+
+    def share_link(file, attack, eps, steps, threat, seed, dataset):
+        with one_message(dataset):
+            return share_query(handler_for(dataset), file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, seed)
+
+    def open_link(request: gr.Request = None):
+        """A link's query string fills the settings (and the data set with everything that depends on it);
+        a link that says run=1 then runs them. A bad link is one message and the page keeps its defaults."""
+        keep = [gr.skip()] * (len(switched) + 6)
+        try:
+            link = parse_link(getattr(request, "query_params", None), handlers)
+        except UserError as e:
+            gr.Warning(str(e), title="This link cannot be opened")
+            return keep + [False]
+        if link is None:
+            return keep + [False]
+        label = next(k for k, v in ATTACK_LABELS.items() if v == link.attack) if link.attack else gr.skip()
+        page = list(switch(link.dataset))
+        page[switched.index(file)] = link.example          # the example the link names (or none)
+        values = [link.dataset, *page, label, link.eps if link.eps is not None else gr.skip(),
+                  link.steps or gr.skip(), link.threat or gr.skip(), link.seed if link.seed is not None else gr.skip()]
+        return values + [link.run]
 
     def check_settings(file, attack, eps, steps, threat, restarts, iterations, seed, dataset=first, read=""):
         with one_message(dataset):
@@ -284,7 +321,13 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                             iterations = gr.Slider(0, 100, value=defense.config.regen_steps, step=1,
                                                    label="regeneration iterations")
                         seed = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
+                        gr.Markdown(limits_text(serve.max_seconds), elem_id="limits")
                         gr.Markdown(threat_help())
+                    with gr.Row():
+                        share = gr.Button("🔗 Link to this run", size="sm", elem_id="share")
+                        link = gr.Textbox(show_label=False, placeholder="a link that opens these settings and runs "
+                                          "them (examples only)", interactive=False, buttons=["copy"],
+                                          elem_id="share-link", min_width=200, scale=3)
             verdict = gr.Markdown("*Pick an example and press Run.*", elem_id="verdict")
             with gr.Row(equal_height=True):
                 with gr.Column(min_width=120):
@@ -384,8 +427,10 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         outputs = [components[k] for k in OUTPUTS]   # KeyError here if the two ever disagree
         gallery.select(pick_example, dataset, file, api_name=False)
         file.change(preview, [file, dataset], [seen, prep_note], api_name=False)
-        dataset.change(switch, dataset, [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how,
-                                         c_plot, c_note, c_intro, c_live, read], api_name=False).then(
+        switched = [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how, c_plot, c_note, c_intro,
+                    c_live, read]
+        # .input: the visitor's own choice (a link sets the data set together with what depends on it)
+        dataset.input(switch, dataset, switched, api_name=False).then(
             lambda d: (gr.update(value=gallery_items(d)), None, "", None, ""), dataset,
             [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table], api_name=False).then(
             lambda: None, None, camera, api_name=False)
@@ -398,9 +443,16 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         # settings are checked first, in an event without outputs: a bad one is one message and leaves the
         # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
         checked = run.click(check_settings, settings, None, api_name=False, show_progress="hidden")
-        running = checked.success(defend, settings, outputs, api_name="defend", concurrency_limit=serve.concurrency,
-                                  concurrency_id="compute")
-        stop.click(None, None, None, cancels=[running], api_name=False)
+        # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
+        # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
+        running = checked.success(defend, settings, outputs, api_name="defend", concurrency_limit=serve.queue_size)
+        stop.click(stop_run, dataset, verdict, cancels=[running], api_name="stop")
+        share.click(share_link, [file, attack, eps, steps, threat, seed, dataset], link, api_name=False).success(
+            None, link, link, js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
+        autorun = gr.State(False)
+        demo.load(open_link, None, [dataset, *switched, attack, eps, steps, threat, seed, autorun],
+                  api_name=False).then(None, autorun, None,
+                                       js="(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }")
         running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
         scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")
         # a webcam or clipboard photo becomes the run's input exactly as an uploaded file does
@@ -418,6 +470,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         c_run.click(live_curves, [c_attack, c_n, dataset], c_live, api_name="curves",
                     concurrency_limit=serve.curves_concurrency)
     demo.handlers = handlers  # for tests and benchmarks: handler.active counts runs in progress
+    demo.pool = pool          # the worker processes (closed by main's caller or at exit)
     demo.handler = handlers[first]
     return demo
 
@@ -433,7 +486,8 @@ def main() -> None:
         print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS,
+                max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
 
 
 if __name__ == "__main__":

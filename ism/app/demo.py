@@ -29,6 +29,12 @@ MAX_EPS = 0.4
 MAX_STEPS = 100
 MAX_SEED = 2**32 - 1
 MAX_REGEN_BUDGET = 1200   # restarts x iterations per request; keeps one visitor from hogging the CPU
+MAX_SQUARE_QUERIES = 1000  # Square's queries per run (steps x 100, capped): 5,000 took ~40 s of a core
+
+
+def attack_steps(attack: str, steps: int) -> int:
+    """The steps an attack really runs on this server (Square's queries are capped)."""
+    return min(int(steps), MAX_SQUARE_QUERIES // 100) if attack == "square" else int(steps)
 
 
 @dataclass
@@ -101,6 +107,7 @@ class DemoState:
     regen_errors: list = field(default_factory=list)   # mean MSE against the target, per iteration
     regen_stop: str = ""                 # why regeneration stopped, in words
     done: bool = False
+    waiting: str = ""                    # before the run starts: the visitor's place in line, in words
 
 
 MINIMAL = ("cw", "deepfool")   # L2 minimal-perturbation attacks: epsilon does not bound them
@@ -128,6 +135,7 @@ def _input_gradient_is_zero(defense: Defense, x: torch.Tensor, label: torch.Tens
 def attack_image(defense: Defense, x: torch.Tensor, y: torch.Tensor, req: DemoRequest) -> torch.Tensor:
     """``x`` attacked as ``req`` says: gray-box against the classifier alone, adaptive white-box against
     the whole defense (PGD: BPDA + EOT; the others through ``AdaptiveTarget``). Seeded, in [0, 1]."""
+    req = replace(req, steps=attack_steps(req.attack, req.steps))
     with seeded(req.seed):
         if req.eps == 0 and req.attack not in MINIMAL:
             x_adv = x.clone()
@@ -174,6 +182,9 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         s.target_clean = top3(defense, x, model)
     s.adversarial = Stage(to_display(x_adv), top3(defense, x_adv, model), dt,
                           f"{req.attack.upper()}, {req.threat}: what {s.target.split(' (')[0]} reads")
+    if attack_steps(req.attack, req.steps) < req.steps:
+        s.warnings.append(f"Square asked for {req.steps * 100:,} queries; this server stops it at "
+                          f"{MAX_SQUARE_QUERIES:,} per run so that every visitor gets a turn.")
     if req.threat == "gray-box" and _input_gradient_is_zero(defense, x, y):
         s.warnings.append("The classifier's input gradient is exactly zero here: gradient-based attacks "
                           "cannot move this image, and robustness measured this way is gradient masking.")

@@ -15,10 +15,14 @@ ZERO_ALLOWED = ("playback",)      # every other setting must be positive
 
 @dataclass
 class ServeConfig:
-    concurrency: int = 2          # ISM_CONCURRENCY: demo runs computed at once (one per core)
+    concurrency: int = 2          # ISM_CONCURRENCY: demo runs computed at once, each in its own worker process
+                                  # (one per core; ism/app/runner.py)
     threads: int = 1              # ISM_THREADS: torch intra-op threads; concurrency x threads <= cores
     queue_size: int = 64          # ISM_QUEUE_SIZE: visitors waiting beyond this get "queue full"
-    max_seconds: float = 60.0     # ISM_MAX_SECONDS: a run stops regenerating after this and reports so
+    cache_size: int = 64          # ISM_CACHE_SIZE: finished demo runs kept for identical requests (a class
+                                  # that clicks the same example gets the result at once)
+    max_seconds: float = 60.0     # ISM_MAX_SECONDS: a run stops regenerating after this and reports so; a run
+                                  # still computing (a long attack) 30 s later is stopped with a sentence
     curves_concurrency: int = 1   # ISM_CURVES_CONCURRENCY: live robustness-curve measurements at once
     delete_after: int = 600       # ISM_DELETE_AFTER: seconds before uploads and results are deleted (checked
                                   # as often): nothing a visitor sends is kept longer

@@ -15,6 +15,7 @@ import torch
 
 from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
 from ism.app.picture import run_picture
+from ism.app.runner import Follower, Full, OverCap, Stopped, Waiting
 from ism.app.serve import ActiveRuns, ServeConfig
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image, to_display
@@ -128,11 +129,14 @@ class DemoHandler:
     """Holds the loaded defense; one instance serves every visitor (no per-visitor state)."""
 
     def __init__(self, defense: Defense, dataset: str = "cifar10", max_seconds: float | None = None,
-                 playback: float = PLAYBACK_SECONDS):
+                 playback: float = PLAYBACK_SECONDS, pool=None):
         self.defense, self.max_seconds, self.playback = defense, max_seconds, playback
+        self.dataset = dataset
+        self.pool = pool             # a RunPool (ism/app/runner.py): runs computed in worker processes; None: here
         self.active = ActiveRuns()   # runs in progress; a cancelled run leaves it at once
         self.examples = examples(defense, dataset)
         self._labels = {_digest(e.path): e.label for e in self.examples}
+        self._sessions: dict[str, object] = {}   # visitor session -> the run it follows (for Stop)
 
     def label_of(self, path: str | None) -> int | None:
         """True label if the image is one of the shipped examples (by content), else None."""
@@ -160,14 +164,17 @@ class DemoHandler:
         return x, note, req
 
     def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
-            iterations: int, seed: int, read: str | None = None, playback: float | None = None):
+            iterations: int, seed: int, read: str | None = None, playback: float | None = None,
+            session: str | None = None):
         """Stream ``DemoState``s for one uploaded or example image.
 
         Regeneration is played back so a viewer can watch it converge: at most ``MAX_FRAMES_SHOWN``
         evenly spaced iterations (always the last), at a steady rate over at least ``playback``
         seconds (computing 30 iterations takes a fraction of that; a browser shown every iteration
-        saw a flicker). Every iteration stays in the final state's frames. Closing the generator
-        (the visitor left or pressed Stop) stops the computation at the next iteration.
+        saw a flicker). Every iteration stays in the final state's frames. With a ``pool`` the run is
+        computed in a worker process (shared with identical requests, cached); while it waits for a
+        worker the stream carries states whose ``waiting`` says the place in line. Closing the
+        generator, or ``stop(session)``, leaves the run (and cancels it if nobody else follows it).
         """
         x, note, req = self.check(path, attack, eps, steps, threat, restarts, iterations, seed, read)
         playback = self.playback if playback is None else playback
@@ -175,10 +182,24 @@ class DemoHandler:
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
         frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
         gap = playback / max(1, frames - 1)
-        last, finished = None, False
+        last, finished, previous = None, False, DemoState()
+        if self.pool is not None:
+            try:
+                states = self.pool.follow(self.dataset, x, label, req, every)
+            except Full as e:
+                raise UserError(str(e)) from None
+        else:
+            states = run_demo(self.defense, x, label, req)
+        if session:
+            self._sessions[session] = states
         try:
-            with self.active, contextlib.closing(run_demo(self.defense, x, label, req)) as states:
+            with self.active, contextlib.closing(states):
                 for state in states:
+                    if state is None or isinstance(state, Waiting):
+                        if state is not None:
+                            previous = DemoState(waiting=waiting_text(state))
+                        yield previous, note, label   # (also lets a closed generator leave promptly)
+                        continue
                     finished = state.done
                     n = len(state.regeneration)
                     regenerating = n > 0 and state.final is None
@@ -188,9 +209,30 @@ class DemoHandler:
                         if last is not None:
                             _sleep(max(0.0, last + gap - _clock()))
                         last = _clock()
+                    previous = state
                     yield state, note, label
+        except OverCap as e:
+            raise UserError(str(e)) from None
+        except Stopped:
+            return
         finally:
+            if session and self._sessions.get(session) is states:
+                del self._sessions[session]
             self.active.record(finished)
+
+    def stop(self, session: str | None) -> bool:
+        """Leave the run ``session`` follows (Stop): it is cancelled unless another visitor follows it."""
+        states = self._sessions.pop(session, None) if session else None
+        if not isinstance(states, Follower):   # (a run computed in this thread cannot be closed from another)
+            return False
+        states.close()
+        return True
+
+
+def waiting_text(w: Waiting) -> str:
+    ahead = "you are next" if w.place == 1 else f"you are number {w.place} in line"
+    return (f"⏳ Waiting for a free worker: {ahead}, about {max(1, round(w.seconds))} s. "
+            "Runs that other visitors already asked for are shared, so a class on one example waits less.")
 
 
 @dataclass
@@ -245,34 +287,67 @@ class CompareHandler:
         return result, f"### {step.title}\n{step.explain}{stand_in_note(step, self.rivals)}"
 
 
-def state_values(s: DemoState, note: str, label: int | None) -> dict:
-    """{output name: value} for one streamed state; the frames gallery stays empty until the run is done."""
+def png_file(image) -> str | None:
+    """``image`` (H x W x 3 uint8) as a PNG file in gradio's cache folder, named by its content (gradio's own
+    layout) and written under a temporary name then renamed into place. Gradio writes an image output in
+    place at its content's path, so concurrent runs of one example rewrote a file while it was being served
+    (h11 "Too little/much data for declared Content-Length"); a file here is never rewritten."""
+    if image is None:
+        return None
+    import io
+    import os
+    import uuid
+
+    from gradio.processing_utils import hash_bytes
+    from gradio.utils import get_upload_folder
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    data = buf.getvalue()
+    folder = Path(get_upload_folder()) / hash_bytes(data)
+    path = folder / "image.png"
+    if path.exists():
+        with contextlib.suppress(OSError):
+            os.utime(path)          # handed out again: not deleted on its first use's schedule
+        return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def state_values(s: DemoState, note: str, label: int | None, files: bool = True) -> dict:
+    """{output name: value} for one streamed state; the frames gallery stays empty until the run is done.
+    Images are PNG files (``png_file``) unless ``files`` is False (arrays)."""
     regen = s.regeneration[-1] if s.regeneration else None
+    img = png_file if files else (lambda a: a)
     values = {
-        "original": s.original.image if s.original else None,
+        "original": img(s.original.image) if s.original else None,
         "original_top3": s.original.top3 if s.original else None,
-        "perturbation": s.perturbation.image if s.perturbation else None,
+        "perturbation": img(s.perturbation.image) if s.perturbation else None,
         "perturbation_text": s.perturbation.caption if s.perturbation else "",
-        "adversarial": s.adversarial.image if s.adversarial else None,
+        "adversarial": img(s.adversarial.image) if s.adversarial else None,
         "adversarial_top3": s.adversarial.top3 if s.adversarial else None,
         "detector_verdict": ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
         "detector_text": detection_text(s.detection),
-        "purified": s.purified.image if s.purified else None,
+        "purified": img(s.purified.image) if s.purified else None,
         "purified_top3": s.purified.top3 if s.purified else None,
-        "regenerated": regen.image if regen else None,
+        "regenerated": img(regen.image) if regen else None,
         "regenerated_text": (f"iteration {regen.caption} — {top3_text(regen.top3)}"
                              + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
-        "frames": [(st.image, st.caption) for st in s.regeneration] if s.done else [],
-        "final": s.final.image if s.final else None,
+        "frames": [(img(st.image), st.caption) for st in s.regeneration] if s.done else [],
+        "final": img(s.final.image) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
-        "verdict": f"### {s.verdict}" if s.verdict else "*running…*",
+        "verdict": f"### {s.verdict}" if s.verdict else f"*{s.waiting or 'running…'}*",
         "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ Not a labelled example: "
                                                  "the attacker targets the classifier's own prediction."),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
         "regeneration_plot": regeneration_curve(s.regen_errors) if s.done and s.regen_errors else None,
-        "picture": run_picture(s, s.adversarial.caption.split(":")[0] + f", L∞ {s.linf * 255:.1f}/255")
+        "picture": img(run_picture(s, s.adversarial.caption.split(":")[0] + f", L∞ {s.linf * 255:.1f}/255"))
         if s.done else None,
     }
     assert tuple(values) == OUTPUTS
@@ -280,17 +355,24 @@ def state_values(s: DemoState, note: str, label: int | None) -> dict:
 
 
 def attack_note(attack: str, eps: float, steps: int) -> str:
-    """What the epsilon and steps settings mean for this attack (CW and DeepFool ignore epsilon)."""
+    """What the epsilon and steps settings mean for this attack (CW and DeepFool ignore epsilon), with this
+    server's ceiling on the attack's work."""
+    from ism.app.demo import MAX_STEPS
+
     steps = int(steps)
     if attack == "cw":
         return ("**CW (L2)** looks for the *smallest* L2 perturbation that changes the answer: epsilon does not "
-                f"apply. Its own settings: c = 1, κ = 0, {max(steps, 10)} Adam steps at learning rate 0.01.")
+                f"apply. Its own settings: c = 1, κ = 0, {max(steps, 10)} Adam steps at learning rate 0.01 (at most "
+                f"{MAX_STEPS} per run on this server).")
     if attack == "deepfool":
         return ("**DeepFool (L2)** steps to the nearest decision boundary and 2% past it: epsilon does not apply. "
                 f"Its own settings: at most {steps} steps, overshoot 0.02.")
     units = f"ε = {eps:.4f} = {eps * 255:.1f}/255 (L∞, pixel values in [0, 1])"
     if attack == "square":
-        return units + f". **Square** is black-box: it only queries the outputs, {steps * 100} queries (steps x 100)."
+        from ism.app.demo import MAX_SQUARE_QUERIES, attack_steps
+
+        return units + (f". **Square** is black-box: it only queries the outputs, {attack_steps(attack, steps) * 100:,} "
+                        f"queries (steps x 100; at most {MAX_SQUARE_QUERIES:,} per run on this server).")
     return units
 
 
@@ -340,6 +422,15 @@ def timings_text(s: DemoState) -> str:
     if s.regeneration:
         rows.append(f"| regeneration ({len(s.regeneration) - 1} iterations) | {s.regeneration[-1].seconds * 1000:.0f} ms |")
     return "| stage | time |\n|---|---|\n" + "\n".join(rows) if rows else ""
+
+
+def limits_text(max_seconds: float | None) -> str:
+    """This server's ceilings on one run, in words (shown beside the settings)."""
+    from ism.app.demo import MAX_REGEN_BUDGET, MAX_SQUARE_QUERIES
+
+    cap = f"; a run stops regenerating after {max_seconds:g} s" if max_seconds else ""
+    return (f"Limits per run on this server, so that every visitor gets a turn: Square at most "
+            f"{MAX_SQUARE_QUERIES:,} queries; regeneration restarts × iterations at most {MAX_REGEN_BUDGET:,}{cap}.")
 
 
 def threat_help() -> str:
@@ -401,3 +492,85 @@ gradients over several random draws. *ε*: the largest change allowed to any pix
 0 to 1; 8/255 is the usual "invisible" budget). *CIFAR-10 (JPEG copy)*: the offline copy used here
 re-encodes CIFAR-10 as JPEG, so figures are close to, not identical with, those on the original.
 """
+
+
+# --- a link to one exact run (the settings in the page's query string) -------------------------------
+LINK_THREATS = {"gray-box": "gray-box", "adaptive": "adaptive white-box"}
+
+
+def share_query(handler: DemoHandler, path, attack: str, eps: float, steps: int, threat: str, seed,
+                run: bool = True) -> str:
+    """The query string of a link that opens this exact run (``?dataset=…&example=…&…``), or ``UserError``
+    for a picture that is not a shipped example: uploaded pictures are never put in links."""
+    label = handler.label_of(path)
+    example = next((e for e in handler.examples if label is not None and _digest(e.path) == _digest(path)), None)
+    if example is None:
+        raise UserError("Only the example pictures can be shared in a link (an uploaded picture stays on your "
+                        "computer): pick an example to share a run.")
+    threat_key = next(k for k, v in LINK_THREATS.items() if v == threat) if threat in LINK_THREATS.values() else threat
+    from urllib.parse import urlencode
+
+    q = {"dataset": handler.dataset, "example": Path(example.path).stem, "attack": attack,
+         "eps": f"{float(eps):.4f}", "steps": int(steps), "threat": threat_key, "seed": as_seed(seed)}
+    if run:
+        q["run"] = 1
+    return "?" + urlencode(q)
+
+
+@dataclass
+class Link:
+    """The settings a link asks for (None: keep the page's)."""
+    dataset: str
+    example: str | None = None       # the example's file path
+    attack: str | None = None        # internal name (pgd)
+    eps: float | None = None
+    steps: int | None = None
+    threat: str | None = None        # THREATS key
+    seed: int | None = None
+    run: bool = False
+
+
+def parse_link(params, handlers: dict) -> Link | None:
+    """The run a page's query parameters describe, checked; None when there are none; ``UserError`` with
+    one sentence for a link that names something this server does not have."""
+    from ism.app.demo import ATTACKS, MAX_EPS, MAX_STEPS
+
+    params = {k: str(v) for k, v in dict(params or {}).items()}
+    if not any(k in params for k in ("dataset", "example", "attack", "eps", "steps", "threat", "seed")):
+        return None
+    dataset = params.get("dataset") or next(iter(handlers))
+    if dataset not in handlers:
+        raise UserError(f"This link names the data set {dataset!r}, which this server does not have "
+                        f"({', '.join(handlers)}).")
+    h, link = handlers[dataset], Link(dataset)
+    if "example" in params:
+        ex = next((e for e in h.examples if Path(e.path).stem == params["example"]), None)
+        if ex is None:
+            raise UserError(f"This link names the example {params['example']!r}, which is not among the "
+                            f"{dataset} examples.")
+        link.example = ex.path
+    try:
+        if "attack" in params:
+            if params["attack"].lower() not in ATTACKS:
+                raise ValueError(f"the attack {params['attack']!r} is not one of {', '.join(ATTACKS)}")
+            link.attack = params["attack"].lower()
+        if "eps" in params:
+            from ism.attacks.standard import parse_eps
+
+            link.eps = parse_eps(params["eps"])
+            if not 0 <= link.eps <= MAX_EPS:
+                raise ValueError(f"epsilon must lie in [0, {MAX_EPS}]")
+        if "steps" in params:
+            link.steps = int(params["steps"])
+            if not 1 <= link.steps <= min(MAX_STEPS, 50):
+                raise ValueError("attack steps must lie in [1, 50]")
+        if "threat" in params:
+            if params["threat"] not in LINK_THREATS:
+                raise ValueError(f"the threat model must be {' or '.join(LINK_THREATS)}")
+            link.threat = LINK_THREATS[params["threat"]]
+        if "seed" in params:
+            link.seed = as_seed(params["seed"])
+    except ValueError as e:
+        raise UserError(f"This link's settings cannot be used: {e}.") from None
+    link.run = params.get("run") == "1" and link.example is not None
+    return link

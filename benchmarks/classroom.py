@@ -1,0 +1,175 @@
+"""A class at once: N students press Run in the same second, on a 2-core machine, through the public API.
+
+    python benchmarks/classroom.py [--students 30 --same 18] [--sweep] [--out results/classroom.json]
+
+Starts ``app.py`` (README's command, default serving settings unless ``--concurrency/--threads``) in a
+subprocess and measures, each with default settings (PGD 8/255, 10 steps, gray-box, 4 x 30 regeneration,
+seed 0) unless said:
+- **class**: ``--students`` gradio_client clients submit /defend at once, ``--same`` of them on the first
+  CIFAR-10 example and the rest each on another example: p50 / p95 / max seconds to the final result,
+  failed requests, and tracebacks in the server's log over the whole benchmark;
+- **slow neighbour**: one visitor runs Square at 50 steps; a second later another runs FGSM (8/255): the
+  FGSM run's seconds to its final result;
+- **stop then run**: a visitor starts that Square run, presses Stop (/stop, as the page's button does) two
+  seconds later, then Run (FGSM): seconds from Stop to the new run's first result and to its final one;
+- with ``--sweep``: runs a minute for ``--students`` different runs (no two alike, nothing shared or
+  cached) at each ISM_CONCURRENCY x ISM_THREADS in ``--grid`` (one app start each).
+Writes the numbers as JSON to ``--out`` (and prints them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from load import free_port, pct, start_app  # noqa: E402
+
+from ism.app.ui import output  # noqa: E402
+
+DEFAULT = ("PGD", round(8 / 255, 4), 10, "gray-box", 4, 30)
+EXAMPLES = sorted((ROOT / "examples/cifar10").glob("*.png"))
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 300})
+
+
+def run_once(url: str, image: Path, settings=DEFAULT, seed: int = 0, barrier: threading.Barrier | None = None):
+    """(seconds to the final result, error or None) for one /defend request from a fresh client."""
+    from gradio_client import handle_file
+
+    c = client(url)
+    if barrier is not None:
+        barrier.wait()
+    t0 = time.perf_counter()
+    try:
+        res = c.predict(handle_file(str(image)), *settings, seed, api_name="/defend")
+        ok = "final answer" in output(res, "verdict")
+        return time.perf_counter() - t0, None if ok else f"no final answer: {output(res, 'verdict')[:80]}"
+    except Exception as e:   # counted, never raised
+        return time.perf_counter() - t0, f"{type(e).__name__}: {e}"
+
+
+def the_class(url: str, students: int, same: int, seed: int = 0, settings=DEFAULT) -> dict:
+    images = [EXAMPLES[0]] * same + [EXAMPLES[1 + i % (len(EXAMPLES) - 1)] for i in range(students - same)]
+    barrier = threading.Barrier(students)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(students) as pool:
+        res = list(pool.map(lambda im: run_once(url, im, settings, seed, barrier), images))
+    wall = time.perf_counter() - t0
+    lat = [s for s, _ in res]
+    errors = [e for _, e in res if e]
+    return {"students": students, "same_example": same, "distinct_runs": len(set(images)),
+            "p50_s": round(statistics.median(lat), 2), "p95_s": round(pct(lat, 95), 2), "max_s": round(max(lat), 2),
+            "failed": len(errors), "failures": errors[:5], "runs_per_min": round(students / wall * 60, 1)}
+
+
+def slow_neighbour(url: str) -> dict:
+    from gradio_client import handle_file
+
+    slow = client(url).submit(handle_file(str(EXAMPLES[2])), "Square (black-box)", round(8 / 255, 4), 50, "gray-box",
+                              4, 30, 7, api_name="/defend")
+    time.sleep(1.0)
+    seconds, err = run_once(url, EXAMPLES[3], ("FGSM", round(8 / 255, 4), 1, "gray-box", 4, 30), seed=7)
+    t = time.perf_counter()
+    try:
+        slow.result()
+        slow_err = None
+    except Exception as e:
+        slow_err = f"{type(e).__name__}: {e}"
+    return {"fgsm_beside_square50_s": round(seconds, 2), "error": err, "square_after_fgsm_s": round(
+        time.perf_counter() - t, 2), "square_error": slow_err}
+
+
+def stop_then_run(url: str) -> dict:
+    from gradio_client import handle_file
+
+    c = client(url)
+    job = c.submit(handle_file(str(EXAMPLES[4])), "Square (black-box)", round(8 / 255, 4), 50, "gray-box", 4, 30, 11,
+                   api_name="/defend")
+    time.sleep(2.0)
+    t0 = time.perf_counter()
+    said = c.predict("cifar10", api_name="/stop")
+    stopped = time.perf_counter() - t0
+    nxt = c.submit(handle_file(str(EXAMPLES[5])), "FGSM", round(8 / 255, 4), 1, "gray-box", 4, 30, 11,
+                   api_name="/defend")
+    first = None
+    while not nxt.done():
+        if first is None and nxt.outputs():
+            first = time.perf_counter() - t0
+        time.sleep(0.01)
+    final = time.perf_counter() - t0
+    first = first if first is not None else final
+    job.cancel()
+    return {"stop_answer": said, "stop_call_s": round(stopped, 2), "stop_to_next_first_result_s": round(first, 2),
+            "stop_to_next_final_s": round(final, 2), "next_ok": "final answer" in output(nxt.result(), "verdict")}
+
+
+def with_app(env_extra: dict, fn):
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_ANALYTICS_ENABLED": "False", **{k: str(v) for k, v in env_extra.items()}}
+    proc = start_app(port, env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        run_once(url, EXAMPLES[-1], ("FGSM", 0.05, 1, "gray-box", 1, 2), seed=999)   # warm-up (workers up)
+        out = fn(url)
+    finally:
+        proc.terminate()
+        try:
+            log = proc.communicate(timeout=30)[0]
+        except Exception:
+            proc.kill()
+            log = proc.communicate()[0]
+    return out, log
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--students", type=int, default=30)
+    ap.add_argument("--same", type=int, default=18, help="students on the first example (the rest: one each)")
+    ap.add_argument("--concurrency", type=int, default=None, help="ISM_CONCURRENCY (default: the app's)")
+    ap.add_argument("--threads", type=int, default=None, help="ISM_THREADS (default: the app's)")
+    ap.add_argument("--sweep", action="store_true", help="runs a minute against ISM_CONCURRENCY x ISM_THREADS")
+    ap.add_argument("--grid", default="1x1,1x2,2x1,3x1,4x1", help="CONCURRENCYxTHREADS pairs for --sweep")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    env = {k: v for k, v in (("ISM_CONCURRENCY", a.concurrency), ("ISM_THREADS", a.threads)) if v is not None}
+
+    def scenarios(url):
+        return {"class": the_class(url, a.students, a.same), "slow_neighbour": slow_neighbour(url),
+                "stop_then_run": stop_then_run(url)}
+
+    report, log = with_app(env, scenarios)
+    report["server_tracebacks"] = log.count("Traceback (most recent call last)")
+    report["server_log_errors"] = [line for line in log.splitlines() if "ERROR" in line][:5]
+    if a.sweep:
+        report["sweep"] = []
+        for pair in a.grid.split(","):
+            conc, threads = (int(v) for v in pair.split("x"))
+            res, log = with_app({"ISM_CONCURRENCY": conc, "ISM_THREADS": threads},
+                                lambda url: the_class(url, a.students, 1, seed=1))
+            report["sweep"].append({"concurrency": conc, "threads": threads, "runs_per_min": res["runs_per_min"],
+                                    "p95_s": res["p95_s"], "failed": res["failed"],
+                                    "tracebacks": log.count("Traceback (most recent call last)")})
+    report.update(command="python benchmarks/classroom.py " + " ".join(sys.argv[1:]), cpu_cores=os.cpu_count(),
+                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(json.dumps(report, indent=1))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

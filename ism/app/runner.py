@@ -1,0 +1,361 @@
+"""Demo runs for a whole class at once: worker processes, shared identical runs, a bounded cache, Stop.
+
+- **Worker processes, one per core** (``ServeConfig.concurrency``). A process computes one run at a
+  time, so a run's seeded randomness (torchattacks draws its random starts from the global torch RNG)
+  belongs to that run alone without any process-wide lock, and no visitor's attack waits for another's.
+- **Identical requests are computed once.** A run is deterministic, so its key is the image's pixels,
+  the data set, the defense's weights (sha256 of its parameters), the settings and the seed: a request
+  whose run is in progress follows it, one whose run has finished replays it from a bounded cache.
+- **Stop stops.** A run that no visitor follows any more (Stop, a closed tab, a cancelled API call) is
+  cancelled: every module of the worker's defense checks a flag before each forward pass, so the
+  computation ends within one pass and the worker takes the next run at once.
+- **A ceiling on every run.** A run that computes longer than ``max_seconds`` ends with a sentence.
+- Visitors waiting for a free worker see their place in line and an expected wait (``RunPool.place``).
+
+``RunPool.follow`` returns a ``Follower``: iterate it for ``DemoState`` snapshots (or ``Waiting``
+notes while the run is queued); ``close()`` it to leave.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import traceback
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.multiprocessing as mp
+
+from ism.app.demo import DemoRequest, DemoState, Stage, run_demo
+
+log = logging.getLogger("ism-defense")
+POLL = 0.2          # seconds between checks of a follower that waits (a closed follower leaves within this)
+
+
+class Full(Exception):
+    """Too many runs are waiting already."""
+
+
+class Stopped(Exception):
+    """The run was cancelled: nobody follows it any more."""
+
+
+class OverCap(Exception):
+    """The run computed longer than its ceiling."""
+
+
+@dataclass
+class Waiting:
+    """A note for a follower whose run waits for a free worker."""
+    place: int          # 1 = next to start
+    seconds: float      # expected wait before it starts
+
+
+def defense_digest(defense) -> str:
+    """sha256 over the defense's parameters and buffers (names, shapes, values) and its config."""
+    h = hashlib.sha256(repr(asdict(defense.config)).encode())
+    for name, t in defense.state_dict().items():
+        h.update(name.encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_key(dataset: str, digest: str, x: torch.Tensor, label: int | None, req: DemoRequest, every: int) -> str:
+    """What makes two requests the same run: image pixels, data set, defense weights, settings, seed."""
+    h = hashlib.sha256(f"{dataset}|{digest}|{label}|{every}|{sorted(asdict(req).items())}".encode())
+    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _portable(stage: Stage) -> Stage:
+    """A regeneration frame another process can receive: its reading if computed, else none (the app
+    reads only the frames it plays back, and those are resolved before sending)."""
+    return replace(stage, probs={}) if callable(stage.probs) else stage
+
+
+def shown(state: DemoState, every: int) -> bool:
+    """Whether a streamed state is shown: all but the regeneration iterations between played-back frames."""
+    n = len(state.regeneration)
+    return not (n > 0 and state.final is None and (n - 1) % every and not state.regen_stop)
+
+
+def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
+    """One worker process: compute runs from ``jobs`` one at a time, send each shown state's new part."""
+    torch.set_num_threads(threads)
+    current = {"id": -1, "deadline": math.inf}
+    parent = mp.parent_process()
+
+    def watch_parent():                  # the app was killed (SIGTERM, SIGKILL): do not outlive it
+        while parent is None or parent.is_alive():
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+    def check(*_):
+        if cancel.value == current["id"]:
+            raise Stopped()
+        if time.monotonic() > current["deadline"]:
+            raise OverCap()
+
+    for d in defenses.values():
+        for m in (d.classifier, d.ism, d.detector, d.generator):
+            m.register_forward_pre_hook(check)
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        job_id, dataset, x, label, req, every, cap = job
+        current.update(id=job_id, deadline=time.monotonic() + cap)
+        sent = 0
+        try:
+            for state in run_demo(defenses[dataset], x, label, req):
+                if not shown(state, every):
+                    continue
+                if state.regeneration:
+                    state.regeneration[-1].top3       # the played-back frame's reading, computed here
+                new = [_portable(f) for f in state.regeneration[sent:]]
+                sent = len(state.regeneration)
+                results.put((job_id, "state", replace(state, regeneration=[]), new))
+            results.put((job_id, "done", ""))
+        except Stopped:
+            results.put((job_id, "stopped", ""))
+        except OverCap:
+            results.put((job_id, "cap", f"This run reached the server's limit of {cap:g} s of computing per run "
+                                        "(so that every visitor gets a turn) and was stopped. Try fewer attack steps "
+                                        "or regeneration iterations."))
+        except Exception as e:   # a bug: logged in full by the parent, one sentence for the visitor
+            results.put((job_id, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        finally:
+            current.update(id=-1, deadline=math.inf)
+
+
+@dataclass
+class Job:
+    key: str
+    payload: tuple                                      # (dataset, x, label, req, every)
+    id: int = 0
+    states: list = field(default_factory=list)          # DemoState snapshots, in order
+    status: str = "queued"                              # queued, running, done, stopped, cap, failed
+    message: str = ""
+    followers: int = 0
+    cancelled: bool = False                             # nobody follows it any more: a new request starts anew
+    started: float = 0.0
+    frames: list = field(default_factory=list)          # the regeneration frames received so far
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "stopped", "cap", "failed")
+
+
+class RunPool:
+    """Computes demo runs in ``workers`` processes; see the module's docstring."""
+
+    def __init__(self, defenses: dict, workers: int = 2, threads: int = 1, cache_size: int = 64,
+                 max_seconds: float = 60.0, queue_size: int = 64):
+        self.defenses, self.max_seconds, self.cache_size = defenses, float(max_seconds), cache_size
+        self.queue_size = queue_size
+        self.digests = {name: defense_digest(d) for name, d in defenses.items()}
+        self._lock = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._running: dict[str, Job] = {}                 # key -> job queued or in progress
+        self._cache: OrderedDict[str, Job] = OrderedDict()  # key -> finished job, most recent last
+        self._ids = 0
+        self.computed = 0                                  # runs started on a worker
+        self.shared = 0                                    # requests answered by a run already computing or cached
+        self.cancelled = 0
+        self._durations = deque([2.0], maxlen=20)          # recent run times, for the expected wait
+        ctx = mp.get_context("spawn")
+        self._results = ctx.Queue()
+        self._workers = []
+        for _ in range(max(1, int(workers))):
+            jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
+            proc = ctx.Process(target=_worker, args=(defenses, jobs, self._results, cancel, threads), daemon=True)
+            proc.start()
+            self._workers.append({"proc": proc, "jobs": jobs, "cancel": cancel, "job": None})
+        self._closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True, name="runpool-reader")
+        self._reader.start()
+
+    # --- visitors ------------------------------------------------------------------------
+    def follow(self, dataset: str, x: torch.Tensor, label: int | None, req: DemoRequest, every: int) -> "Follower":
+        key = run_key(dataset, self.digests[dataset], x, label, req, every)
+        with self._lock:
+            job = self._cache.get(key) or self._running.get(key)
+            if job is not None and job.cancelled:
+                job = None
+            if job is not None:
+                self.shared += 1
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+            else:
+                if len(self._pending) >= self.queue_size:
+                    raise Full(f"The server is full: {len(self._pending)} runs are waiting for a worker. "
+                               "Please try again in a minute.")
+                self._ids += 1
+                job = Job(key, (dataset, x, label, req, every), id=self._ids)
+                self._running[key] = job
+                self._pending.append(job)
+                self._dispatch()
+            job.followers += 1
+        return Follower(self, job)
+
+    def leave(self, job: Job) -> None:
+        """A follower leaves; a run nobody follows any more is cancelled (queued: dropped)."""
+        with self._lock:
+            job.followers -= 1
+            if job.followers > 0 or job.finished:
+                return
+            self.cancelled += 1
+            job.cancelled = True
+            if job.status == "queued":
+                self._pending.remove(job)
+                self._finish(job, "stopped", "")
+            else:
+                for w in self._workers:
+                    if w["job"] is job:
+                        w["cancel"].value = job.id
+
+    def place(self, job: Job) -> Waiting | None:
+        """Place in line and expected wait of a queued job (None once it runs)."""
+        with self._lock:
+            if job.status != "queued":
+                return None
+            place = self._pending.index(job) + 1
+            per = sum(self._durations) / len(self._durations)
+            rounds = math.ceil(place / len(self._workers))
+            return Waiting(place, rounds * per)
+
+    @property
+    def busy(self) -> int:
+        with self._lock:
+            return sum(w["job"] is not None for w in self._workers)
+
+    def close(self) -> None:
+        self._closed = True
+        for w in self._workers:
+            w["jobs"].put(None)
+        for w in self._workers:
+            w["proc"].join(timeout=5)
+            if w["proc"].is_alive():
+                w["proc"].kill()
+
+    # --- internals (hold self._lock) -----------------------------------------------------
+    def _dispatch(self) -> None:
+        for w in self._workers:
+            if not self._pending:
+                return
+            if w["job"] is None and w["proc"].is_alive():
+                job = self._pending.popleft()
+                job.status, job.started = "running", time.monotonic()
+                w["job"] = job
+                self.computed += 1
+                dataset, x, label, req, every = job.payload
+                w["jobs"].put((job.id, dataset, x, label, req, every, self.max_seconds))
+
+    def _finish(self, job: Job, status: str, message: str) -> None:
+        job.status, job.message = status, message
+        if self._running.get(job.key) is job:
+            del self._running[job.key]
+        if status == "done":
+            self._cache[job.key] = job
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        self._lock.notify_all()
+
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                msg = self._results.get(timeout=1.0)
+            except queue.Empty:
+                self._check_workers()
+                continue
+            except (EOFError, OSError):
+                return
+            job_id, kind, *rest = msg
+            with self._lock:
+                w = next((w for w in self._workers if w["job"] is not None and w["job"].id == job_id), None)
+                if w is None:
+                    continue
+                job = w["job"]
+                if kind == "state":
+                    state, new = rest
+                    job.frames.extend(new)
+                    job.states.append(replace(state, regeneration=list(job.frames)))
+                    self._lock.notify_all()
+                    continue
+                if kind == "failed":
+                    log.error("run failed in a worker: %s", rest[0])
+                if kind == "done":
+                    self._durations.append(time.monotonic() - job.started)
+                w["job"] = None
+                self._finish(job, kind, rest[0])
+                self._dispatch()
+
+    def _check_workers(self) -> None:
+        """A worker that died (out of memory, killed) fails its run and is replaced."""
+        with self._lock:
+            for i, w in enumerate(self._workers):
+                if w["proc"].is_alive() or self._closed:
+                    continue
+                log.error("a run worker exited (code %s); starting another", w["proc"].exitcode)
+                if w["job"] is not None:
+                    self._finish(w["job"], "failed", "the worker computing this run exited")
+                ctx = mp.get_context("spawn")
+                jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
+                threads = torch.get_num_threads()
+                proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, threads),
+                                   daemon=True)
+                proc.start()
+                self._workers[i] = {"proc": proc, "jobs": jobs, "cancel": cancel, "job": None}
+            self._dispatch()
+
+
+class Follower:
+    """One visitor's view of a run: iterate for ``Waiting`` notes and ``DemoState``s; ``close()`` leaves."""
+
+    def __init__(self, pool: RunPool, job: Job):
+        self.pool, self.job, self._left = pool, job, False
+
+    def __iter__(self):
+        i, last_wait = 0, None
+        try:
+            while True:
+                with self.pool._lock:
+                    while i >= len(self.job.states) and not self.job.finished and self.job.status != "queued":
+                        self.pool._lock.wait(POLL)
+                        if i >= len(self.job.states):
+                            break
+                    states, status = self.job.states[i:], self.job.status
+                if status == "queued":
+                    w = self.pool.place(self.job)
+                    if w is not None and (last_wait is None or (w.place, round(w.seconds)) != last_wait):
+                        last_wait = (w.place, round(w.seconds))
+                        yield w
+                    time.sleep(POLL)
+                    continue
+                for s in states:
+                    yield s
+                i += len(states)
+                if self.job.finished and i >= len(self.job.states):
+                    break
+                if not states:
+                    yield None                 # nothing new: lets a closed generator leave within POLL
+        finally:
+            self.close()
+        if self.job.status == "cap":
+            raise OverCap(self.job.message)
+        if self.job.status == "failed":
+            raise RuntimeError(self.job.message.split("\n")[0])
+        if self.job.status == "stopped":
+            raise Stopped()
+
+    def close(self) -> None:
+        if not self._left:
+            self._left = True
+            self.pool.leave(self.job)

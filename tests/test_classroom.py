@@ -1,0 +1,186 @@
+"""A class at once (ism/app/runner.py): worker processes without a shared lock, identical runs computed
+once, Stop, ceilings, places in line, share links and result files that are never rewritten."""
+import threading
+import time
+
+import pytest
+from conftest import ROOT
+
+from ism.app.demo import MAX_SQUARE_QUERIES, DemoRequest, run_demo
+from ism.app.runner import RunPool, Waiting
+from ism.app.ui import DemoHandler, UserError, attack_note, parse_link, png_file, share_query
+
+pytestmark = pytest.mark.slow
+CAT, DOG = str(ROOT / "examples/cifar10/cat_0.png"), str(ROOT / "examples/cifar10/dog_0.png")
+
+
+@pytest.fixture(scope="module")
+def pool(defense):
+    p = RunPool({"cifar10": defense}, workers=2, cache_size=8)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def handler(defense, pool):
+    return DemoHandler(defense, "cifar10", pool=pool, playback=0)
+
+
+def wait_until(cond, limit=60.0):
+    """Liveness, not timing: waits up to ``limit`` seconds for ``cond``."""
+    t = time.time()
+    while not cond() and time.time() - t < limit:
+        time.sleep(0.02)
+    return cond()
+
+
+def final(stream):
+    states = [s for s, _, _ in stream]
+    return states[-1]
+
+
+def test_same_seed_same_result_under_concurrency(defense, handler):
+    """Six different requests at once through the workers give exactly what each gives alone in-process."""
+    asks = [(CAT, "pgd", 8 / 255, 5, "gray-box", 3), (DOG, "pgd", 0.1, 3, "gray-box", 3),
+            (CAT, "square", 8 / 255, 2, "gray-box", 5), (DOG, "fgsm", 4 / 255, 1, "gray-box", 1),
+            (CAT, "pgd", 8 / 255, 2, "adaptive white-box", 9), (DOG, "mifgsm", 8 / 255, 3, "gray-box", 2)]
+    results = [None] * len(asks)
+
+    def one(i):
+        path, attack, eps, steps, threat, seed = asks[i]
+        results[i] = final(handler.run(path, attack, eps, steps, threat, 2, 3, seed))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (path, attack, eps, steps, threat, seed), got in zip(asks, results):
+        x, _ = handler.prepare(path)
+        req = DemoRequest(attack, eps, steps, threat, restarts=2, iterations=3, seed=seed)
+        *_, alone = run_demo(defense, x, handler.label_of(path), req)
+        assert (got.adversarial.image == alone.adversarial.image).all(), (attack, threat)
+        assert (got.final.image == alone.final.image).all() and got.verdict == alone.verdict
+
+
+def test_identical_requests_are_computed_once(handler, pool):
+    before = pool.computed
+    out = [None] * 5
+
+    def one(i):
+        out[i] = final(handler.run(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool.computed == before + 1                       # five visitors, one computation
+    assert all(o.verdict == out[0].verdict and (o.final.image == out[0].final.image).all() for o in out)
+    again = final(handler.run(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31))   # later: from the cache
+    assert pool.computed == before + 1 and again.verdict == out[0].verdict
+
+
+def test_stop_ends_the_run_and_frees_the_worker(handler, pool):
+    stream = handler.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 77, session="visitor-a")
+    next(stream)                                             # the run has started
+    assert wait_until(lambda: pool.busy >= 1)
+    assert handler.stop("visitor-a")
+    rest = list(stream)                                      # the stream ends: no final state
+    assert not any(s.done for s, _, _ in rest)
+    assert wait_until(lambda: pool.busy == 0), "the worker kept computing a stopped run"
+    assert final(handler.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 78)).done   # the next run goes through
+    assert not handler.stop("visitor-a")                     # nothing left to stop
+
+
+def test_a_run_past_its_ceiling_ends_with_a_sentence(defense):
+    p = RunPool({"cifar10": defense}, workers=1, max_seconds=0.5)
+    try:
+        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        with pytest.raises(UserError, match="limit of 0.5 s"):
+            list(h.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 5))
+        assert wait_until(lambda: p.busy == 0)
+    finally:
+        p.close()
+
+
+def test_a_visitor_waiting_sees_a_place_in_line(defense):
+    p = RunPool({"cifar10": defense}, workers=1, queue_size=1)
+    try:
+        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        busy = h.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 6, session="a")
+        next(busy)
+        assert wait_until(lambda: p.busy == 1)
+        waiting = h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 6)
+        first, _, _ = next(waiting)
+        assert "you are next" in first.waiting and "about" in first.waiting
+        with pytest.raises(UserError, match="server is full"):     # the line is full: one sentence
+            next(h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 99))
+        h.stop("a")
+        assert final(waiting).done                                  # its turn came
+    finally:
+        p.close()
+
+
+def test_waiting_note_counts_the_line():
+    from ism.app.ui import waiting_text
+
+    assert "number 3 in line, about 4 s" in waiting_text(Waiting(3, 4.2))
+
+
+def test_square_is_capped_and_says_so(defense, handler):
+    s = final(handler.run(CAT, "square", 8 / 255, 50, "gray-box", 1, 1, 0))
+    assert any(f"stops it at {MAX_SQUARE_QUERIES:,}" in w for w in s.warnings)
+    assert f"at most {MAX_SQUARE_QUERIES:,} per run" in attack_note("square", 8 / 255, 50)
+    assert f"{MAX_SQUARE_QUERIES:,} queries" in attack_note("square", 8 / 255, 50)
+
+
+def test_share_link_round_trip(handler, tmp_path):
+    q = share_query(handler, CAT, "pgd", 8 / 255, 10, "adaptive white-box", 42)
+    assert q.startswith("?") and "example=cat_0" in q and "run=1" in q
+    from urllib.parse import parse_qsl
+
+    link = parse_link(dict(parse_qsl(q[1:])), {"cifar10": handler})
+    assert (link.dataset, link.attack, link.steps, link.threat, link.seed, link.run) == \
+        ("cifar10", "pgd", 10, "adaptive white-box", 42, True)
+    assert link.example.endswith("cat_0.png") and abs(link.eps - 8 / 255) < 1e-4
+    assert parse_link({}, {"cifar10": handler}) is None                    # no query: the page as it is
+    upload = tmp_path / "mine.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(upload)
+    with pytest.raises(UserError, match="Only the example pictures"):      # uploads are never put in links
+        share_query(handler, str(upload), "pgd", 8 / 255, 10, "gray-box", 0)
+    for bad, words in (({"dataset": "mnist"}, "does not have"), ({"example": "cat_9"}, "not among"),
+                       ({"eps": "2"}, "epsilon must lie"), ({"attack": "boom"}, "not one of"),
+                       ({"seed": "-1"}, "seed must be")):
+        with pytest.raises(UserError, match=words):
+            parse_link(bad, {"cifar10": handler})
+
+
+def test_result_files_are_never_rewritten(monkeypatch, tmp_path):
+    import numpy as np
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    img = (np.arange(32 * 32 * 3) % 251).astype(np.uint8).reshape(32, 32, 3)
+    a = png_file(img)
+    inode = __import__("os").stat(a).st_ino
+    b = png_file(img.copy())                                  # the same picture from another run
+    assert a == b and __import__("os").stat(b).st_ino == inode   # served as is: not written again
+    assert a.startswith(str(tmp_path)) and a.endswith(".png")
+    assert png_file(img[::-1].copy()) != a
+    assert not list(tmp_path.rglob("*.tmp"))                  # no half-written file left behind
+
+
+def test_the_worker_is_replaced_if_it_dies(defense):
+    p = RunPool({"cifar10": defense}, workers=1)
+    try:
+        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        assert final(h.run(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0)).done
+        old = p._workers[0]["proc"]
+        old.kill()
+        assert wait_until(lambda: p._workers[0]["proc"] is not old and p._workers[0]["proc"].is_alive())
+        assert final(h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0)).done
+    finally:
+        p.close()
+
