@@ -449,7 +449,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         stop.click(stop_run, dataset, verdict, cancels=[running], api_name="stop")
         share.click(share_link, [file, attack, eps, steps, threat, seed, dataset], link, api_name=False).success(
             None, link, link, js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
-        autorun = gr.State(False)
+        autorun = gr.Checkbox(False, visible="hidden", elem_id="autorun")   # in the page: the js below reads it
         demo.load(open_link, None, [dataset, *switched, attack, eps, steps, threat, seed, autorun],
                   api_name=False).then(None, autorun, None,
                                        js="(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }")

@@ -61,16 +61,19 @@ def run_once(url: str, image: Path, settings=DEFAULT, seed: int = 0, barrier: th
         return time.perf_counter() - t0, f"{type(e).__name__}: {e}"
 
 
-def the_class(url: str, students: int, same: int, seed: int = 0, settings=DEFAULT) -> dict:
+def the_class(url: str, students: int, same: int, seed: int = 0, settings=DEFAULT, distinct: bool = False) -> dict:
+    """``same`` students on the first example, the rest one example each; ``distinct``: every student
+    a seed of its own too (no two runs alike: nothing shared or cached)."""
     images = [EXAMPLES[0]] * same + [EXAMPLES[1 + i % (len(EXAMPLES) - 1)] for i in range(students - same)]
+    seeds = [seed + i if distinct else seed for i in range(students)]
     barrier = threading.Barrier(students)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(students) as pool:
-        res = list(pool.map(lambda im: run_once(url, im, settings, seed, barrier), images))
+        res = list(pool.map(lambda i: run_once(url, images[i], settings, seeds[i], barrier), range(students)))
     wall = time.perf_counter() - t0
     lat = [s for s, _ in res]
     errors = [e for _, e in res if e]
-    return {"students": students, "same_example": same, "distinct_runs": len(set(images)),
+    return {"students": students, "same_example": same, "distinct_runs": len(set(zip(images, seeds))),
             "p50_s": round(statistics.median(lat), 2), "p95_s": round(pct(lat, 95), 2), "max_s": round(max(lat), 2),
             "failed": len(errors), "failures": errors[:5], "runs_per_min": round(students / wall * 60, 1)}
 
@@ -116,11 +119,11 @@ def stop_then_run(url: str) -> dict:
             "stop_to_next_final_s": round(final, 2), "next_ok": "final answer" in output(nxt.result(), "verdict")}
 
 
-def with_app(env_extra: dict, fn):
+def with_app(env_extra: dict, fn, root: Path = ROOT):
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_ANALYTICS_ENABLED": "False", **{k: str(v) for k, v in env_extra.items()}}
-    proc = start_app(port, env)
+    proc = start_app(port, env, root)
     url = f"http://127.0.0.1:{port}/"
     try:
         run_once(url, EXAMPLES[-1], ("FGSM", 0.05, 1, "gray-box", 1, 2), seed=999)   # warm-up (workers up)
@@ -143,15 +146,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="ISM_THREADS (default: the app's)")
     ap.add_argument("--sweep", action="store_true", help="runs a minute against ISM_CONCURRENCY x ISM_THREADS")
     ap.add_argument("--grid", default="1x1,1x2,2x1,3x1,4x1", help="CONCURRENCYxTHREADS pairs for --sweep")
+    ap.add_argument("--root", default=str(ROOT), help="the checkout whose app.py is measured (another version's, "
+                                                       "to compare; its /stop may not exist)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     env = {k: v for k, v in (("ISM_CONCURRENCY", a.concurrency), ("ISM_THREADS", a.threads)) if v is not None}
 
     def scenarios(url):
-        return {"class": the_class(url, a.students, a.same), "slow_neighbour": slow_neighbour(url),
-                "stop_then_run": stop_then_run(url)}
+        out = {"class": the_class(url, a.students, a.same), "slow_neighbour": slow_neighbour(url)}
+        try:
+            out["stop_then_run"] = stop_then_run(url)
+        except Exception as e:   # an app without /stop (an earlier version)
+            out["stop_then_run"] = f"{type(e).__name__}: {e}"
+        return out
 
-    report, log = with_app(env, scenarios)
+    report, log = with_app(env, scenarios, Path(a.root))
     report["server_tracebacks"] = log.count("Traceback (most recent call last)")
     report["server_log_errors"] = [line for line in log.splitlines() if "ERROR" in line][:5]
     if a.sweep:
@@ -159,11 +168,11 @@ def main() -> None:
         for pair in a.grid.split(","):
             conc, threads = (int(v) for v in pair.split("x"))
             res, log = with_app({"ISM_CONCURRENCY": conc, "ISM_THREADS": threads},
-                                lambda url: the_class(url, a.students, 1, seed=1))
+                                lambda url: the_class(url, a.students, 1, seed=1, distinct=True), Path(a.root))
             report["sweep"].append({"concurrency": conc, "threads": threads, "runs_per_min": res["runs_per_min"],
                                     "p95_s": res["p95_s"], "failed": res["failed"],
                                     "tracebacks": log.count("Traceback (most recent call last)")})
-    report.update(command="python benchmarks/classroom.py " + " ".join(sys.argv[1:]), cpu_cores=os.cpu_count(),
+    report.update(root=str(Path(a.root).resolve()), command="python benchmarks/classroom.py " + " ".join(sys.argv[1:]), cpu_cores=os.cpu_count(),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     print(json.dumps(report, indent=1))
     if a.out:

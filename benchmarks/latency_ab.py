@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from latency import timed_run  # noqa: E402
+from latency import timed_run, with_seed  # noqa: E402
 from load import free_port, pct, start_app  # noqa: E402
 
 
@@ -48,9 +48,9 @@ def main() -> None:
         for c in clients.values():
             c.predict(*args, api_name="/defend")                  # warm-up
         totals = {name: [] for name in roots}
-        for _ in range(a.runs):
-            for name, c in clients.items():
-                totals[name].append(timed_run(c, args)[1])
+        for i in range(a.runs):
+            for name, c in clients.items():                      # a new seed each turn: no answer from a cache
+                totals[name].append(timed_run(c, with_seed(args, 1000 + i))[1])
     finally:
         for p in procs:
             p.terminate()

@@ -198,3 +198,51 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
         page.get_by_text("CelebA, Male attribute, 64x64").first.click()
         page.get_by_text("not measured in these curves: the Compare tab attacks them").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)
+
+
+def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request):
+    """Stop on a long run: the page says it stopped, the worker is free, and the next Run finishes."""
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
+        page.locator("#examples .thumbnail-item").nth(3).click()
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        page.get_by_text("more settings").click()
+        for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8"),
+                            ("attack steps (iterative attacks)", "50")):
+            box = page.get_by_label(name).first
+            box.fill(value)
+            box.press("Enter")
+        page.get_by_role("radio", name="adaptive white-box").first.check()
+        page.locator("#run").click()
+        page.wait_for_function("() => document.querySelector('#verdict')?.innerText.length > 0 && "
+                               "!document.querySelector('#verdict').innerText.includes('Pick an example')",
+                               timeout=60_000)
+        page.get_by_role("button", name="Stop", exact=True).click()
+        page.get_by_text("Stopped. Press Run to start again.").wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "stopped-1366.png"), full_page=True)
+        assert "final answer" not in page.locator("#verdict").inner_text()
+        page.get_by_role("radio", name="gray-box", exact=True).first.check()
+        box = page.get_by_label("regeneration iterations").first
+        box.fill("5")
+        box.press("Enter")
+        page.locator("#run").click()
+        page.get_by_text("final answer").wait_for(timeout=120_000)
+
+
+def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
+    """A teacher's link: the data set, example, attack, epsilon, threat model and seed come from the query,
+    and run=1 runs them; the page's own link button writes the same kind of link."""
+    query = "?dataset=cifar10&example=ship_1&attack=fgsm&eps=0.0627&steps=1&threat=gray-box&seed=5&run=1"
+    with app_page(app_url + query, tmp_path, 1366, 768) as (page, shots):
+        page.get_by_text("final answer").wait_for(timeout=120_000)
+        verdict = page.locator("#verdict").inner_text()
+        assert "ship" in verdict
+        assert "16.0/255" in page.locator("#perturbation-text, body").first.inner_text() or \
+            "0.0627" in page.locator("body").inner_text()
+        page.get_by_text("more settings").click()
+        assert page.get_by_label("seed (0 to 4294967295)").input_value() == "5"
+        page.locator("#share").click()
+        page.wait_for_function("() => document.querySelector('#share-link textarea, #share-link input')"
+                               "?.value.includes('example=ship_1')", timeout=30_000)
+        link = page.locator("#share-link textarea, #share-link input").first.input_value()
+        page.screenshot(path=str(shots / "shared-link-1366.png"), full_page=True)
+    assert link.startswith("http") and "attack=fgsm" in link and "seed=5" in link and "run=1" in link
