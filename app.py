@@ -215,6 +215,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         with one_message(dataset):
             return share_query(handler_for(dataset), file, ATTACK_LABELS.get(attack, attack), eps, steps, threat, seed)
 
+    def reset_compare(dataset):
+        return gr.update(value=gallery_items(dataset)), None, "", None, ""
+
     def open_link(request: gr.Request = None):
         """A link's query string fills the settings (and the data set with everything that depends on it);
         a link that says run=1 then runs them. A bad link is one message and the page keeps its defaults."""
@@ -228,7 +231,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             return keep + [False]
         label = next(k for k, v in ATTACK_LABELS.items() if v == link.attack) if link.attack else gr.skip()
         page = list(switch(link.dataset))
-        page[switched.index(file)] = link.example          # the example the link names (or none)
+        page[switched.index(file)] = gr.update(value=link.example, label=upload_label(link.dataset))
         values = [link.dataset, *page, label, link.eps if link.eps is not None else gr.skip(),
                   link.steps or gr.skip(), link.threat or gr.skip(), link.seed if link.seed is not None else gr.skip()]
         return values + [link.run]
@@ -430,9 +433,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         switched = [head, gallery, file, seen, prep_note, restarts, iterations, how_plot, how, c_plot, c_note, c_intro,
                     c_live, read]
         # .input: the visitor's own choice (a link sets the data set together with what depends on it)
+        compare_outputs = [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table]
         dataset.input(switch, dataset, switched, api_name=False).then(
-            lambda d: (gr.update(value=gallery_items(d)), None, "", None, ""), dataset,
-            [cmp_gallery, cmp_file, cmp_summary, cmp_plot, cmp_table], api_name=False).then(
+            reset_compare, dataset, compare_outputs, api_name=False).then(
             lambda: None, None, camera, api_name=False)
         for control in (eps, attack, steps):
             control.change(attack_settings, [attack, eps, steps], [eps, eps_note], api_name=False,
@@ -446,12 +449,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
         running = checked.success(defend, settings, outputs, api_name="defend", concurrency_limit=serve.queue_size)
-        stop.click(stop_run, dataset, verdict, cancels=[running], api_name="stop")
+        stop.click(stop_run, dataset, verdict, cancels=[running], api_name="stop", queue=False)
         share.click(share_link, [file, attack, eps, steps, threat, seed, dataset], link, api_name=False).success(
             None, link, link, js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
         autorun = gr.Checkbox(False, visible="hidden", elem_id="autorun")   # in the page: the js below reads it
         demo.load(open_link, None, [dataset, *switched, attack, eps, steps, threat, seed, autorun],
-                  api_name=False).then(None, autorun, None,
+                  api_name=False).then(reset_compare, dataset, compare_outputs, api_name=False).then(None, autorun, None,
                                        js="(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }")
         running.then(scrubber, frames, [scrub, scrub_img], api_name=False)
         scrub.change(scrub_to, [scrub, frames], scrub_img, api_name=False, show_progress="hidden")

@@ -35,6 +35,7 @@ from ism.app.demo import DemoRequest, DemoState, Stage, run_demo
 
 log = logging.getLogger("ism-defense")
 POLL = 0.2          # seconds between checks of a follower that waits (a closed follower leaves within this)
+HUNG_AFTER = 60.0   # a worker still on one run this long after the run's ceiling is replaced
 
 
 class Full(Exception):
@@ -121,7 +122,9 @@ def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
                     state.regeneration[-1].top3       # the played-back frame's reading, computed here
                 new = [_portable(f) for f in state.regeneration[sent:]]
                 sent = len(state.regeneration)
-                results.put((job_id, "state", replace(state, regeneration=[]), new))
+                snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (pickled later, in
+                                   regen_errors=list(state.regen_errors))                 # the queue's thread)
+                results.put((job_id, "state", snapshot, new))
             results.put((job_id, "done", ""))
         except Stopped:
             results.put((job_id, "stopped", ""))
@@ -159,7 +162,7 @@ class RunPool:
     def __init__(self, defenses: dict, workers: int = 2, threads: int = 1, cache_size: int = 64,
                  max_seconds: float = 60.0, queue_size: int = 64):
         self.defenses, self.max_seconds, self.cache_size = defenses, float(max_seconds), cache_size
-        self.queue_size = queue_size
+        self.queue_size, self.threads = queue_size, threads
         self.digests = {name: defense_digest(d) for name, d in defenses.items()}
         self._lock = threading.Condition()
         self._pending: deque[Job] = deque()
@@ -170,15 +173,9 @@ class RunPool:
         self.shared = 0                                    # requests answered by a run already computing or cached
         self.cancelled = 0
         self._durations = deque([2.0], maxlen=20)          # recent run times, for the expected wait
-        ctx = mp.get_context("spawn")
-        self._results = ctx.Queue()
-        self._workers = []
-        for _ in range(max(1, int(workers))):
-            jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
-            proc = ctx.Process(target=_worker, args=(defenses, jobs, self._results, cancel, threads), daemon=True)
-            proc.start()
-            self._workers.append({"proc": proc, "jobs": jobs, "cancel": cancel, "job": None})
+        self._results = mp.get_context("spawn").Queue()
         self._closed = False
+        self._workers = [self._start_worker() for _ in range(max(1, int(workers)))]
         self._reader = threading.Thread(target=self._read, daemon=True, name="runpool-reader")
         self._reader.start()
 
@@ -262,100 +259,130 @@ class RunPool:
         job.status, job.message = status, message
         if self._running.get(job.key) is job:
             del self._running[job.key]
-        if status == "done":
+        cut = bool(job.states) and job.states[-1].regen_stop.startswith("Regeneration stopped at iteration")
+        if status == "done" and not cut and not job.cancelled:   # a run cut short by the clock is not the run
             self._cache[job.key] = job
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         self._lock.notify_all()
 
     def _read(self) -> None:
+        last_check = time.monotonic()
         while not self._closed:
             try:
                 msg = self._results.get(timeout=1.0)
             except queue.Empty:
-                self._check_workers()
-                continue
+                msg = None
             except (EOFError, OSError):
                 return
-            job_id, kind, *rest = msg
-            with self._lock:
-                w = next((w for w in self._workers if w["job"] is not None and w["job"].id == job_id), None)
-                if w is None:
-                    continue
-                job = w["job"]
-                if kind == "state":
-                    state, new = rest
-                    job.frames.extend(new)
-                    job.states.append(replace(state, regeneration=list(job.frames)))
-                    self._lock.notify_all()
-                    continue
-                if kind == "failed":
-                    log.error("run failed in a worker: %s", rest[0])
-                if kind == "done":
-                    self._durations.append(time.monotonic() - job.started)
-                w["job"] = None
-                self._finish(job, kind, rest[0])
-                self._dispatch()
+            except Exception:                # a message that cannot be read (a worker killed mid-write)
+                log.exception("unreadable message from a run worker")
+                msg = None
+            try:
+                if msg is not None:
+                    self._handle(*msg)
+                if time.monotonic() - last_check >= 1.0:   # also while other workers keep sending
+                    last_check = time.monotonic()
+                    self._check_workers()
+            except Exception:                # never let the reader die: every run would hang
+                log.exception("run pool reader")
+
+    def _handle(self, job_id: int, kind: str, *rest) -> None:
+        with self._lock:
+            w = next((w for w in self._workers if w["job"] is not None and w["job"].id == job_id), None)
+            if w is None:
+                return
+            job = w["job"]
+            if kind == "state":
+                state, new = rest
+                job.frames.extend(new)
+                job.states.append(replace(state, regeneration=list(job.frames)))
+                self._lock.notify_all()
+                return
+            if kind == "failed":
+                log.error("run failed in a worker: %s", rest[0])
+            if kind == "done":
+                self._durations.append(time.monotonic() - job.started)
+            w["job"] = None
+            self._finish(job, kind, rest[0])
+            self._dispatch()
 
     def _check_workers(self) -> None:
-        """A worker that died (out of memory, killed) fails its run and is replaced."""
+        """A worker that died (out of memory, killed) or computes a run far past its ceiling (hung) fails
+        its run and is replaced."""
         with self._lock:
             for i, w in enumerate(self._workers):
-                if w["proc"].is_alive() or self._closed:
+                if self._closed:
+                    return
+                hung = w["job"] is not None and time.monotonic() - w["job"].started > self.max_seconds + HUNG_AFTER
+                if w["proc"].is_alive() and not hung:
                     continue
-                log.error("a run worker exited (code %s); starting another", w["proc"].exitcode)
+                if hung:
+                    log.error("a run worker is still computing run %d after %.0f s; replacing it", w["job"].id,
+                              time.monotonic() - w["job"].started)
+                    w["proc"].kill()
+                else:
+                    log.error("a run worker exited (code %s); starting another", w["proc"].exitcode)
                 if w["job"] is not None:
-                    self._finish(w["job"], "failed", "the worker computing this run exited")
-                ctx = mp.get_context("spawn")
-                jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
-                threads = torch.get_num_threads()
-                proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, threads),
-                                   daemon=True)
-                proc.start()
-                self._workers[i] = {"proc": proc, "jobs": jobs, "cancel": cancel, "job": None}
+                    self._finish(w["job"], "failed", "the worker computing this run stopped answering")
+                self._workers[i] = self._start_worker()
             self._dispatch()
+
+    def _start_worker(self) -> dict:
+        ctx = mp.get_context("spawn")
+        jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
+        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, self.threads), daemon=True)
+        proc.start()
+        return {"proc": proc, "jobs": jobs, "cancel": cancel, "job": None}
 
 
 class Follower:
-    """One visitor's view of a run: iterate for ``Waiting`` notes and ``DemoState``s; ``close()`` leaves."""
+    """One visitor's view of a run: iterate for ``Waiting`` notes and ``DemoState``s (and ``None`` about once a
+    second while nothing new comes, so that a generator closed meanwhile is left promptly); ``close()``, from
+    any thread, leaves."""
 
     def __init__(self, pool: RunPool, job: Job):
         self.pool, self.job, self._left = pool, job, False
 
     def __iter__(self):
-        i, last_wait = 0, None
+        i, last_yield, last_wait = 0, time.monotonic(), None
         try:
-            while True:
+            while not self._left:
                 with self.pool._lock:
-                    while i >= len(self.job.states) and not self.job.finished and self.job.status != "queued":
+                    if i >= len(self.job.states) and not self.job.finished and self.job.status != "queued":
                         self.pool._lock.wait(POLL)
-                        if i >= len(self.job.states):
-                            break
                     states, status = self.job.states[i:], self.job.status
+                if self._left:
+                    break
                 if status == "queued":
-                    w = self.pool.place(self.job)
-                    if w is not None and (last_wait is None or (w.place, round(w.seconds)) != last_wait):
-                        last_wait = (w.place, round(w.seconds))
-                        yield w
+                    w = self.pool.place(self.job)       # (None once it starts)
+                    seen = (w.place, round(w.seconds)) if w else None
+                    if seen != last_wait or time.monotonic() - last_yield >= 1.0:
+                        yield w                         # at least every second: a closed tab leaves the line
+                        last_wait, last_yield = seen, time.monotonic()
                     time.sleep(POLL)
                     continue
                 for s in states:
                     yield s
+                    last_yield = time.monotonic()
                 i += len(states)
                 if self.job.finished and i >= len(self.job.states):
                     break
-                if not states:
-                    yield None                 # nothing new: lets a closed generator leave within POLL
+                if not states and time.monotonic() - last_yield >= 1.0:
+                    yield None                 # nothing new for a second
+                    last_yield = time.monotonic()
         finally:
             self.close()
+        if self._left and not self.job.finished or self.job.status == "stopped":
+            raise Stopped()
         if self.job.status == "cap":
             raise OverCap(self.job.message)
         if self.job.status == "failed":
             raise RuntimeError(self.job.message.split("\n")[0])
-        if self.job.status == "stopped":
-            raise Stopped()
 
     def close(self) -> None:
-        if not self._left:
+        with self.pool._lock:          # Stop and a cancelled event may close it from two threads at once
+            if self._left:
+                return
             self._left = True
-            self.pool.leave(self.job)
+        self.pool.leave(self.job)

@@ -217,7 +217,7 @@ class DemoHandler:
             return
         finally:
             if session and self._sessions.get(session) is states:
-                del self._sessions[session]
+                self._sessions.pop(session, None)      # (Stop may have taken it meanwhile)
             self.active.record(finished)
 
     def stop(self, session: str | None) -> bool:
@@ -511,7 +511,7 @@ def share_query(handler: DemoHandler, path, attack: str, eps: float, steps: int,
     from urllib.parse import urlencode
 
     q = {"dataset": handler.dataset, "example": Path(example.path).stem, "attack": attack,
-         "eps": f"{float(eps):.4f}", "steps": int(steps), "threat": threat_key, "seed": as_seed(seed)}
+         "eps": f"{float(eps):.6g}", "steps": int(steps), "threat": threat_key, "seed": as_seed(seed)}
     if run:
         q["run"] = 1
     return "?" + urlencode(q)
