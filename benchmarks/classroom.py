@@ -8,6 +8,7 @@ seed 0) unless said:
 - **class**: ``--students`` gradio_client clients submit /defend at once, ``--same`` of them on the first
   CIFAR-10 example and the rest each on another example: p50 / p95 / max seconds to the final result,
   failed requests, and tracebacks in the server's log over the whole benchmark;
+- **lesson**: the same students press the Lesson tab's step 1 at once: p50 / p95, failures;
 - **slow neighbour**: one visitor runs Square at 50 steps; a second later another runs FGSM (8/255): the
   FGSM run's seconds to its final result;
 - **stop then run**: a visitor starts that Square run, presses Stop (/stop, as the page's button does) two
@@ -76,6 +77,27 @@ def the_class(url: str, students: int, same: int, seed: int = 0, settings=DEFAUL
     return {"students": students, "same_example": same, "distinct_runs": len(set(zip(images, seeds))),
             "p50_s": round(statistics.median(lat), 2), "p95_s": round(pct(lat, 95), 2), "max_s": round(max(lat), 2),
             "failed": len(errors), "failures": errors[:5], "runs_per_min": round(students / wall * 60, 1)}
+
+
+def lesson(url: str, students: int) -> dict:
+    """``students`` press the Lesson tab's first step at the same second."""
+    barrier = threading.Barrier(students)
+
+    def one(_):
+        c = client(url)
+        barrier.wait()
+        t0 = time.perf_counter()
+        try:
+            c.predict("cifar10", api_name="/lesson_1")
+            return time.perf_counter() - t0, None
+        except Exception as e:
+            return time.perf_counter() - t0, f"{type(e).__name__}: {e}"
+
+    with ThreadPoolExecutor(students) as pool:
+        res = list(pool.map(one, range(students)))
+    lat = [s for s, _ in res]
+    return {"students": students, "p50_s": round(statistics.median(lat), 2), "p95_s": round(pct(lat, 95), 2),
+            "failed": sum(1 for _, e in res if e)}
 
 
 def slow_neighbour(url: str) -> dict:
@@ -153,7 +175,8 @@ def main() -> None:
     env = {k: v for k, v in (("ISM_CONCURRENCY", a.concurrency), ("ISM_THREADS", a.threads)) if v is not None}
 
     def scenarios(url):
-        out = {"class": the_class(url, a.students, a.same), "slow_neighbour": slow_neighbour(url)}
+        out = {"class": the_class(url, a.students, a.same), "lesson_step_1": lesson(url, a.students),
+               "slow_neighbour": slow_neighbour(url)}
         try:
             out["stop_then_run"] = stop_then_run(url)
         except Exception as e:   # an app without /stop (an earlier version)

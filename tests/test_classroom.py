@@ -184,3 +184,44 @@ def test_the_worker_is_replaced_if_it_dies(defense):
     finally:
         p.close()
 
+
+
+def test_in_process_runs_are_computed_once():
+    """Compare and Lesson (computed in the server process): concurrent identical requests share one
+    computation, later ones come from the bounded cache, and a failure is not kept."""
+    from ism.app.runner import Memo
+
+    memo, calls = Memo(size=2), []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.3)
+        return 42
+
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(memo.get("step 1", slow))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [42] * 6 and len(calls) == 1
+    assert memo.get("step 1", slow) == 42 and len(calls) == 1
+
+    def boom():
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        memo.get("bad", boom)
+    assert memo.get("bad", lambda: 7) == 7
+    memo.get("x", lambda: 1)
+    memo.get("y", lambda: 2)
+    assert memo.get("step 1", lambda: "again") == "again"     # bounded: the oldest was let go
+
+
+def test_a_lesson_step_is_computed_once_for_a_class(defense):
+    from ism.app.ui import CompareHandler
+
+    h = CompareHandler(DemoHandler(defense, "cifar10", playback=0))
+    first, _ = h.lesson(0)
+    again, _ = h.lesson(0)
+    assert h.memo.computed == 1 and again.summary == first.summary
