@@ -134,7 +134,7 @@ def test_a_webcam_photo_is_an_image_source(app_url, tmp_path):
     assert Image.open(taken).size == (640, 480)
     out = client.predict(handle_file(taken), "FGSM", 4 / 255, 1, "gray-box", 1, 2, 0, "celeba", api_name="/defend")
     assert "centre-cropped to 480x480, resized from 640x480 to 64x64" in output(out, "notes")
-    assert "Not a labelled example" in output(out, "notes")
+    assert "has no true label here" in output(out, "notes")
     assert output(out, "final_top3")["label"] in ("female", "male")
 
 

@@ -136,3 +136,14 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     assert "keeps 64% accuracy (100 test images), against 87% when the attacker ignores it (gray-box, 300 test images)" \
         in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
+
+
+@pytest.mark.parametrize("eps", [8 / 255, 0.3])
+def test_an_upload_is_never_called_right_or_wrong(defense, real_images, eps):
+    """No true label for an upload: the verdict compares with the classifier's own clean answer."""
+    from ism.app.demo import DemoRequest, run_demo
+
+    x = real_images[0][5:6]
+    *_, s = run_demo(defense, x, None, DemoRequest(attack="pgd", eps=eps, steps=3, restarts=1, iterations=2))
+    assert "classifier's own answer on your clean picture" in s.verdict
+    assert "right" not in s.verdict and "wrong" not in s.verdict and "true label" not in s.verdict

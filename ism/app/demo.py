@@ -252,7 +252,6 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
         return max(d, key=d.get)
 
     truth, clean, fin = defense.classes[y], top(s.original.top3), top(s.final.top3)
-    ref = f"the true label, {truth}" if label_known else f"the classifier's answer on the clean image, {truth}"
     parts = []
     if label_known and clean != truth:
         parts.append(f"Before any attack the classifier already reads this {truth} as {clean}.")
@@ -274,7 +273,13 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
             "; it only reports here: every input is purified whatever it says")
     parts.append(f"The detector {seen} (P(attacked) = {det['probability']:.2f}, threshold "
                  f"{det['threshold']:.2f}){gate}.")
-    parts.append(f"The defense's final answer: {fin} ({'right' if fin == truth else 'wrong'}: {ref}).")
+    if label_known:
+        parts.append(f"The defense's final answer: {fin} ({'right' if fin == truth else 'wrong'}: the true label, "
+                     f"{truth}).")
+    else:   # no true label for an upload: compared with the classifier's own answer, never called right or wrong
+        same = "the same as" if fin == truth else "not"
+        parts.append(f"The defense's final answer: {fin} ({same} the classifier's own answer on your clean picture, "
+                     f"{truth}).")
     if attacked and fin == truth and top(s.adversarial.top3) != truth:
         parts.append("The defense undid what the attack did to its target.")
     elif attacked and fin != truth and (not label_known or clean == truth):

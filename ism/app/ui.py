@@ -40,6 +40,11 @@ def output(result, name: str):
     return result[OUTPUTS.index(name)]
 
 
+UPLOAD_NOTE = ("Your own picture has no true label here: the attacker targets the classifier's own answer on it, "
+               "and the final answer is compared with that answer, never called right or wrong. The classifier can "
+               "only answer one of its data set's classes, whatever the picture shows.")
+
+
 class UserError(ValueError):
     """A message for the visitor."""
 
@@ -345,8 +350,7 @@ def state_values(s: DemoState, note: str, label: int | None, files: bool = True)
         "final": img(s.final.image) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
         "verdict": f"### {s.verdict}" if s.verdict else f"*{s.waiting or 'running…'}*",
-        "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ Not a labelled example: "
-                                                 "the attacker targets the classifier's own prediction."),
+        "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
