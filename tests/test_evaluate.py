@@ -22,8 +22,16 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     for r in res["graybox"].values():
         assert 0 <= r["no_defense"] <= 1 and 0 <= r["defense"] <= 1 and 0 <= r["detector_auroc"] <= 1
         assert r["roc"]["fpr"][0] == 1.0 and r["roc"]["tpr"][-1] == 0.0   # ROC runs from (1, 1) to (0, 0)
+        # of the images the attack fools: the share caught and the share answered right again
+        assert 0 <= r["fooled"] <= 1 - r["no_defense"] + 1e-9
+        if r["fooled"]:
+            assert 0 <= r["caught"] <= 1 and 0 <= r["restored"] <= 1
+            assert r["restored"] * r["fooled"] <= r["defense"] + 1e-9
+        else:
+            assert r["caught"] is None and r["restored"] is None
         if "magnet" in c:
             assert r["magnet"] <= r["magnet_defended"] <= 1 and 0 <= r["ddsa"] <= 1
+    assert any(r["fooled"] > 0 for r in res["graybox"].values())
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
     assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
     assert [round(r["eps"], 4) for r in res["latent"].values()] == [0.0314, 0.3]
@@ -36,6 +44,7 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert res["sanity_checks"] and all(set(k) == {"check", "passed", "detail"} for k in res["sanity_checks"])
     md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
     assert md.startswith("# Evaluation")
+    assert "| fooled | caught | restored |" in md
     for section in ("Table 3", "Adaptive white-box", "Latent-space attack", "Per-stage ablation", "Sanity checks"):
         assert section in md
     written = json.loads((tmp_path / "results" / "cifar10-limit12.json").read_text())

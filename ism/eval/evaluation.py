@@ -204,8 +204,15 @@ class Evaluation:
                          "base_no_defense": self.correct(self.base, xb, y)}
                     with torch.no_grad():
                         logits, det, purified = self.d.predict_all(xa)
-                        c["defense"] = (logits.argmax(1) == y).sum().item()
+                        right = logits.argmax(1) == y
+                        c["defense"] = right.sum().item()
                         c["ism_only"] = self.correct(self.d.classifier, purified, y)
+                        # the story a visitor should see: of the images the attack fools (the classifier is
+                        # right on the clean image, wrong on the attacked one), how many the detector catches
+                        # and the pipeline answers right again
+                        fooled = (self.d.classifier(x).argmax(1) == y) & (self.d.classifier(xa).argmax(1) != y)
+                        c.update(fooled=fooled.sum().item(), fooled_caught=(fooled & det.attacked).sum().item(),
+                                 fooled_restored=(fooled & right).sum().item())
                         if self.magnet is not None:
                             lm, sm = self.magnet.outputs(xb)
                             ok, rej = lm.argmax(1) == y, self.magnet.rejected(xb, sm)
@@ -218,7 +225,11 @@ class Evaluation:
 
                 cnt = self.tally(None, k, batch)
                 p = cnt.pop("probs")
+                fooled = cnt.pop("fooled")
+                caught, restored = cnt.pop("fooled_caught"), cnt.pop("fooled_restored")
                 row = {m: v / self.n for m, v in cnt.items()}
+                row.update(fooled=fooled / self.n, caught=caught / fooled if fooled else None,
+                           restored=restored / fooled if fooled else None)
                 row["detector_auroc"] = auroc(self._clean_probs(), p)
                 row["roc"] = roc_points(self._clean_probs(), p)
                 row.update(attack=attack, eps=eps, steps=cfg.steps if attack != "fgsm" else 1,

@@ -68,11 +68,15 @@ def markdown(res: dict, title: str, command: str) -> str:
                      f"**{_f(r['defense'])}** | {_magnet(r)} | {_f(r.get('ddsa'))} | "
                      + (" / ".join(f"{v:.3f}" for v in p) if p else "–") + " |")
         L += ["", "### Gray-box detail: this project", "",
-              "| attack | eps | deployed classifier alone | pipeline | classifier on ISM output | detector AUROC | detected |",
-              "|---|---|---|---|---|---|---|"]
+              "*Fooled*: share of the images the classifier reads right clean and wrong attacked; of those, "
+              "*caught*: flagged by the detector, *restored*: answered right by the pipeline.", "",
+              "| attack | eps | deployed classifier alone | pipeline | classifier on ISM output | detector AUROC | detected "
+              "| fooled | caught | restored |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for r in gray.values():
             L.append(f"| {_name(r)} | {_eps(r['eps'])} | {_f(r['no_defense'])} | {_f(r['defense'])} | "
-                     f"{_f(r['ism_only'])} | {r['detector_auroc']:.4f} | {_f(r['detected'])} |")
+                     f"{_f(r['ism_only'])} | {r['detector_auroc']:.4f} | {_f(r['detected'])} | {_f(r.get('fooled'))} | "
+                     f"{_f(r.get('caught'))} | {_f(r.get('restored'))} |")
     adp = res.get("adaptive", {})
     if adp:
         any_r = next(iter(adp.values()))
