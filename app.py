@@ -327,7 +327,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                         gr.Markdown(limits_text(serve.max_seconds), elem_id="limits")
                         gr.Markdown(threat_help())
                     with gr.Row():
-                        share = gr.Button("🔗 Link to this run", size="sm", elem_id="share")
+                        share = gr.Button("Link to this run", size="sm", elem_id="share")
                         link = gr.Textbox(show_label=False, placeholder="a link that opens these settings and runs "
                                           "them (examples only)", interactive=False, buttons=["copy"],
                                           elem_id="share-link", min_width=200, scale=3)
