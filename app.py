@@ -163,9 +163,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     def stop_run(dataset, request: gr.Request = None):
         """Stop: leave this visitor's run (cancelled unless another visitor follows it) and say so."""
         session = getattr(request, "session_hash", None)
-        stopped = any(h.stop(session) for h in handlers.values())
-        return ("### ⏹ Stopped. Press **Run** to start again." if stopped else
-                "### ⏹ Nothing was running. Press **Run** to start.")
+        for h in handlers.values():    # (a run still waiting in gradio's own queue is cancelled by the event)
+            h.stop(session)
+        return "### ⏹ Stopped. Press **Run** to start again."
 
     def compare_defenses(file, attack, eps, steps, seed, dataset=first):
         with one_message(dataset):

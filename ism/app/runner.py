@@ -148,7 +148,8 @@ class Job:
     message: str = ""
     followers: int = 0
     cancelled: bool = False                             # nobody follows it any more: a new request starts anew
-    started: float = 0.0
+    started: float = 0.0                                # given to a worker
+    computing: float = 0.0                              # its first state arrived
     frames: list = field(default_factory=list)          # the regeneration frames received so far
 
     @property
@@ -295,6 +296,8 @@ class RunPool:
             job = w["job"]
             if kind == "state":
                 state, new = rest
+                if not job.states:
+                    job.computing = time.monotonic()
                 job.frames.extend(new)
                 job.states.append(replace(state, regeneration=list(job.frames)))
                 self._lock.notify_all()
@@ -314,7 +317,9 @@ class RunPool:
             for i, w in enumerate(self._workers):
                 if self._closed:
                     return
-                hung = w["job"] is not None and time.monotonic() - w["job"].started > self.max_seconds + HUNG_AFTER
+                job, now = w["job"], time.monotonic()
+                # from its first state (a worker that is still starting up, slow on a loaded machine, is not hung)
+                hung = job is not None and bool(job.states) and now - job.computing > self.max_seconds + HUNG_AFTER
                 if w["proc"].is_alive() and not hung:
                     continue
                 if hung:

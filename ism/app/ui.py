@@ -218,8 +218,8 @@ class DemoHandler:
                     yield state, note, label
         except OverCap as e:
             raise UserError(str(e)) from None
-        except Stopped:
-            return
+        except Stopped:   # the page already says so (Stop's own answer); a last update says the same
+            yield DemoState(waiting="⏹ Stopped. Press Run to start again."), note, label
         finally:
             if session and self._sessions.get(session) is states:
                 self._sessions.pop(session, None)      # (Stop may have taken it meanwhile)
