@@ -171,8 +171,6 @@ class RunPool:
         self._cache: OrderedDict[str, Job] = OrderedDict()  # key -> finished job, most recent last
         self._ids = 0
         self.computed = 0                                  # runs started on a worker
-        self.shared = 0                                    # requests answered by a run already computing or cached
-        self.cancelled = 0
         self._durations = deque([2.0], maxlen=20)          # recent run times, for the expected wait
         self._results = mp.get_context("spawn").Queue()
         self._closed = False
@@ -188,7 +186,6 @@ class RunPool:
             if job is not None and job.cancelled:
                 job = None
             if job is not None:
-                self.shared += 1
                 if key in self._cache:
                     self._cache.move_to_end(key)
             else:
@@ -209,7 +206,6 @@ class RunPool:
             job.followers -= 1
             if job.followers > 0 or job.finished:
                 return
-            self.cancelled += 1
             job.cancelled = True
             if job.status == "queued":
                 self._pending.remove(job)

@@ -15,7 +15,7 @@ import torch
 
 from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
 from ism.app.picture import run_picture
-from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting
+from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting, shown
 from ism.app.serve import ActiveRuns, ServeConfig
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image, to_display
@@ -206,10 +206,8 @@ class DemoHandler:
                         yield previous, note, label   # (also lets a closed generator leave promptly)
                         continue
                     finished = state.done
-                    n = len(state.regeneration)
-                    regenerating = n > 0 and state.final is None
-                    if regenerating:
-                        if (n - 1) % every and not state.regen_stop:
+                    if state.regeneration and state.final is None:
+                        if not shown(state, every):
                             continue                            # between the frames played back
                         if last is not None:
                             _sleep(max(0.0, last + gap - _clock()))
@@ -327,11 +325,11 @@ def png_file(image) -> str | None:
     return str(path)
 
 
-def state_values(s: DemoState, note: str, label: int | None, files: bool = True) -> dict:
+def state_values(s: DemoState, note: str, label: int | None) -> dict:
     """{output name: value} for one streamed state; the frames gallery stays empty until the run is done.
-    Images are PNG files (``png_file``) unless ``files`` is False (arrays)."""
+    Images are PNG files (``png_file``)."""
     regen = s.regeneration[-1] if s.regeneration else None
-    img = png_file if files else (lambda a: a)
+    img = png_file
     values = {
         "original": img(s.original.image) if s.original else None,
         "original_top3": s.original.top3 if s.original else None,
