@@ -55,7 +55,7 @@ def run_once(url: str, image: Path, settings=DEFAULT, seed: int = 0, barrier: th
         barrier.wait()
     t0 = time.perf_counter()
     try:
-        res = c.predict(handle_file(str(image)), *settings, seed, api_name="/defend")
+        res = c.predict(handle_file(str(image)), *settings, seed, "cifar10", api_name="/defend")   # hardened
         ok = "final answer" in output(res, "verdict")
         return time.perf_counter() - t0, None if ok else f"no final answer: {output(res, 'verdict')[:80]}"
     except Exception as e:   # counted, never raised

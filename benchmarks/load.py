@@ -81,7 +81,7 @@ def one_client(url: str, index: int, requests: int, examples: list[Path], restar
         t0 = time.perf_counter()
         try:
             res = client.predict(handle_file(str(image)), attack, round(eps, 4), steps, threat, restarts, iterations,
-                                 index * 100 + r, api_name="/defend")
+                                 index * 100 + r, "cifar10", api_name="/defend")   # the hardened defense
             pert, verdict = output(res, "perturbation_text"), output(res, "verdict")
             linf = float(re.search(r"L∞ = ([0-9.]+)", pert).group(1))
             own = f"true label, {truth}" in verdict and abs(linf - round(eps, 4)) <= 1.5 / 255

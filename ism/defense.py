@@ -44,6 +44,10 @@ class DefenseConfig:
     regen_restarts: int = 4         # restart 0 starts at the ISM code, the rest at random
     regen_lr: float = 0.05
     regen_tol: float = 0.002        # stop when MSE(G(z), target) is below this for every image
+    coarse_from: float | None = None  # an ISM with a refiner: inputs the detector estimates attacked at this
+                                    # epsilon or more are read on the auto-encoder's (blurry) reconstruction,
+                                    # which large perturbations do not survive, instead of the refined image
+                                    # (trained on attacks up to 16/255); None: never. Chosen by `train pipeline`
     seed: int = 0
     measurements: dict = field(default_factory=dict)  # validation figures behind final_input
 
@@ -63,6 +67,7 @@ class Reading:
     source: list[str]           # per image: "input" (judged clean, let through) or the final_input read
     detection: Detection
     purified: torch.Tensor      # ISM(x)
+    coarse: torch.Tensor | None = None   # (N,) bool: read on the auto-encoder's reconstruction (``coarse_from``)
 
 
 class Defense(InferenceOnly):
@@ -180,12 +185,21 @@ class Defense(InferenceOnly):
         det = self.detection(x, purified)
         mode = final_input or self.config.final_input
         defend = torch.ones_like(det.attacked) if not self.config.gate else det.attacked
-        image = x
+        image, coarse = x, self.coarse(det)
         if defend.any():
-            defended = self.defended_image(x, purified, regenerated, mode)
+            read = purified if coarse is None else torch.where(coarse.view(-1, 1, 1, 1), self.ism.reconstruct(x), purified)
+            defended = self.defended_image(x, read, regenerated, mode)
             image = torch.where(defend.view(-1, 1, 1, 1), defended, x)
         source = [mode if d else "input" for d in defend.tolist()]
-        return Reading(self.classifier(image), image, source, det, purified)
+        return Reading(self.classifier(image), image, source, det, purified,
+                       None if coarse is None else coarse & defend)
+
+    def coarse(self, det: Detection) -> torch.Tensor | None:
+        """Which inputs are read on the ISM's auto-encoder reconstruction (``config.coarse_from``), or None."""
+        c = self.config
+        if c.coarse_from is None or getattr(self.ism, "refiner", None) is None:
+            return None
+        return det.strength >= c.coarse_from
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked

@@ -22,13 +22,13 @@ def test_defend_returns_every_stage(client):
         assert img and img.endswith(".png")   # lossless: the attacked pixels as the attack made them
     assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
     assert "L∞ = 0.3" in pert_txt
-    assert det["label"] in ("ATTACKED", "clean") and "P(attacked)" in det_txt
+    assert det["label"] in ("ATTACKED", "clean") and "that the picture was attacked" in det_txt
     assert 1 <= len(frames) <= 7
     assert "final answer" in verdict and ("caught the attack" in verdict or "missed the attack" in verdict)
     assert "true label, cat" in verdict
     assert "regeneration" in timings
     assert "the classifier reads" in final_txt
-    assert regen_plot["columns"] == ["iteration", "MSE vs purified"]   # the curve as numbers, one row an iteration
+    assert regen_plot["columns"] == ["iteration", "difference from panel 5 (MSE)"]   # the curve as numbers, one row an iteration
     assert [row[0] for row in regen_plot["data"]] == list(range(len(frames)))
     assert picture and picture.endswith(".png")   # the run as one picture, for slides
     assert "matched the target" in regen_txt or "used all 6 iterations" in regen_txt   # why it stopped, in words

@@ -35,6 +35,12 @@ def app_page(app_url, tmp_path, width=1400, height=1100):
             browser.close()
 
 
+def finished(page, timeout=120_000) -> None:
+    """Wait for a run's headline ("Fooled the classifier → caught → answered right again: cat")."""
+    page.wait_for_function("() => (document.querySelector('#verdict')?.innerText || '').includes(' → answered ')",
+                           timeout=timeout)
+
+
 def overflowing(page, selector: str) -> list[str]:
     """Texts of the elements matching ``selector`` whose content is wider than their box (cut off)."""
     return page.evaluate(f"""() => [...document.querySelectorAll({selector!r})]
@@ -46,14 +52,14 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         page.locator(".thumbnail-item").nth(6).click()          # the 7th example (a cat)
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)   # the preview says the input is set
         page.get_by_role("button", name="Run", exact=True).click()
-        page.get_by_text("final answer").wait_for(timeout=120_000)
+        finished(page)
         page.locator("#regen-live img").first.wait_for(timeout=30_000)
         assert page.locator("#regen-live img").count() >= 1
         page.get_by_text("this run as one picture, for slides").click()     # the download for slides
         page.locator("#picture img").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "app-run.png"), full_page=True)
         verdict = page.locator("#verdict").inner_text()
-    assert "caught the attack" in verdict or "missed the attack" in verdict
+    assert " → caught → " in verdict or " → missed → " in verdict            # the headline, read aloud
     assert (shots / "app-run.png").stat().st_size > 10_000
 
 
@@ -79,10 +85,13 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         thumbs.nth(2).click()                                   # an automobile
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
         page.locator("#run").click()
-        page.get_by_text("final answer").wait_for(timeout=120_000)
+        finished(page)
         page.wait_for_timeout(1500)                             # the smooth scroll to the results
         verdict = page.locator("#verdict").bounding_box()
         assert 0 <= verdict["y"] < height, f"results not brought into view (verdict at y = {verdict['y']:.0f})"
+        text = page.locator("#verdict").inner_text()
+        assert " → answered " in text and "automobile" in text and "targeted" not in text   # details folded
+        page.locator("#verdict summary").click()                     # ... one click away
         text = page.locator("#verdict").inner_text()
         assert "targeted the classifier alone" in text and "true label, automobile" in text
         assert "the classifier reads" in page.locator("#final-text").inner_text()
@@ -111,7 +120,7 @@ def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
         page.locator("#examples .thumbnail-item").nth(0).click()
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
         page.locator("#run").click()
-        page.get_by_text("final answer").wait_for(timeout=120_000)
+        finished(page)
         page.locator("#scrub-image img").wait_for(timeout=60_000)   # the run's whole chain is over: a click
         page.wait_for_timeout(1000)                                 # while it is pending would be dropped
         before = page.locator("#verdict").inner_text()
@@ -163,8 +172,8 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
-        page.get_by_text("CelebA, Male attribute, 64x64").first.click()      # CelebA's lesson: its own example
-        page.wait_for_function("() => document.body.innerText.includes('CelebA, Male attribute, 64x64: pick an image')",
+        page.get_by_text("CelebA · hardened").first.click()      # CelebA's lesson: its own example
+        page.wait_for_function("() => document.body.innerText.includes('Defense: CelebA · hardened')",
                                timeout=30_000)                        # the switch is done (its updates reset the tab)
         page.locator("#lesson-4").click()
         page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('true answer is female')",
@@ -195,7 +204,7 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
         assert slider.is_enabled()
         page.get_by_role("tab", name="Robustness curves").click()
         page.get_by_text("MagNet and DDSA, trained here").wait_for(timeout=15_000)     # CIFAR-10 has both
-        page.get_by_text("CelebA, Male attribute, 64x64").first.click()
+        page.get_by_text("CelebA · hardened").first.click()
         page.get_by_text("not measured in these curves: the Compare tab attacks them").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)
 
@@ -219,13 +228,13 @@ def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request
         page.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Stopped. Press Run to start again.").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "stopped-1366.png"), full_page=True)
-        assert "final answer" not in page.locator("#verdict").inner_text()
+        assert " → answered " not in page.locator("#verdict").inner_text()
         page.get_by_role("radio", name="gray-box", exact=True).first.check()
         box = page.get_by_label("regeneration iterations").first
         box.fill("5")
         box.press("Enter")
         page.locator("#run").click()
-        page.get_by_text("final answer").wait_for(timeout=120_000)
+        finished(page)
 
 
 def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
@@ -233,7 +242,7 @@ def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
     and run=1 runs them; the page's own link button writes the same kind of link."""
     query = "?dataset=cifar10&example=ship_1&attack=fgsm&eps=0.0627&steps=1&threat=gray-box&seed=5&run=1"
     with app_page(app_url + query, tmp_path, 1366, 768) as (page, shots):
-        page.get_by_text("final answer").wait_for(timeout=120_000)
+        finished(page)
         verdict = page.locator("#verdict").inner_text()
         assert "ship" in verdict
         assert "16.0/255" in page.locator("#perturbation-text, body").first.inner_text() or \
@@ -246,3 +255,49 @@ def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
         link = page.locator("#share-link textarea, #share-link input").first.input_value()
         page.screenshot(path=str(shots / "shared-link-1366.png"), full_page=True)
     assert link.startswith("http") and "attack=fgsm" in link and "seed=5" in link and "run=1" in link
+
+
+def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
+    """The newcomer's list (issue "plain words"), each checked where a visitor meets it at 1366x768: the frames
+    gallery offers no upload before or after a run; a refused run says why in one plain pop-up (titled "Cannot run
+    this", not "Error") and does not scroll to empty results; epsilon typed out of range is a sentence, not
+    gradio's "Value 1 is greater than maximum value 0.4"; switching the data set leaves nothing of the last run (no
+    verdict, no panels, no highlighted example), and Compare's button is above the fold."""
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
+        assert page.locator("[role=tablist]").count() == 1 and page.get_by_role("tab").count() == 5   # one tab bar
+        assert "Drop Media Here" not in page.locator("#frames").inner_text()
+        # a refused run: no picture yet
+        page.locator("#run").click()
+        toast = page.locator(".toast-body").first
+        toast.wait_for(timeout=30_000)
+        assert "Cannot run this" in toast.inner_text() and "No picture yet" in toast.inner_text()
+        assert "Error" not in page.locator(".toast-title").first.inner_text()
+        page.wait_for_timeout(800)
+        assert page.evaluate("() => window.scrollY") == 0, "a refused run scrolled to the empty results"
+        # epsilon typed out of range: one plain sentence
+        page.locator(".thumbnail-item").nth(2).click()
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        box = page.get_by_label("epsilon (attack strength)").first
+        box.fill("1")
+        box.press("Enter")
+        page.locator("#run").click()
+        page.get_by_text("goes from 0 to 0.4").first.wait_for(timeout=30_000)
+        assert "greater than maximum" not in page.locator("body").inner_text()
+        box.fill("0.0314")
+        box.press("Enter")
+        page.locator("#run").click()
+        finished(page)
+        assert "Drop Media Here" not in page.locator("#frames").inner_text()
+        assert page.locator("#frames button[aria-label*='Upload'], #frames button[aria-label*='Clear']").count() == 0
+        # switching the data set: nothing of the last run stays
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.locator("#dataset label").last.click()
+        page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",
+                               timeout=30_000)
+        assert page.locator("#regen-live img").count() == 0
+        assert page.locator("#examples .thumbnail-item.selected").count() == 0
+        page.screenshot(path=str(shots / "switched-1366.png"), full_page=True)
+        # Compare: its button above the fold
+        page.get_by_role("tab", name="Compare defenses").click()
+        button = page.locator("#compare").bounding_box()
+        assert button["y"] + button["height"] <= 768, f"Compare's button below the fold (y = {button['y']:.0f})"

@@ -8,7 +8,7 @@ from conftest import ROOT
 
 from ism.app.demo import MAX_SQUARE_QUERIES, DemoRequest, run_demo
 from ism.app.runner import RunPool, Waiting
-from ism.app.ui import DemoHandler, UserError, attack_note, parse_link, png_file, share_query
+from ism.app.ui import DemoHandler, RunSettings, UserError, attack_note, parse_link, png_file, share_query
 
 pytestmark = pytest.mark.slow
 CAT, DOG = str(ROOT / "examples/cifar10/cat_0.png"), str(ROOT / "examples/cifar10/dog_0.png")
@@ -48,7 +48,7 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
 
     def one(i):
         path, attack, eps, steps, threat, seed = asks[i]
-        results[i] = final(handler.run(path, attack, eps, steps, threat, 2, 3, seed))
+        results[i] = final(handler.run(RunSettings(path, attack, eps, steps, threat, 2, 3, seed)))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(asks))]
     for t in threads:
@@ -61,6 +61,11 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
         *_, alone = run_demo(defense, x, handler.label_of(path), req)
         assert (got.adversarial.image == alone.adversarial.image).all(), (attack, threat)
         assert (got.final.image == alone.final.image).all() and got.verdict == alone.verdict
+        # every regeneration frame arrives with its reading (the frames gallery captions each with it)
+        # (read one at a time while played back or in one batch at the end: the same to float rounding)
+        assert [list(f.top3) for f in got.regeneration] == [list(f.top3) for f in alone.regeneration]
+        assert [v for f in got.regeneration for v in f.top3.values()] == pytest.approx(
+            [v for f in alone.regeneration for v in f.top3.values()], abs=1e-5) and got.regeneration[1].top3
 
 
 def test_identical_requests_are_computed_once(handler, pool):
@@ -68,7 +73,7 @@ def test_identical_requests_are_computed_once(handler, pool):
     out = [None] * 5
 
     def one(i):
-        out[i] = final(handler.run(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31))
+        out[i] = final(handler.run(RunSettings(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
     for t in threads:
@@ -77,19 +82,19 @@ def test_identical_requests_are_computed_once(handler, pool):
         t.join()
     assert pool.computed == before + 1                       # five visitors, one computation
     assert all(o.verdict == out[0].verdict and (o.final.image == out[0].final.image).all() for o in out)
-    again = final(handler.run(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31))   # later: from the cache
+    again = final(handler.run(RunSettings(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))   # later: from the cache
     assert pool.computed == before + 1 and again.verdict == out[0].verdict
 
 
 def test_stop_ends_the_run_and_frees_the_worker(handler, pool):
-    stream = handler.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 77, session="visitor-a")
+    stream = handler.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 77), session="visitor-a")
     next(stream)                                             # the run has started
     assert wait_until(lambda: pool.busy >= 1)
     assert handler.stop("visitor-a")
     rest = list(stream)                                      # the stream ends: no final state
     assert not any(s.done for s, _, _ in rest)
     assert wait_until(lambda: pool.busy == 0), "the worker kept computing a stopped run"
-    assert final(handler.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 78)).done   # the next run goes through
+    assert final(handler.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 78))).done   # the next run goes through
     assert not handler.stop("visitor-a")                     # nothing left to stop
 
 
@@ -98,7 +103,7 @@ def test_a_run_past_its_ceiling_ends_with_a_sentence(defense):
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
         with pytest.raises(UserError, match="limit of 0.5 s"):
-            list(h.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 5))
+            list(h.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 5)))
         assert wait_until(lambda: p.busy == 0)
     finally:
         p.close()
@@ -108,14 +113,14 @@ def test_a_visitor_waiting_sees_a_place_in_line(defense):
     p = RunPool({"cifar10": defense}, workers=1, queue_size=1)
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
-        busy = h.run(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 6, session="a")
+        busy = h.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 6), session="a")
         next(busy)
         assert wait_until(lambda: p.busy == 1)
-        waiting = h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 6)
+        waiting = h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 6))
         first, _, _ = next(waiting)
         assert "you are next" in first.waiting and "about" in first.waiting
         with pytest.raises(UserError, match="server is full"):     # the line is full: one sentence
-            next(h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 99))
+            next(h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 99)))
         h.stop("a")
         assert final(waiting).done                                  # its turn came
     finally:
@@ -129,14 +134,14 @@ def test_waiting_note_counts_the_line():
 
 
 def test_square_is_capped_and_says_so(defense, handler):
-    s = final(handler.run(CAT, "square", 8 / 255, 50, "gray-box", 1, 1, 0))
+    s = final(handler.run(RunSettings(CAT, "square", 8 / 255, 50, "gray-box", 1, 1, 0)))
     assert any(f"stops it at {MAX_SQUARE_QUERIES:,}" in w for w in s.warnings)
     assert f"at most {MAX_SQUARE_QUERIES:,} per run" in attack_note("square", 8 / 255, 50)
     assert f"{MAX_SQUARE_QUERIES:,} queries" in attack_note("square", 8 / 255, 50)
 
 
 def test_share_link_round_trip(handler, tmp_path):
-    q = share_query(handler, CAT, "pgd", 8 / 255, 10, "adaptive white-box", 42)
+    q = share_query(handler, RunSettings(CAT, "pgd", 8 / 255, 10, "adaptive white-box", seed=42))
     assert q.startswith("?") and "example=cat_0" in q and "run=1" in q
     from urllib.parse import parse_qsl
 
@@ -150,7 +155,7 @@ def test_share_link_round_trip(handler, tmp_path):
 
     Image.new("RGB", (40, 40), (10, 200, 30)).save(upload)
     with pytest.raises(UserError, match="Only the example pictures"):      # uploads are never put in links
-        share_query(handler, str(upload), "pgd", 8 / 255, 10, "gray-box", 0)
+        share_query(handler, RunSettings(str(upload), "pgd", 8 / 255, 10, "gray-box", seed=0))
     for bad, words in (({"dataset": "mnist"}, "does not have"), ({"example": "cat_9"}, "not among"),
                        ({"eps": "2"}, "epsilon must lie"), ({"attack": "boom"}, "not one of"),
                        ({"seed": "-1"}, "seed must be")):
@@ -176,11 +181,11 @@ def test_the_worker_is_replaced_if_it_dies(defense):
     p = RunPool({"cifar10": defense}, workers=1)
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
-        assert final(h.run(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0)).done
+        assert final(h.run(RunSettings(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
         old = p._workers[0]["proc"]
         old.kill()
         assert wait_until(lambda: p._workers[0]["proc"] is not old and p._workers[0]["proc"].is_alive())
-        assert final(h.run(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0)).done
+        assert final(h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
     finally:
         p.close()
 

@@ -11,7 +11,7 @@ from PIL import Image
 from ism.app.compare import EXPLAIN, compare, summary
 from ism.app.demo import THREATS, DemoRequest
 from ism.app.lesson import EXAMPLES, STEPS
-from ism.app.ui import CompareHandler, DemoHandler, output
+from ism.app.ui import CompareHandler, DemoHandler, RunSettings, output
 
 pytestmark = pytest.mark.slow
 CAT = str(ROOT / "examples/cifar10/cat_0.png")
@@ -74,9 +74,9 @@ def test_the_summary_says_what_happened():
     text = summary(rows, "cat")
     assert "1 of 2 kept it (the paper's recipe)" in text and "0 of 2 kept it (none)" in text
     assert "The paper's recipe held only while the attacker ignored it" in text
-    assert "Before any attack, the undefended classifier already read it wrong" in text
+    assert "Before any attack, the undefended (clean-trained) classifier already read it wrong" in text
     one = summary([row("no defense", "gray-box", False)], "cat")     # a lesson step with one defense
-    assert "the undefended classifier was fooled: it reads dog (90%)" in one and "no defense was fooled" not in one
+    assert "the undefended (clean-trained) classifier was fooled: it reads dog (90%)" in one and "no defense was fooled" not in one
 
 
 def test_compare_endpoint(app_url):
@@ -142,7 +142,7 @@ def test_the_run_picture_has_every_stage(defense):
     from ism.app.picture import run_picture
 
     handler = DemoHandler(defense, "cifar10")
-    *_, (state, _, _) = handler.run(CAT, "pgd", 8 / 255, 3, "gray-box", 1, 3, 0, playback=0)
+    *_, (state, _, _) = handler.run(RunSettings(CAT, "pgd", 8 / 255, 3, "gray-box", 1, 3, 0), playback=0)
     img = run_picture(state, "PGD, gray-box")
     blank = run_picture(type(state)(original=state.original))
     assert img.dtype == np.uint8 and img.shape[2] == 3 and img.shape[1] > 5 * blank.shape[1] / 1.5

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ism.app.demo import MAX_SEED, DemoRequest, run_demo
-from ism.app.ui import as_seed
+from ism.app.ui import RunSettings, as_seed
 from ism.eval.ablation import variant
 
 
@@ -22,6 +22,7 @@ def test_adaptive_run_reports_on_the_attackers_target(defense, real_images):
     for i in (0, 5, 9):
         s = final_state(d, x[i:i + 1], int(y[i]), attack="pgd", threat="adaptive white-box", eps=16 / 255)
         assert "targeted the whole defense" in s.verdict
+        assert s.headline.startswith(("Fooled the whole defense → ", "Did not fool the whole defense → "))
         assert max(s.adversarial.top3, key=s.adversarial.top3.get) == max(s.final.top3, key=s.final.top3.get)
         assert "restored" not in s.verdict.lower()
 
@@ -30,6 +31,15 @@ def test_graybox_run_names_the_classifier_as_target(defense, real_images):
     x, y = real_images
     s = final_state(defense, x[:1], int(y[0]), attack="pgd", threat="gray-box", eps=8 / 255)
     assert "targeted the classifier alone" in s.verdict and "final answer" in s.verdict
+    # the headline a class reads aloud: three steps, each true to the run
+    attack, detector, answer = s.headline.split(" → ")
+    fooled = max(s.adversarial.top3, key=s.adversarial.top3.get) != max(s.original.top3, key=s.original.top3.get)
+    assert attack == ("Fooled the classifier" if fooled else "Did not fool the classifier")
+    assert detector == ("caught" if s.detection["attacked"] else "missed")
+    fin, truth = max(s.final.top3, key=s.final.top3.get), defense.classes[int(y[0])]
+    again = fooled and max(s.original.top3, key=s.original.top3.get) == truth
+    assert answer == (f"answered right{' again' if again else ''}: {fin}" if fin == truth else
+                      f"answered wrong: {fin} (true: {truth})")
 
 
 def test_no_attack_is_not_called_a_failed_defense(defense, real_images):
@@ -38,6 +48,7 @@ def test_no_attack_is_not_called_a_failed_defense(defense, real_images):
     s = final_state(defense, x[:1], int(wrong), attack="pgd", eps=0.0)
     assert "No attack (epsilon 0)" in s.verdict and "already reads" in s.verdict
     assert "undid" not in s.verdict and "got through" not in s.verdict and "restored" not in s.verdict.lower()
+    assert s.headline.startswith("No attack (ε = 0) → ") and "again" not in s.headline
 
 
 def test_a_zero_perturbation_is_the_attack_finding_nothing(defense, real_images, monkeypatch):
@@ -47,6 +58,7 @@ def test_a_zero_perturbation_is_the_attack_finding_nothing(defense, real_images,
     monkeypatch.setattr(demo, "make_attack", lambda *a, **k: (lambda xs, ys: xs.clone()))
     s = final_state(defense, x[:1], int(y[0]), attack="fgsm", eps=8 / 255)
     assert "found no perturbation" in s.verdict and "missed" not in s.verdict
+    assert s.headline.startswith("The attack changed nothing → ") and "missed" not in s.headline
 
 
 @pytest.mark.parametrize("value", [None, "", "  ", "abc", -1, 2**32, 10**20, 1.5, float("nan")])
@@ -76,7 +88,7 @@ def test_regeneration_is_played_back_at_a_steady_pace(tiny_defense, monkeypatch)
     monkeypatch.setattr(ui, "_sleep", sleep)
     handler = ui.DemoHandler(tiny_defense, "cifar10")
     shown = []
-    for state, _, _ in handler.run(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0):
+    for state, _, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
         if state.regeneration and state.final is None:
             shown.append(len(state.regeneration) - 1)
     assert 10 <= len(shown) <= ui.MAX_FRAMES_SHOWN and shown[-1] == 60 and shown == sorted(set(shown))
@@ -93,7 +105,7 @@ def test_the_regeneration_curve_is_each_iterations_error():
     errors = [0.02 / (i + 1) for i in range(7)]
     table = regeneration_curve(errors)
     assert list(table["iteration"]) == list(range(7))
-    assert list(table["MSE vs purified"]) == errors
+    assert list(table["difference from panel 5 (MSE)"]) == errors
 
 
 def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch):
@@ -108,13 +120,14 @@ def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch)
     calls = []
     real = demo.top3
     monkeypatch.setattr(demo, "top3", lambda *a, **k: calls.append(1) or real(*a, **k))
-    for state, _, _ in handler.run(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0):
+    for state, _, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
         ui.state_values(state, "", 3)                    # what the app sends for every state it streams
     frames = state.regeneration
     assert len(frames) == 61 and len(calls) < 61 - 30    # not one classifier pass per iteration
-    assert not callable(frames[-1].probs) and callable(frames[1].probs)
-    reading = frames[1].top3
-    assert len(reading) == 3 and abs(sum(reading.values()) - 1) < 1 and not callable(frames[1].probs)
+    # the run's end reads every frame in one batched pass (the frames gallery captions each with its reading)
+    assert not any(callable(f.probs) for f in frames)
+    assert len(frames[1].top3) == 3 and 0 < sum(frames[1].top3.values()) <= 1 + 1e-6
+    assert ui.frame_caption(frames[1]).startswith("#1: ") and ui.frame_caption(frames[1]).endswith("%")
 
 
 def test_playback_comes_from_the_serving_settings(tiny_defense):
@@ -133,9 +146,13 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
                "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
     text = adaptive_summary(results)
-    assert "keeps 64% accuracy (100 test images), against 87% when the attacker ignores it (gray-box, 300 test images)" \
-        in text
+    assert "leaves it 64% accuracy (100 test pictures), against 87% when the attacker ignores it (300)" in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
+    assert "fooled" not in text                      # no caught / restored measured: no sentence about them
+    results["graybox"]["pgd@0.0314"].update(fooled=0.366, caught=1.0, restored=0.126, images=1000)
+    assert adaptive_summary(results).startswith(
+        "On 1000 test pictures, PGD-10 at ε = 8/255 fooled the classifier 37% of the time; the detector caught 100% "
+        "of those and the defense answered 13% right again. ")
 
 
 @pytest.mark.parametrize("eps", [8 / 255, 0.3])
@@ -147,3 +164,4 @@ def test_an_upload_is_never_called_right_or_wrong(defense, real_images, eps):
     *_, s = run_demo(defense, x, None, DemoRequest(attack="pgd", eps=eps, steps=3, restarts=1, iterations=2))
     assert "classifier's own answer on your clean picture" in s.verdict
     assert "right" not in s.verdict and "wrong" not in s.verdict and "true label" not in s.verdict
+    assert "your clean picture" in s.headline and not {"right", "wrong", "true"} & set(s.headline.split())

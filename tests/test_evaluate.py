@@ -32,6 +32,11 @@ def test_evaluate_limit(tmp_path, monkeypatch):
         if "magnet" in c:
             assert r["magnet"] <= r["magnet_defended"] <= 1 and 0 <= r["ddsa"] <= 1
     assert any(r["fooled"] > 0 for r in res["graybox"].values())
+    # the app's default run (PGD-10 at 8/255): purified against regenerated, read on the fooled images
+    story = res["graybox"]["pgd@0.0314"]
+    if story["fooled"]:
+        assert 0 <= story["restored_purified"] <= 1 and 0 <= story["restored_regenerated"] <= 1
+    assert all("restored_regenerated" not in r for k, r in res["graybox"].items() if k != "pgd@0.0314")
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
     assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
     assert [round(r["eps"], 4) for r in res["latent"].values()] == [0.0314, 0.3]
@@ -45,6 +50,8 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
     assert md.startswith("# Evaluation")
     assert "| fooled | caught | restored |" in md
+    if story["fooled"]:
+        assert "| read right on the purified image | on the regenerated image |" in md
     for section in ("Table 3", "Adaptive white-box", "Latent-space attack", "Per-stage ablation", "Sanity checks"):
         assert section in md
     written = json.loads((tmp_path / "results" / "cifar10-limit12.json").read_text())

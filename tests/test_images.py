@@ -78,7 +78,7 @@ def test_long_file_name_and_missing_file(tmp_path):
 
 
 def test_no_image():
-    with pytest.raises(ImageInputError, match="no image given"):
+    with pytest.raises(ImageInputError, match="No picture yet"):
         prepare_image(None, 32)
 
 

@@ -13,6 +13,7 @@ LAYERS = [
     ("attacks", ["ism.attacks"]),
     ("eval", ["ism.eval"]),
     ("app", ["ism.app"]),
+    ("app tabs", ["ism.app.tabs"]),     # each tab lays out its widgets and wires them; nothing below imports them
     ("entry points", ["ism.evaluate", "ism.gallery", "ism.publish", "ism"]),
 ]
 COMMANDS = {"ism.eval.command", "ism.eval.gallery", "ism.evaluate", "ism.gallery", "ism.publish"}   # have a main(); never imported
@@ -82,3 +83,35 @@ def test_no_pyplot_state_in_the_server():
     page load and run, and is shared between visitors."""
     files = [f for _, f in modules()] + [ROOT / "app.py"]
     assert [str(f) for f in files if "matplotlib.pyplot" in set(imports(f))] == []
+
+
+def test_app_is_load_build_launch_and_no_ui_function_is_long():
+    """app.py stays load -> build tabs -> launch (at most 200 lines); no function that builds or serves the page
+    (app.py, ism/app/) runs over 120 lines, so a tab can be read on one screen or two."""
+    assert len((ROOT / "app.py").read_text().splitlines()) <= 200
+    long = []
+    for f in [ROOT / "app.py", *sorted((ROOT / "ism" / "app").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 120:
+                long.append(f"{f.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
+
+
+def test_the_pipeline_diagram_text_fits_its_boxes():
+    """Every box's words lie inside the box, drawn at the app's size, with the gate and without."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ism.app.diagram import pipeline_figure
+
+    for gate in (True, False):
+        fig = pipeline_figure(gate)
+        FigureCanvasAgg(fig).draw()
+        r = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        boxes = {p.get_gid(): p.get_window_extent(r) for p in ax.patches if p.get_gid()}
+        assert len(boxes) == (6 if gate else 5)
+        for t in ax.texts:
+            if t.get_gid() in boxes:
+                inner, outer = t.get_window_extent(r), boxes[t.get_gid()]
+                assert outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1, \
+                    t.get_text()

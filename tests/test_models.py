@@ -86,3 +86,60 @@ def test_ism_detail_path_is_the_generator_latent():
     assert last.image.shape == x.shape
     # Table 2's plain auto-encoder is unchanged (the CelebA weights and the paper recipe use it)
     assert ISMNetwork(ISMConfig()).encode(x).shape == (3, 128)
+
+
+def test_ism_refiner_starts_as_identity_and_keeps_the_instance_code(tmp_path):
+    """refine_width: ISM(x) = refiner(x, auto-encoder(x)); untrained it returns x itself, the 128-d code and
+    the generator's latent are the auto-encoder's, and the config round-trips through the Hub format."""
+    small = dict(latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8])
+    plain = ISMNetwork(ISMConfig(**small)).eval()
+    ism = ISMNetwork(ISMConfig(**small, refine_width=4)).eval()
+    missing = ism.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("refiner.") for k in missing)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ism(x), x)                                  # zero-initialised last conv
+        assert torch.equal(ism.reconstruct(x), plain(x))
+        assert torch.equal(ism.encode(x), plain.encode(x)) and ism.encode(x).shape == (3, 16)
+        torch.nn.init.normal_(ism.refiner.out.weight, std=0.1)
+        y = ism(x)
+    assert not torch.equal(y, x) and y.min() >= 0 and y.max() <= 1
+    assert ism.generator_config() == plain.generator_config()
+    ism.save_pretrained(tmp_path)
+    again = ISMNetwork.from_pretrained(tmp_path).eval()
+    assert again.config.refine_width == 4
+    with torch.no_grad():
+        assert torch.equal(again(x), y)
+
+
+def test_strong_attacks_are_read_on_the_auto_encoders_reconstruction():
+    """``coarse_from``: an input the detector estimates attacked at that epsilon or more is read on the ISM's
+    auto-encoder reconstruction (blurry), the others on its refined output; without a refiner it does nothing."""
+    from dataclasses import replace
+
+    from conftest import pipeline_parts
+
+    from ism import Defense
+    from ism.defense import DefenseConfig
+
+    parts = pipeline_parts()
+    small = dict(latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8])
+    ism = ISMNetwork(ISMConfig(**small, refine_width=4)).eval()
+    torch.nn.init.normal_(ism.refiner.out.weight, std=0.1)
+    parts["ism"] = ism
+    parts["detector"].config.threshold = -1.0                 # every input judged attacked
+    x = torch.rand(4, 3, 32, 32)
+    d = Defense(**parts, config=DefenseConfig(gate=True, final_input="purified"))
+    with torch.no_grad():
+        strength = d.detection(x).strength
+        cut = float(strength.median())
+        never = d.read(x)
+        d.config = replace(d.config, coarse_from=cut)
+        r = d.read(x)
+        strong = strength >= cut
+        assert never.coarse is None and r.coarse.tolist() == strong.tolist() and 0 < strong.sum() < 4
+        assert torch.allclose(r.image[strong], ism.reconstruct(x)[strong].to(r.image.dtype), atol=1e-6)
+        assert torch.allclose(r.image[~strong], ism(x)[~strong].to(r.image.dtype), atol=1e-6)
+        assert torch.allclose(r.purified, ism(x).to(r.purified.dtype), atol=1e-6)   # panel 5 stays the refined image
+        plain = Defense(**pipeline_parts(), config=DefenseConfig(coarse_from=0.0))
+        assert plain.read(x).coarse is None                   # no refiner: nothing to choose between

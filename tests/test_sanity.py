@@ -49,3 +49,22 @@ def test_a_missing_or_renamed_cell_is_an_error_not_a_skipped_check():
     with pytest.raises(ResultsError, match="pgd@0.0314"):
         Cell("pgd", 8 / 255).of(res, "graybox")
     assert Cell.parse(str(Cell("latent", 8 / 255))) == Cell("latent", round(8 / 255, 4))
+
+
+def test_failed_checks_are_listed_in_words_for_visitors():
+    """The curves tab lists a failed check without the results' column names (issue "plain words"), and the
+    clean-trained and adversarially trained classifiers keep different names."""
+    from ism.eval.curves import ALONE, curves_from_results
+    from ism.eval.report import check_in_words, curves_note
+
+    check = {"check": "larger epsilon never raises accuracy (graybox FGSM, base_no_defense)", "passed": False,
+             "detail": "eps 0.200: 0.066 -> eps 0.300: 0.088"}
+    words = check_in_words(check)
+    assert words == ("larger epsilon never raises accuracy (gray-box FGSM, the classifier alone (adversarially "
+                     "trained)): at ε 0.200 accuracy 0.066, at ε 0.300 0.088")
+    res = {"clean": {"images": 10}, "sanity_checks": [check],
+           "graybox": {"pgd@0.0314": {"attack": "pgd", "eps": 8 / 255, "base_no_defense": 0.4, "defense": 0.5}}}
+    note = curves_note(res, "results/x.json")
+    assert words in note and "base_no_defense" not in note and "graybox" not in note
+    assert set(curves_from_results(res)) == {f"{ALONE}, gray-box", "this defense, gray-box"}
+    assert "no defense" not in ALONE

@@ -91,10 +91,37 @@ def test_train_all_paper_recipe_tiny(tmp_path):
     for name in ("classifier", "ism", "detector", "generator", "ablation/plain", "ablation/distilled"):
         assert (out / name / "model.safetensors").is_file(), name
     assert json.loads((out / "classifier/config.json").read_text())["arch"] == "table1"
-    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 0
+    ism = json.loads((out / "ism/config.json").read_text())
+    assert ism["detail_channels"] == 0 and ism["refine_width"] == 32      # Table 2's code + the refiner
+    assert "fooled images the classifier reads right on ISM(x')" in (out / "ism/README.md").read_text()
     assert not (out / "ablation/robust.json").exists() and not (out / "ablation/adversarial").exists()
+    m = json.loads((out / "defense.json").read_text())["measurements"]   # caught / restored on validation
+    assert 0 <= m["of those, caught by the detector"] <= 1 and "of those, read right on the purified image" in m
     d = load_defense(out)
     assert d.predict(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_refiner_starts_from_a_trained_ism_and_resumes(tmp_path):
+    """``--set init=FOLDER`` keeps that ISM's auto-encoder bit for bit (frozen) and trains the refiner only;
+    a run resumed after its last checkpoint publishes the same weights without training again."""
+    import safetensors.torch
+
+    out = tmp_path / "w" / "cifar10-paper"
+    common = ["--recipe", "paper", "--limit", "120", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
+              "--batch-size", "32", "--val-per-class", "2", "--no-bf16"]
+    main(["classifier", "--epochs", "0.02", *common])
+    main(["ism", "--epochs", "0.02", *common, "--set", "refine_width=0"])
+    plain = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
+    shutil.copytree(out / "ism", tmp_path / "plain")
+    args = ["ism", *common, "--set", f"init={tmp_path / 'plain'}", "--set", "refine_epochs=2"]
+    main(args)
+    refined = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
+    assert all(torch.equal(refined[k], v) for k, v in plain.items())
+    assert any(k.startswith("refiner.") for k in refined)
+    assert any(refined[k].abs().sum() > 0 for k in ("refiner.out.weight",))   # it trained
+    main([*args, "--resume"])
+    again = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
+    assert all(torch.equal(again[k], v) for k, v in refined.items())
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):

@@ -24,6 +24,11 @@ from ism.models.classifier import Classifier
 
 LEVELS = (2 / 255, 8 / 255, 0.1, 0.2, 0.3, 0.4)   # detector level k + 1 (level 0 = clean)
 ATTACKS = ("fgsm", "pgd")
+# The refiner's pool (issue "caught and undone", train/ism_net.py): several kinds of gray-box attack at the
+# strengths a purifier must undo without changing what the image shows (CW-30 is L2 and ignores eps).
+UNDO_ATTACKS = ("fgsm", "pgd", "mifgsm", "cw")
+UNDO_LEVELS = tuple(e / 255 for e in (2, 4, 6, 8, 12, 16))
+ATTACK_STEPS = {"cw": 30}   # iterations per attack; the others 10 (PGD-10, MI-FGSM-10)
 
 
 @dataclass
@@ -41,11 +46,14 @@ def load_classifier(run) -> Classifier:
 
 
 def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: int = 500,
-               folder: Path | None = None) -> Pool:
+               folder: Path | None = None, attacks: tuple = ATTACKS, levels: tuple = LEVELS) -> Pool:
     """Attack ``split`` with ``classifier`` (whose weights are in ``folder``, default the raw-image
-    classifier of ``base_classifier_folder``; their hash keys the cache)."""
+    classifier of ``base_classifier_folder``; their hash keys the cache), each image by one of ``attacks``
+    at one of ``levels`` (epsilon), drawn at random."""
     weights = (folder or base_classifier_folder(run.out.parent)) / "model.safetensors"
     key = hashlib.sha1(weights.read_bytes()).hexdigest()[:10]
+    if (attacks, levels) != (ATTACKS, LEVELS):
+        key += "-" + hashlib.sha1(repr((attacks, levels)).encode()).hexdigest()[:6]
     cache = Path(run.cfg.ckpt_dir) / "pool" / f"{run.cfg.dataset}-{tag}-{len(split)}-{run.cfg.seed}-{key}.safetensors"
     if not distributed.is_main():          # under torchrun, process 0 crafts the pool, the rest read it
         distributed.barrier()
@@ -57,14 +65,14 @@ def build_pool(run, classifier: Classifier, split: Split, tag: str, batch_size: 
         return Pool(t["adv"], t["level"], t["attack"])
     g = torch.Generator().manual_seed(run.cfg.seed + 17)
     n = len(split)
-    level = torch.randint(1, len(LEVELS) + 1, (n,), generator=g)
-    attack = torch.randint(0, len(ATTACKS), (n,), generator=g)
+    level = torch.randint(1, len(levels) + 1, (n,), generator=g)
+    attack = torch.randint(0, len(attacks), (n,), generator=g)
     adv = torch.empty(split.images.shape, dtype=torch.float16)
-    groups = [(a, lv) for a in range(len(ATTACKS)) for lv in range(1, len(LEVELS) + 1)]
+    groups = [(a, lv) for a in range(len(attacks)) for lv in range(1, len(levels) + 1)]
     bar = tqdm(total=n, desc=f"{run.name}:pool-{tag}", mininterval=5, disable=not run.main)
     for a, lv in groups:
         idx = ((attack == a) & (level == lv)).nonzero().flatten()
-        atk = make_attack(ATTACKS[a], classifier, LEVELS[lv - 1], steps=10)
+        atk = make_attack(attacks[a], classifier, levels[lv - 1], steps=ATTACK_STEPS.get(attacks[a], 10))
         atk.set_device(run.device)
         for i in range(0, len(idx), batch_size):
             j = idx[i:i + batch_size]

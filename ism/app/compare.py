@@ -22,17 +22,22 @@ from ism.attacks.standard import make_attack, seeded
 from ism.data.images import to_display
 from ism.defense import Defense
 
+# One name per classifier (issue "plain words"): "no defense" is only ever the clean-trained classifier; the
+# adversarially trained classifier without ISM or detector is ALONE, here, in the curves and in the evaluation.
+ALONE = "classifier alone (adversarially trained)"
 EXPLAIN = {
     "no defense": "a classifier trained on clean images only",
+    ALONE: "the defense's adversarially trained classifier, without ISM or detector",
     "MagNet": "auto-encoder detector + reformer (Meng & Chen 2017) around the adversarially trained classifier",
     "DDSA": "denoising sparse auto-encoder (Bakhti et al. 2019) around the adversarially trained classifier",
-    "paper's recipe": "distillation + FGSM adversarial training, ISM by Eq. 3 (Haque & Kang 2021)",
+    "paper's recipe": "distillation + FGSM adversarial training, ISM by Eq. 3 (Haque & Kang 2021) with a refiner "
+                      "trained to undo attacks",
     "hardened": "this project's defense: ISM and classifier adversarially trained together",
 }
 
 # how a sentence names each contender ("no defense was fooled" read as if nothing was fooled)
-IN_PROSE = {"no defense": "the undefended classifier", "paper's recipe": "the paper's recipe",
-            "hardened": "the hardened defense"}
+IN_PROSE = {"no defense": "the undefended (clean-trained) classifier", ALONE: "the adversarially trained classifier alone",
+            "paper's recipe": "the paper's recipe", "hardened": "the hardened defense"}
 
 
 def in_prose(name: str) -> str:
@@ -90,17 +95,30 @@ class Row:
         return {k: v for k, v in asdict(self).items() if k not in ("attacked", "read")}
 
 
-def contenders(hardened: Defense, weights_dir: str | Path | None = None) -> list[Contender]:
-    """Every defense this server can compare for ``hardened``'s data set, in teaching order."""
+def contenders(hardened: Defense, weights_dir: str | Path | None = None, loaded: dict | None = None) -> list[Contender]:
+    """Every defense this server can compare for ``hardened``'s data set, in teaching order. ``hardened`` is the
+    defense the app serves; where that is the paper's recipe, the hardened one is loaded from beside it."""
     from ism.defense import load_defense
     from ism.folders import paper_recipe_folder
     from ism.models.baselines import load_baselines
     from ism.models.classifier import Classifier
 
-    root = Path(getattr(hardened, "source", "") or ".")
-    weights_dir = Path(weights_dir) if weights_dir else root.parent
+    served = Path(getattr(hardened, "source", "") or ".")
+    weights_dir = Path(weights_dir) if weights_dir else served.parent
     paper_root = paper_recipe_folder(weights_dir, hardened.config.dataset)
-    paper = load_defense(paper_root) if (paper_root / "defense.json").is_file() else None
+    loaded = {Path(k).resolve(): d for k, d in (loaded or {}).items()}   # defenses the server holds already
+
+    def load(folder: Path):
+        if folder.resolve() in loaded:
+            return loaded[folder.resolve()]
+        return load_defense(folder) if (folder / "defense.json").is_file() else None
+
+    if served.resolve() == paper_root.resolve():      # the app serves the paper's recipe: find the hardened one
+        paper, root = hardened, weights_dir / hardened.config.dataset
+        hardened = load(root)
+    else:
+        root = served
+        paper = load(paper_root)
     plain_folder = paper_root / "ablation" / "plain"
     out = []
     if (plain_folder / "model.safetensors").is_file():
@@ -109,7 +127,7 @@ def contenders(hardened: Defense, weights_dir: str | Path | None = None) -> list
         if (source / "baselines").is_dir():
             base = load_baselines(source)
             if not out:
-                out.append(Contender("no defense", base["base"], None, about="the adversarially trained classifier "
+                out.append(Contender(ALONE, base["base"], None, about="the adversarially trained classifier "
                                      "alone (no clean-only classifier was trained for this data set)"))
             if base["magnet"] is not None:
                 out.append(Contender("MagNet", base["base"], base["magnet"], magnet=base["magnet"]))
@@ -117,11 +135,14 @@ def contenders(hardened: Defense, weights_dir: str | Path | None = None) -> list
                 out.append(Contender("DDSA", base["base"], base["ddsa"]))
             break
     if not out:
-        out.append(Contender("no defense", hardened.classifier, None, about="the hardened defense's classifier "
-                             "alone, without ISM or detector (no clean-only classifier was trained for this data set)"))
+        alone = hardened or paper
+        out.append(Contender(ALONE, alone.classifier, None, about=f"the {'hardened' if hardened else 'paper'}"
+                             " defense's classifier alone, without ISM or detector (no clean-only classifier was "
+                             "trained for this data set)"))
     if paper is not None:
         out.append(Contender("paper's recipe", paper.classifier, None, defense=paper))
-    out.append(Contender("hardened", hardened.classifier, None, defense=hardened))
+    if hardened is not None:
+        out.append(Contender("hardened", hardened.classifier, None, defense=hardened))
     return out
 
 

@@ -99,7 +99,8 @@ class DemoState:
     purified: Stage | None = None
     regeneration: list = field(default_factory=list)   # list[Stage], one per iteration
     final: Stage | None = None
-    verdict: str = ""
+    verdict: str = ""                    # what happened, sentence by sentence
+    headline: str = ""                   # the same in one line a class can read aloud (``headline``)
     warnings: list = field(default_factory=list)
     target: str = "the classifier"       # what the attacker attacked (panel 3 shows what it reads)
     target_clean: dict | None = None     # the target's top-3 on the clean image
@@ -119,6 +120,24 @@ def top3(defense: Defense, x: torch.Tensor, model=None) -> dict:
         p = (model or defense.classifier)(x).float().softmax(1)[0]
     v, i = p.topk(min(3, len(p)))
     return {defense.classes[k]: float(s) for s, k in zip(v.tolist(), i.tolist())}
+
+
+def top_name(probs: dict) -> str:
+    return max(probs, key=probs.get)
+
+
+def _read_frames(defense: Defense, frames: list, images: list) -> None:
+    """Every regeneration frame's top-3 reading, in one batched pass (the frames gallery captions each
+    iteration with it); frames already read while streaming keep theirs."""
+    todo = [i for i, st in enumerate(frames) if callable(st.probs)]
+    if not todo:
+        return
+    with torch.no_grad():
+        p = defense.classifier(torch.cat([images[i] for i in todo])).float().softmax(1)
+    names = defense.classes
+    for i, row in zip(todo, p):
+        v, j = row.topk(min(3, len(row)))
+        frames[i].probs = {names[int(k)]: float(q) for q, k in zip(v, j)}
 
 
 def _stage(defense, x, t0, caption="") -> Stage:
@@ -204,9 +223,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # regeneration, streamed
     t = time.perf_counter()
-    last = None
+    last, shown_images = None, []
     for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed):
         last = step
+        shown_images.append(step.image)
         err = float(step.error.mean())
         s.regeneration.append(Stage(to_display(step.image), partial(top3, defense, step.image),
                                     time.perf_counter() - t,
@@ -220,6 +240,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
                             f"run at {req.max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
+    _read_frames(defense, s.regeneration, shown_images)
     if (req.read or defense.config.final_input) != "purified":
         s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
                           "averages over them (EOT); compare the two threat models.")
@@ -239,10 +260,48 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
            "purified": f"{head}: the classifier reads the purified image, ISM(x'){chosen}",
            "regenerated": f"{head}: the classifier reads the regenerated image, G(z){chosen}",
            "mean": f"{head}: the classifier reads the mean of purified and regenerated{chosen}"}[source]
+    if read.coarse is not None and bool(read.coarse[0]):
+        why = (f"{head}: the detector estimated a strong attack (about {float(det.strength) * 255:.0f}/255), so the "
+               "classifier reads the ISM's rebuilt (blurry) image, which a perturbation that large does not survive")
     s.final = _stage(defense, final, t, why)
+    if last is not None and source != "regenerated" and s.regeneration:
+        redrawn, answer = top_name(s.regeneration[-1].top3), top_name(s.final.top3)
+        if redrawn != answer:   # say why the two can disagree (the answer does not come from panel 6)
+            s.final.caption += (f". The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
+                                f"{'the purified picture (panel 5)' if source == 'purified' else 'the input'}"
+                                + (": on held-out pictures that read better" if source == "purified" else ""))
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
+    s.headline = headline(defense, int(y), s, req, label_known=label is not None)
     s.done = True
     yield s
+
+
+def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
+    """The run in one line of three steps: what the attack did → what the detector did → what the defense
+    answered ("Fooled the classifier → caught → answered right again: airplane"). An upload has no true
+    label: its answer is compared with the classifier's own answer on the clean picture, never right or wrong."""
+    def top(d):
+        return max(d, key=d.get)
+
+    truth, fin, clean = defense.classes[y], top(s.final.top3), top(s.original.top3)
+    who = "the classifier" if req.threat == "gray-box" else "the whole defense"
+    fooled = False
+    if req.eps == 0 and req.attack not in MINIMAL:
+        attack = "No attack (ε = 0)"
+    elif s.linf == 0:
+        attack = "The attack changed nothing"
+    else:
+        fooled = top(s.adversarial.top3) != top(s.target_clean)
+        attack = f"Fooled {who}" if fooled else f"Did not fool {who}"
+    flagged = bool(s.detection["attacked"])
+    detector = ("caught" if flagged else "missed") if s.linf > 0 else ("flagged as attacked" if flagged else "judged clean")
+    if label_known:
+        answer = (f"answered right{' again' if fooled and clean == truth else ''}: {fin}" if fin == truth else
+                  f"answered wrong: {fin} (true: {truth})")
+    else:
+        answer = (f"answered {fin}, as on your clean picture" if fin == truth else
+                  f"answered {fin} (on your clean picture: {truth})")
+    return f"{attack} → {detector} → {answer}"
 
 
 def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
@@ -259,7 +318,9 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
     if req.eps == 0 and req.attack not in MINIMAL:
         parts.append("No attack (epsilon 0): this is the defense on a clean image.")
     elif not attacked:
-        parts.append("The attack found no perturbation to make (it changed nothing), so there was nothing to catch.")
+        parts.append("The attack found no perturbation to make (it changed nothing), so there was nothing to catch."
+                     + (f" With {req.steps} steps it had few tries: more steps (under more settings) give it more."
+                        if req.attack != "fgsm" and req.steps < MAX_STEPS // 2 else ""))
     else:
         before, after = top(s.target_clean), top(s.adversarial.top3)
         fooled = after != before

@@ -4,27 +4,29 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-BOXES = {
-    "input x": (0.06, 0.55, "#eeeeee"),
-    "ISM network\n(encoder → 128-d code → decoder)": (0.27, 0.55, "#d6e9f8"),
-    "detector on\nx − ISM(x)": (0.50, 0.55, "#fde2c8"),
-    "classifier(x)": (0.50, 0.15, "#e3f2dc"),
-    "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)": (0.73, 0.55, "#eadcf5"),
-    "classifier(final image:\nISM output or regenerated)": (0.93, 0.55, "#e3f2dc"),
+ISM = "ISM network:\nsqueezes it to 128\nnumbers, rebuilds it"
+DETECTOR = "detector: reads\nwhat the ISM\ntook out, x − ISM(x)"
+CLEAN = "classifier reads\nthe picture as it is"
+REGEN = "regeneration: a GAN\nredraws the purified\npicture, step by step"
+FINAL = "classifier reads\nthe purified (or\nredrawn) picture"
+BOXES = {   # plain words, at most 21 characters a line: each line fits its box (tests/test_layout.py)
+    "your picture x": (0.06, 0.55, "#eeeeee"),
+    ISM: (0.27, 0.55, "#d6e9f8"),
+    DETECTOR: (0.50, 0.55, "#fde2c8"),
+    CLEAN: (0.50, 0.15, "#e3f2dc"),
+    REGEN: (0.73, 0.55, "#eadcf5"),
+    FINAL: (0.94, 0.55, "#e3f2dc"),
 }
-ARROWS = [("input x", "ISM network\n(encoder → 128-d code → decoder)", ""),
-          ("ISM network\n(encoder → 128-d code → decoder)", "detector on\nx − ISM(x)", ""),
-          ("detector on\nx − ISM(x)", "classifier(x)", "clean"),
-          ("detector on\nx − ISM(x)", "regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "attacked"),
-          ("regeneration\nz₀ → … → z_L, G(z) ≈ ISM(x)", "classifier(final image:\nISM output or regenerated)", "")]
+ARROWS = [("your picture x", ISM, ""), (ISM, DETECTOR, ""), (DETECTOR, CLEAN, "clean"), (DETECTOR, REGEN, "attacked"),
+          (REGEN, FINAL, "")]
 
 
 def pipeline_figure(gate: bool = True):
     """The pipeline; with ``gate=False`` every input is purified and the detector only reports."""
     boxes, arrows = dict(BOXES), list(ARROWS)
     if not gate:
-        boxes.pop("classifier(x)")
-        arrows = [(a, b, "every input" if label == "attacked" else label) for a, b, label in arrows if b != "classifier(x)"]
+        boxes.pop(CLEAN)
+        arrows = [(a, b, "every input" if label == "attacked" else label) for a, b, label in arrows if b != CLEAN]
     fig = Figure(figsize=(11, 3.2))
     ax = fig.subplots()
     ax.set_xlim(-0.04, 1.06)
@@ -33,8 +35,9 @@ def pipeline_figure(gate: bool = True):
     if not gate:
         ax.text(0.50, 0.36, "reports P(attacked) and strength;\ndoes not gate", ha="center", fontsize=8, color="#a33")
     for text, (x, y, color) in boxes.items():
-        ax.add_patch(FancyBboxPatch((x - 0.085, y - 0.1), 0.17, 0.2, boxstyle="round,pad=0.01", fc=color, ec="#555"))
-        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+        ax.add_patch(FancyBboxPatch((x - 0.085, y - 0.1), 0.17, 0.2, boxstyle="round,pad=0.01", fc=color, ec="#555",
+                                    gid=text))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5, gid=text)
     for a, b, label in arrows:
         (xa, ya, _), (xb, yb, _) = boxes[a], boxes[b]
         if ya == yb:

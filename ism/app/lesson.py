@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ism.app.compare import EXPLAIN, Contender
+from ism.app.compare import ALONE, Contender
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def rivals_for(step: Step, available: list[Contender]) -> list[Contender]:
     by = {c.name: c for c in available}
     out = []
     for name in step.defenses:
-        c = by.get(name) or (by.get("hardened") if name == "paper's recipe" else None)
+        c = by.get(name) or {"paper's recipe": by.get("hardened"), "no defense": by.get(ALONE)}.get(name)
         if c is not None and c not in out:
             out.append(c)
     return out
@@ -63,9 +63,8 @@ def stand_in_note(step: Step, available: list[Contender]) -> str:
     """What differs on this server from the step's text: a stand-in for a defense it does not have."""
     by = {c.name: c for c in available}
     notes = []
-    plain = by.get("no defense")
-    if "no defense" in step.defenses and plain is not None and plain.about != EXPLAIN["no defense"]:
-        notes.append(f" (On this data set \"no defense\" is {plain.about}.)")
+    if "no defense" in step.defenses and "no defense" not in by and ALONE in by:
+        notes.append(f" (No clean-trained classifier on this data set: {by[ALONE].about} stands in.)")
     if "paper's recipe" in step.defenses and "paper's recipe" not in by:
         notes.append(" (The paper's recipe is not trained for this data set on this server: the hardened defense "
                      "stands in.)")

@@ -7,13 +7,14 @@ import torch
 from ism.attacks.adaptive import make_adaptive_attack
 from ism.attacks.standard import make_attack, seeded
 from ism.defense import Defense
+from ism.eval.curves import ALONE
 from ism.eval.keys import EPS_8, Cell
 
 
 def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor, eps_list, attack: str = "pgd",
                    steps: int = 10, adaptive: bool = True, seed: int = 0, progress=None) -> dict:
-    """Accuracy of no defense / defense (gray-box) / defense (adaptive PGD) at each epsilon."""
-    series = {"no defense, gray-box": [], "this defense, gray-box": []}
+    """Accuracy of the classifier alone / the defense (gray-box) / the defense (adaptive PGD) at each epsilon."""
+    series = {f"{ALONE}, gray-box": [], "this defense, gray-box": []}
     if adaptive:
         series["this defense, adaptive"] = []
     total = len(eps_list) * (2 if adaptive else 1)
@@ -22,7 +23,7 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
         with seeded(seed):
             xa = make_attack(attack, defense.classifier, eps, steps, seed=seed)(images, labels) if eps > 0 else images
         with torch.no_grad():
-            series["no defense, gray-box"].append((eps, float((defense.classifier(xa).argmax(1) == labels).float().mean())))
+            series[f"{ALONE}, gray-box"].append((eps, float((defense.classifier(xa).argmax(1) == labels).float().mean())))
             series["this defense, gray-box"].append((eps, float((defense.predict(xa).argmax(1) == labels).float().mean())))
         done += 1
         if progress:
@@ -38,8 +39,24 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
     return series
 
 
+def caught_summary(results: dict | None) -> str:
+    """One plain sentence on what the defense does with the attacks that fool its classifier (gray-box PGD-10
+    at 8/255, the evaluation's fooled / caught / restored), or "" where those were not measured."""
+    g = (results or {}).get("graybox", {}).get(str(Cell("pgd", EPS_8)), {})
+    if "restored" not in g or not g.get("fooled"):
+        return ""
+    n = g.get("images", results.get("clean", {}).get("images"))
+    return (f"On {n} test pictures, PGD-10 at ε = 8/255 fooled the classifier {g['fooled']:.0%} of the time; the "
+            f"detector caught {g['caught']:.0%} of those and the defense answered {g['restored']:.0%} right again. ")
+
+
 def adaptive_summary(results: dict | None) -> str:
-    """One plain sentence on how the defense fares against an adaptive attacker, from the results."""
+    """Plain sentences on how the defense fares: against the attacks that fool its classifier (gray-box), then
+    against an adaptive attacker, from the results."""
+    return caught_summary(results) + _adaptive_sentence(results)
+
+
+def _adaptive_sentence(results: dict | None) -> str:
     rows = (results or {}).get("adaptive", {})
     r = rows.get(str(Cell("pgd", EPS_8)))
     if not r:
@@ -50,9 +67,8 @@ def adaptive_summary(results: dict | None) -> str:
         return cell.get("images", results["clean"]["images"])
 
     verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
-               "Part of that survives an attacker who knows it; read the curves before trusting a gray-box figure.")
-    return (f"Honest note: against an attacker who knows the whole defense and attacks through it (adaptive) at "
-            f"ε = 8/255 this defense keeps {r['defense']:.0%} accuracy ({images(r)} test images)"
-            + (f", against {g['defense']:.0%} when the attacker ignores it (gray-box, "
-               f"{images(g)} test images)" if "defense" in g else "")
+               "Part of it survives an attacker who knows it (see the curves).")
+    return (f"An attacker who knows the whole defense and attacks through it (adaptive, ε = 8/255) leaves it "
+            f"{r['defense']:.0%} accuracy ({images(r)} test pictures)"
+            + (f", against {g['defense']:.0%} when the attacker ignores it ({images(g)})" if "defense" in g else "")
             + f". {verdict}")

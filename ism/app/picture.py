@@ -55,6 +55,8 @@ def run_picture(s: DemoState, title: str = "") -> np.ndarray:
         lines.append(f"4 detector: {'ATTACKED' if det['attacked'] else 'clean'}, P(attacked) = "
                      f"{det['probability']:.2f} (threshold {det['threshold']:.2f})")
     width = len(panels) * (PANEL + GAP) + GAP
+    if s.headline:
+        lines += textwrap.wrap(s.headline, width=max(40, width // 7))
     if s.verdict:
         lines += textwrap.wrap(s.verdict.replace("**", ""), width=max(40, width // 7))
     top = 12 + TITLE_LINES * LINE + 6

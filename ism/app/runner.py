@@ -120,7 +120,10 @@ def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
                     continue
                 if state.regeneration:
                     state.regeneration[-1].top3       # the played-back frame's reading, computed here
-                new = [_portable(f) for f in state.regeneration[sent:]]
+                # the final state carries every frame again: run_demo has read them all by then (the frames
+                # gallery captions each with its reading), where earlier ones went without
+                start = 0 if state.done else sent
+                new = [_portable(f) for f in state.regeneration[start:]]
                 sent = len(state.regeneration)
                 snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (pickled later, in
                                    regen_errors=list(state.regen_errors))                 # the queue's thread)
@@ -294,7 +297,10 @@ class RunPool:
                 state, new = rest
                 if not job.states:
                     job.computing = time.monotonic()
-                job.frames.extend(new)
+                if state.done:
+                    job.frames = list(new)          # the final state resends every frame, each with its reading
+                else:
+                    job.frames.extend(new)
                 job.states.append(replace(state, regeneration=list(job.frames)))
                 self._lock.notify_all()
                 return

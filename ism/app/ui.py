@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -50,6 +50,26 @@ class UserError(ValueError):
 
 
 @dataclass
+class RunSettings:
+    """One run as the page's controls set it: the one object the handlers take. The page collects its
+    controls by these names, in this order, which is also the /defend API's (ism/app/tabs/attack.py)."""
+    file: str | None = None          # an example's or an uploaded picture's path
+    attack: str = "pgd"              # internal name (ism.attacks.standard.ATTACKS)
+    eps: float = 8 / 255
+    steps: int = 10
+    threat: str = "gray-box"         # a THREATS key
+    restarts: int = 4
+    iterations: int = 30
+    seed: object = 0                 # as typed: checked by as_seed
+    dataset: str | None = None       # which served defense (the page's choice; a handler serves one)
+    read: str | None = None          # None: the defense's own choice (config.final_input)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass
 class Example:
     path: str
     label: int
@@ -68,8 +88,10 @@ def examples(defense: Defense, dataset: str = "cifar10") -> list[Example]:
 
 def load_defenses(source: str | None = None, revision: str | None = None,
                   weights_dir: str | Path = WEIGHTS_DIR) -> dict[str, Defense]:
-    """What the app serves: the defense in ``source`` (a folder or Hub repo id), or else every data
-    set with a trained defense under ``weights_dir`` (CIFAR-10 first)."""
+    """What the app serves: the defense in ``source`` (a folder or Hub repo id), keyed by its data set, or
+    else every trained defense under ``weights_dir``, keyed by its folder name: per data set the paper's
+    recipe (``<dataset>-paper``, the main tab's default: it undoes more of the attacks it catches) and then
+    the hardened defense (``<dataset>``), CIFAR-10 first."""
     from ism.data.datasets import DATASETS
     from ism.defense import load_defense
     from ism.hub import WeightsError
@@ -81,12 +103,37 @@ def load_defenses(source: str | None = None, revision: str | None = None,
         return {d.config.dataset: d}
     found = {}
     for name in DATASETS:
-        if (Path(weights_dir) / name / "defense.json").is_file():
-            found[name] = load_defense(Path(weights_dir) / name)
-            found[name].origin = f"folder {Path(weights_dir) / name}"
+        for key in (paper_recipe_folder(weights_dir, name).name, name):
+            if (Path(weights_dir) / key / "defense.json").is_file():
+                found[key] = load_defense(Path(weights_dir) / key)
+                found[key].origin = f"folder {Path(weights_dir) / key}"
     if not found:
         raise WeightsError(f"no trained defense under {weights_dir}/ (expected e.g. {weights_dir}/cifar10/defense.json)")
     return found
+
+
+def is_paper_recipe(defense: Defense) -> bool:
+    """Whether ``defense`` is the paper's recipe (its folder is ``<dataset>-paper``), not the hardened one."""
+    return Path(getattr(defense, "source", "") or ".").name == paper_recipe_folder(".", defense.config.dataset).name
+
+
+def defense_title(defense: Defense) -> str:
+    """The data set and the defense, as the page names them: "CIFAR-10 · the paper's recipe"."""
+    from ism.data.datasets import DATASETS
+
+    ds = defense.config.dataset
+    title = (DATASETS[ds].title if ds in DATASETS else ds).split(",")[0].split(" (")[0]   # "CIFAR-10", "CelebA"
+    return f"{title} · {'the paper' + chr(39) + 's recipe' if is_paper_recipe(defense) else 'hardened'}"
+
+
+# The main tab's default attack strength per data set (stated on the page). On faces PGD-10 at 8/255 fails to
+# fool the classifier on 5 of the 14 gallery faces, so the default run would show no attack at all
+# (benchmarks/story.py, results/story.md).
+DEFAULT_EPS = {"cifar10": 8 / 255, "celeba": 16 / 255}
+
+
+def default_eps(defense: Defense) -> float:
+    return DEFAULT_EPS.get(defense.config.dataset, 8 / 255)
 
 
 def startup_report(defenses: dict[str, Defense]) -> list[str]:
@@ -139,7 +186,7 @@ class DemoHandler:
         self.dataset = dataset
         self.pool = pool             # a RunPool (ism/app/runner.py): runs computed in worker processes; None: here
         self.active = ActiveRuns()   # runs in progress; a cancelled run leaves it at once
-        self.examples = examples(defense, dataset)
+        self.examples = examples(defense, defense.config.dataset)
         self._labels = {_digest(e.path): e.label for e in self.examples}
         self._sessions: dict[str, object] = {}   # visitor session -> the run it follows (for Stop)
 
@@ -157,20 +204,18 @@ class DemoHandler:
             raise UserError(str(e)) from e
         return p.tensor, p.note
 
-    def check(self, path, attack, eps, steps, threat, restarts, iterations, seed, read=None):
+    def check(self, s: RunSettings):
         """(image tensor, preparation note, validated DemoRequest), or ``UserError`` with one sentence."""
-        x, note = self.prepare(path)
+        x, note = self.prepare(s.file)
         try:
-            req = DemoRequest(attack=str(attack).lower(), eps=float(eps), steps=int(steps), threat=str(threat),
-                              restarts=int(restarts), iterations=int(iterations), seed=as_seed(seed),
-                              max_seconds=self.max_seconds, read=read or None).validate()
+            req = DemoRequest(attack=str(s.attack).lower(), eps=float(s.eps), steps=int(s.steps), threat=str(s.threat),
+                              restarts=int(s.restarts), iterations=int(s.iterations), seed=as_seed(s.seed),
+                              max_seconds=self.max_seconds, read=s.read or None).validate()
         except (TypeError, ValueError, OverflowError) as e:
             raise UserError(str(e)) from None
         return x, note, req
 
-    def run(self, path, attack: str, eps: float, steps: int, threat: str, restarts: int,
-            iterations: int, seed: int, read: str | None = None, playback: float | None = None,
-            session: str | None = None):
+    def run(self, s: RunSettings, playback: float | None = None, session: str | None = None):
         """Stream ``DemoState``s for one uploaded or example image.
 
         Regeneration is played back so a viewer can watch it converge: at most ``MAX_FRAMES_SHOWN``
@@ -181,9 +226,9 @@ class DemoHandler:
         worker the stream carries states whose ``waiting`` says the place in line. Closing the
         generator, or ``stop(session)``, leaves the run (and cancels it if nobody else follows it).
         """
-        x, note, req = self.check(path, attack, eps, steps, threat, restarts, iterations, seed, read)
+        x, note, req = self.check(s)
         playback = self.playback if playback is None else playback
-        label = self.label_of(path)
+        label = self.label_of(s.file)
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
         frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
         gap = playback / max(1, frames - 1)
@@ -252,21 +297,26 @@ class Comparison:
 class CompareHandler:
     """Compare defenses (and the guided lesson) for one data set: the same checks as the demo."""
 
-    def __init__(self, demo: DemoHandler, weights_dir: str | Path | None = None):
+    def __init__(self, demo: DemoHandler, weights_dir: str | Path | None = None, rivals: list | None = None,
+                 loaded: dict | None = None):
+        """``rivals``: the contenders of another handler for the same data set (loaded once); ``loaded``:
+        {folder: Defense} already in memory (``contenders``)."""
         from ism.app.compare import contenders
 
         self.demo = demo
-        self.rivals = contenders(demo.defense, weights_dir)
+        self.rivals = rivals or contenders(demo.defense, weights_dir, loaded)
         self.memo = Memo()
 
-    def run(self, path, attack: str, eps: float, steps: int, seed, rivals=None, threats=None) -> Comparison:
+    def run(self, s: RunSettings, rivals=None, threats=None) -> Comparison:
+        """Attack ``s.file`` by ``s``'s attack against every rival (or ``rivals``), gray-box and adaptive
+        (or ``threats``); the run's threat and regeneration settings do not apply."""
         from ism.app.compare import compare, figure, summary, table
 
-        x, note, req = self.demo.check(path, attack, eps, steps, "gray-box", 1, 0, seed)
-        label = self.demo.label_of(path)
+        x, note, req = self.demo.check(RunSettings(s.file, s.attack, s.eps, s.steps, "gray-box", 1, 0, s.seed))
+        label = self.demo.label_of(s.file)
         d = self.demo.defense
         truth = d.classes[label] if label is not None else None
-        if label is None:             # not a labelled example: the hardened classifier's reading is the reference
+        if label is None:             # not a labelled example: the served classifier's reading is the reference
             with torch.no_grad():
                 label = int(d.classifier(x).argmax(1)[0])
         rivals, threats = rivals or self.rivals, tuple(threats or THREATS)
@@ -276,8 +326,8 @@ class CompareHandler:
             rows = self.memo.get(key, lambda: compare(rivals, x, label, d.classes, req, threats))
         said = summary(rows, truth or d.classes[label])
         if truth is None:
-            said = ("Not a labelled example: the reference answer is the hardened classifier's reading of the "
-                    "clean image. " + said)
+            said = ("Not a labelled example: the reference answer is the classifier's own answer on your clean "
+                    "picture. " + said)
         return Comparison(rows, figure(rows, to_display(x), truth or d.classes[label]), table(rows), said)
 
     def lesson(self, index: int) -> tuple[Comparison, str]:
@@ -289,8 +339,8 @@ class CompareHandler:
         step = STEPS[int(index)]
         name = EXAMPLES.get(self.demo.defense.config.dataset)
         example = next((e for e in self.demo.examples if Path(e.path).stem == name), None) or self.demo.examples[0]
-        result = self.run(example.path, step.attack, step.eps, step.steps, 0, rivals_for(step, self.rivals),
-                          step.threats)
+        result = self.run(RunSettings(example.path, step.attack, step.eps, step.steps, seed=0),
+                          rivals_for(step, self.rivals), step.threats)
         return result, f"### {step.title}\n{step.explain}{stand_in_note(step, self.rivals)}"
 
 
@@ -344,10 +394,11 @@ def state_values(s: DemoState, note: str, label: int | None) -> dict:
         "regenerated": img(regen.image) if regen else None,
         "regenerated_text": (f"iteration {regen.caption} — {top3_text(regen.top3)}"
                              + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
-        "frames": [(img(st.image), st.caption) for st in s.regeneration] if s.done else [],
+        "frames": [(img(st.image), frame_caption(st)) for st in s.regeneration] if s.done else [],
         "final": img(s.final.image) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
-        "verdict": f"### {s.verdict}" if s.verdict else f"*{s.waiting or 'running…'}*",
+        "verdict": (f"### {s.headline}\n\n<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
+                    "\n\n</details>") if s.verdict else f"*{s.waiting or 'running…'}*",
         "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
@@ -401,7 +452,16 @@ def regeneration_curve(errors: list[float]):
     draws itself (gr.LinePlot). A matplotlib figure drawn on the server for it took 75 ms of every run."""
     import pandas as pd
 
-    return pd.DataFrame({"iteration": range(len(errors)), "MSE vs purified": [float(e) for e in errors]})
+    return pd.DataFrame({"iteration": range(len(errors)), "difference from panel 5 (MSE)": [float(e) for e in errors]})
+
+
+def frame_caption(stage) -> str:
+    """A regeneration frame's caption: its iteration and what the classifier reads on it."""
+    step = stage.caption.split(":")[0]
+    if not stage.top3:                       # (not read: a frame from an older worker or a stopped run)
+        return f"#{step}"
+    name, p = max(stage.top3.items(), key=lambda kv: kv[1])
+    return f"#{step}: {name} {p:.0%}"
 
 
 def top3_text(top: dict) -> str:
@@ -412,9 +472,10 @@ def detection_text(det: dict | None) -> str:
     if not det:
         return ""
     verdict = "ATTACKED" if det["attacked"] else "clean"
-    return (f"**{verdict}** — P(attacked) = {det['probability']:.3f} (threshold {det['threshold']:.3f}); "
-            f"estimated strength ε ≈ {det['strength']:.3f} ({det['strength'] * 255:.0f}/255); "
-            f"{det['seconds'] * 1000:.0f} ms")
+    return (f"**{verdict}**: it gives {det['probability']:.0%} that the picture was attacked and calls it attacked "
+            f"above {det['threshold']:.0%}. Estimated attack strength: about {det['strength'] * 255:.0f}/255 "
+            f"(P(attacked) = {det['probability']:.3f}, threshold {det['threshold']:.3f}, ε ≈ {det['strength']:.3f}; "
+            f"{det['seconds'] * 1000:.0f} ms)")
 
 
 def timings_text(s: DemoState) -> str:
@@ -473,10 +534,16 @@ def how_text(defense: Defense) -> str:
     detail = defense.ism.config.detail_channels
     squeeze = ("128-number code" if not detail else
                f"128-number code plus a coarse {detail}-channel detail map at a quarter of the resolution")
+    rebuilt = "structure survives, much of the attacker's fine pattern does not."
+    if getattr(defense.ism.config, "refine_width", 0):
+        rebuilt = ("that rebuilt image is blurry, so a **refiner** (a small full-resolution network) then compares\n"
+                   "it with the input and takes the attacker's pattern out of the input itself. It was trained on many\n"
+                   "attacked images to make the classifier read its output as it reads the clean image, and on clean\n"
+                   "images to leave them as they are.")
     return f"""
 **The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
 image so that a classifier changes its answer. The **ISM network** squeezes the image through a
-{squeeze} and rebuilds it: structure survives, much of the attacker's fine pattern does not.
+{squeeze} and rebuilds it: {rebuilt}
 The **detector** looks at what the ISM removed, *x − ISM(x)*: attacked images leave a tell-tale
 residue, and it estimates how strong the attack was. {gate} **Regeneration** then searches a GAN
 generator's latent space, step by step, for an image that matches the purified one; {final}.
@@ -504,20 +571,20 @@ re-encodes CIFAR-10 as JPEG, so figures are close to, not identical with, those 
 LINK_THREATS = {"gray-box": "gray-box", "adaptive": "adaptive white-box"}
 
 
-def share_query(handler: DemoHandler, path, attack: str, eps: float, steps: int, threat: str, seed,
-                run: bool = True) -> str:
+def share_query(handler: DemoHandler, s: RunSettings, run: bool = True) -> str:
     """The query string of a link that opens this exact run (``?dataset=…&example=…&…``), or ``UserError``
     for a picture that is not a shipped example: uploaded pictures are never put in links."""
-    label = handler.label_of(path)
-    example = next((e for e in handler.examples if label is not None and _digest(e.path) == _digest(path)), None)
+    label = handler.label_of(s.file)
+    example = next((e for e in handler.examples if label is not None and _digest(e.path) == _digest(s.file)), None)
     if example is None:
         raise UserError("Only the example pictures can be shared in a link (an uploaded picture stays on your "
                         "computer): pick an example to share a run.")
+    threat = s.threat
     threat_key = next(k for k, v in LINK_THREATS.items() if v == threat) if threat in LINK_THREATS.values() else threat
     from urllib.parse import urlencode
 
-    q = {"dataset": handler.dataset, "example": Path(example.path).stem, "attack": attack,
-         "eps": f"{float(eps):.6g}", "steps": int(steps), "threat": threat_key, "seed": as_seed(seed)}
+    q = {"dataset": handler.dataset, "example": Path(example.path).stem, "attack": s.attack,
+         "eps": f"{float(s.eps):.6g}", "steps": int(s.steps), "threat": threat_key, "seed": as_seed(s.seed)}
     if run:
         q["run"] = 1
     return "?" + urlencode(q)

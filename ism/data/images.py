@@ -50,7 +50,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def open_image(source) -> Image.Image:
     """Open ``source`` (path, bytes, PIL image or HxW[xC] uint8 array) as an RGB PIL image."""
     if source is None:
-        raise ImageInputError("no image given: pick an example or upload a picture")
+        raise ImageInputError("No picture yet: click an example picture (or upload your own), then press Run.")
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):

@@ -7,14 +7,17 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-COLORS = {"no defense": "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
-MARKERS = {"no defense": "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}
-COLUMNS = (("no defense", "base_no_defense"), ("this defense", "defense"), ("MagNet", "magnet"), ("DDSA", "ddsa"))
+# The evaluation's "no defense" column is the defense's adversarially trained classifier without ISM or detector:
+# named for what it is, as everywhere on the page ("no defense" is only the clean-trained classifier of Compare)
+ALONE = "classifier alone (adversarially trained)"
+COLORS = {ALONE: "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
+MARKERS = {ALONE: "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}
+COLUMNS = ((ALONE, "base_no_defense"), ("this defense", "defense"), ("MagNet", "magnet"), ("DDSA", "ddsa"))
 
 
 def curves_from_results(results: dict, attack: str = "pgd") -> dict:
     """{"<defense>, <threat model>": [(eps, accuracy), ...]} from ``results/<dataset>.json``:
-    every defense in the results (no defense, this defense, MagNet, DDSA), gray-box and adaptive."""
+    every defense in the results (the classifier alone, this defense, MagNet, DDSA), gray-box and adaptive."""
     series = {}
     for threat, label in (("graybox", "gray-box"), ("adaptive", "adaptive")):
         for r in results.get(threat, {}).values():
@@ -22,7 +25,7 @@ def curves_from_results(results: dict, attack: str = "pgd") -> dict:
                 continue
             for name, col in COLUMNS:
                 col = col if col in r else ("no_defense" if col == "base_no_defense" else col)
-                if col not in r or (name == "no defense" and threat == "adaptive"):
+                if col not in r or (name == ALONE and threat == "adaptive"):
                     continue  # the classifier alone has no defense to adapt to: same as gray-box
                 series.setdefault(f"{name}, {label}", []).append((r["eps"], r[col]))
     return {k: sorted(v) for k, v in series.items()}

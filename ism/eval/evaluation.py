@@ -42,7 +42,7 @@ from ism.attacks.standard import make_attack
 from ism.data.subsets import spread
 from ism.defense import Defense
 from ism.eval.ablation import Stage, ablation_stages, variant
-from ism.eval.keys import Ablation, Cell, Sanity
+from ism.eval.keys import EPS_8, Ablation, Cell, Sanity
 from ism.eval.metrics import auroc, psnr, roc_points
 from ism.models.baselines import MagNet
 
@@ -196,6 +196,7 @@ class Evaluation:
                 t0 = time.time()
                 atk = make_attack(attack, self.d.classifier, eps, steps=cfg.steps, seed=cfg.seed)
                 atk_base = atk if shared else make_attack(attack, self.base, eps, steps=cfg.steps, seed=cfg.seed)
+                story = attack == "pgd" and abs(eps - EPS_8) < 1e-9   # the app's default run
 
                 def batch(x, y):
                     xa = atk(x, y)
@@ -213,6 +214,12 @@ class Evaluation:
                         fooled = (self.d.classifier(x).argmax(1) == y) & (self.d.classifier(xa).argmax(1) != y)
                         c.update(fooled=fooled.sum().item(), fooled_caught=(fooled & det.attacked).sum().item(),
                                  fooled_restored=(fooled & right).sum().item())
+                        if story and fooled.any():   # purified vs regenerated, read on the fooled images
+                            yf = y[fooled]
+                            c["fooled_purified_right"] = self.correct(self.d.classifier, purified[fooled], yf)
+                            with torch.enable_grad():
+                                *_, last = self.d.regenerate_steps(xa[fooled])
+                            c["fooled_regenerated_right"] = self.correct(self.d.classifier, last.image, yf)
                         if self.magnet is not None:
                             lm, sm = self.magnet.outputs(xb)
                             ok, rej = lm.argmax(1) == y, self.magnet.rejected(xb, sm)
@@ -227,9 +234,12 @@ class Evaluation:
                 p = cnt.pop("probs")
                 fooled = cnt.pop("fooled")
                 caught, restored = cnt.pop("fooled_caught"), cnt.pop("fooled_restored")
+                read = {k: cnt.pop(f"fooled_{k}_right", 0) for k in ("purified", "regenerated")}
                 row = {m: v / self.n for m, v in cnt.items()}
                 row.update(fooled=fooled / self.n, caught=caught / fooled if fooled else None,
                            restored=restored / fooled if fooled else None)
+                if story and fooled:   # of the fooled images, read right on the ISM output / on the regenerated one
+                    row.update(restored_purified=read["purified"] / fooled, restored_regenerated=read["regenerated"] / fooled)
                 row["detector_auroc"] = auroc(self._clean_probs(), p)
                 row["roc"] = roc_points(self._clean_probs(), p)
                 row.update(attack=attack, eps=eps, steps=cfg.steps if attack != "fgsm" else 1,

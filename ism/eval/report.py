@@ -77,6 +77,14 @@ def markdown(res: dict, title: str, command: str) -> str:
             L.append(f"| {_name(r)} | {_eps(r['eps'])} | {_f(r['no_defense'])} | {_f(r['defense'])} | "
                      f"{_f(r['ism_only'])} | {r['detector_auroc']:.4f} | {_f(r['detected'])} | {_f(r.get('fooled'))} | "
                      f"{_f(r.get('caught'))} | {_f(r.get('restored'))} |")
+        story = [r for r in gray.values() if "restored_regenerated" in r]
+        if story:
+            L += ["", "Of the fooled images, read right by the classifier on the ISM output (purified) and on the "
+                  "regenerated image (the GAN's latent search, the defense's regeneration settings):", "",
+                  "| attack | eps | fooled | read right on the purified image | on the regenerated image |",
+                  "|---|---|---|---|---|"]
+            L += [f"| {_name(r)} | {_eps(r['eps'])} | {_f(r['fooled'])} | {_f(r['restored_purified'])} | "
+                  f"{_f(r['restored_regenerated'])} |" for r in story]
     adp = res.get("adaptive", {})
     if adp:
         any_r = next(iter(adp.values()))
@@ -169,6 +177,26 @@ def write_figures(res: dict, out: Path, stem: str, label: str) -> list[Path]:
     return paths
 
 
+# the results' column names, in words (the page lists failed sanity checks for visitors)
+COLUMN_WORDS = {"base_no_defense": "the classifier alone (adversarially trained)",
+                "no_defense": "the deployed classifier alone", "defense": "this defense", "magnet": "MagNet",
+                "ddsa": "DDSA", "ism_only": "this defense without its detector"}
+
+
+def check_in_words(check: dict) -> str:
+    """A sanity check's name and detail for a visitor: "larger epsilon never raises accuracy (gray-box FGSM,
+    this defense): at ε 0.200 accuracy 0.046, at ε 0.300 0.066"."""
+    import re
+
+    def name(m):
+        return f"({'gray-box' if m.group(1) == 'graybox' else m.group(1)} {m.group(2)}, " \
+               f"{COLUMN_WORDS.get(m.group(3), m.group(3))})"
+    title = re.sub(r"\((graybox|adaptive) ([\w-]+), (\w+)\)", name, check["check"])
+    detail = re.sub(r"eps ([\d.]+): ([\d.]+) -> eps ([\d.]+): ([\d.]+)",
+                    r"at ε \1 accuracy \2, at ε \3 \4", check["detail"])
+    return f"{title}: {detail}"
+
+
 def curves_note(res: dict, path: str) -> str:
     """What the saved curves show, and every sanity check they fail (for the app's curves tab)."""
     n = res["clean"]["images"]
@@ -180,6 +208,6 @@ def curves_note(res: dict, path: str) -> str:
     failed = [c for c in (res["sanity_checks"] if "sanity_checks" in res else sanity_checks(res)) if not c["passed"]]
     if failed:
         text += ("\n\n**Sanity checks this evaluation fails** (each one a reason to distrust a number):\n"
-                 + "\n".join(f"- {c['check']}: {c['detail']}" for c in failed[:8])
+                 + "\n".join(f"- {check_in_words(c)}" for c in failed[:8])
                  + (f"\n- … and {len(failed) - 8} more (see the results file)" if len(failed) > 8 else ""))
     return text

@@ -10,6 +10,13 @@ Trained with paper Eq. 3 (map an attacked x' back to its clean x) on clean and a
 reformer keeps spatial resolution: a 1x1 conv reads the encoder's s/4 feature map (after its
 second conv) into ``detail_channels`` maps that join the decoder at s/4. The 128-d code of Table 2
 stays the instance code; ``encode`` returns [code, detail flattened], the latent regeneration starts from.
+
+``refine_width > 0`` (the paper recipe's CIFAR-10 ISM, issue "caught and undone") keeps Table 2's auto-encoder
+as it is and adds a refiner: a full-resolution residual U-Net that reads x and the auto-encoder's reconstruction
+and returns x + r. Trained with HGD's classifier-guided loss (Liao et al. 2018) on a pool of gray-box attacks,
+it learns to leave clean images alone and take the perturbation out of attacked ones, which a faithful copy
+(the detail path) cannot learn: it copies the perturbation with the image (results/caught-and-undone-probes.md).
+The 128-d code, the regeneration's starting latent, is the auto-encoder's.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class ISMConfig:
     enc_widths: list = field(default_factory=lambda: [64, 128, 256, 256])  # paper Table 2
     dec_widths: list = field(default_factory=lambda: [256, 256, 128, 64])
     detail_channels: int = 0      # 0: Table 2's auto-encoder; > 0: + a detail map at s/4 (see above)
+    refine_width: int = 0         # 0: no refiner; > 0: + a residual U-Net of this width (see above)
 
 
 class Encoder(nn.Module):
@@ -53,6 +61,35 @@ class Encoder(nn.Module):
         return torch.cat([self.net[4:](h), self.detail(h).flatten(1).to(h.dtype)], 1)
 
 
+def _conv(i: int, o: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+
+class Refiner(nn.Module):
+    """(x, reconstruction) -> x + r, clamped to [0, 1]: a U-Net at s, s/2 and s/4 of widths w, 2w, 4w.
+    Its last conv starts at zero, so an untrained refiner passes x through unchanged."""
+
+    def __init__(self, channels: int, w: int):
+        super().__init__()
+        self.e1 = nn.Sequential(_conv(2 * channels, w), _conv(w, w))
+        self.e2 = nn.Sequential(_conv(w, 2 * w, 2), _conv(2 * w, 2 * w))
+        self.e3 = nn.Sequential(_conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w), _conv(4 * w, 4 * w))
+        self.up = nn.Upsample(scale_factor=2)
+        self.d2 = nn.Sequential(_conv(6 * w, 2 * w), _conv(2 * w, 2 * w))
+        self.d1 = nn.Sequential(_conv(3 * w, w), _conv(w, w))
+        self.out = nn.Conv2d(w, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        h1 = self.e1(torch.cat([x, reconstruction.to(x.dtype)], 1) * 2 - 1)
+        h2 = self.e2(h1)
+        h3 = self.e3(h2)
+        d2 = self.d2(torch.cat([self.up(h3), h2], 1))
+        d1 = self.d1(torch.cat([self.up(d2), h1], 1))
+        return (x + self.out(d1).to(x.dtype)).clamp(0, 1)
+
+
 class ISMNetwork(HubModule):
     """x (N, C, H, W) in [0, 1] -> purified x_hat, same shape, in [0, 1]."""
 
@@ -64,12 +101,18 @@ class ISMNetwork(HubModule):
         self.encoder = Encoder(c)
         self.decoder = Generator(GeneratorConfig(c.latent_dim, c.image_size, c.channels, list(c.dec_widths),
                                                  c.detail_channels))
+        self.refiner = Refiner(c.channels, c.refine_width) if c.refine_width else None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The auto-encoder's output, decoder(encoder(x)): the ISM's output when it has no refiner."""
         return self.decoder(self.encoder(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rec = self.reconstruct(x)
+        return rec if self.refiner is None else self.refiner(x, rec)
 
     def generator_config(self) -> GeneratorConfig:
         return self.decoder.config

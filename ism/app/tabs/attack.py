@@ -1,0 +1,270 @@
+"""The "Attack & defend" tab: pick or upload a picture, attack it, and watch the defense detect, purify and
+regenerate it, stage by stage. Its controls are collected by name into one ``RunSettings``; its outputs are
+updated by name (``OUTPUTS``)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ism.app.demo import MAX_EPS, MINIMAL, THREATS
+from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name, panel_title, reading, stage_image
+from ism.app.ui import (
+    OUTPUTS,
+    RunSettings,
+    attack_note,
+    default_eps,
+    limits_text,
+    share_query,
+    state_values,
+    threat_help,
+)
+
+READS = {"purified image (ISM)": "purified", "regenerated image (GAN)": "regenerated"}
+PRIVACY = ("🔒 Your picture is used for your runs only: it is not logged, not shared with other visitors and "
+           "not kept. The server deletes uploaded files and results after 10 minutes (`ISM_DELETE_AFTER`).")
+STOPPED = "### ⏹ Stopped. Press **Run** to start again."
+READY = "*Pick an example and press Run.*"
+ATTACK_STEPS = {"cw": 50}   # an attack's steps when picked (others: 10); measured in results/story.md
+PANELS = {   # output name -> (panel title, what it shows, in one line)
+    "original": ("1 The picture", "what the classifier reads before any attack"),
+    "perturbation": ("2 The attack's change", "the pattern the attack adds, made visible: the real one is faint"),
+    "adversarial": ("3 The attacked picture", "what the attacker's target reads on it"),
+    "detector": ("4 The detector", "attacked or clean? It reads what the ISM took out of the picture"),
+    "purified": ("5 Purified by the ISM", "the picture rebuilt without the attack's pattern (if it worked)"),
+    "regenerated": ("6 Redrawn by the GAN", "a generator searches, step by step, for a clean picture like panel 5"),
+    "final": ("7 The defense's answer", "the picture the classifier reads in the end, and its answer"),
+}
+
+
+def read_label(defense) -> str:
+    """The read choice matching the defense's own (config.final_input)."""
+    return next((k for k, v in READS.items() if v == defense.config.final_input), None)
+
+
+class AttackTab:
+    """Lays out the tab (in the caller's ``gr.Blocks``), then ``wire()`` connects its events."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        d = page.defense(page.first)
+        self.c: dict[str, gr.components.Component] = {}    # every widget the handlers name
+        c = self.c
+        with gr.Tab("Attack & defend"):
+            with gr.Row():
+                with gr.Column(scale=3, min_width=520):
+                    c["gallery"] = page.examples_gallery("examples")
+                    with gr.Accordion("…or your own image: upload a file, take a webcam photo or paste one",
+                                      open=False):
+                        with gr.Row():
+                            c["file"] = gr.File(label=page.upload_label(page.first), file_types=["image"],
+                                                type="filepath", height=150, elem_id="own-image")
+                            c["camera"] = gr.Image(label="webcam photo, or paste (Ctrl+V)",
+                                                   sources=["webcam", "clipboard"], type="filepath", format="png",
+                                                   height=150, elem_id="camera")
+                            c["seen"] = gr.Image(label="what the model sees", interactive=False, height=130,
+                                                 width=130, format=PIXELS)
+                        gr.Markdown(PRIVACY)
+                    c["prep_note"] = gr.Markdown()
+                with gr.Column(scale=2, min_width=360):
+                    self._settings(d)
+            c["verdict"] = gr.Markdown(READY, elem_id="verdict")
+            self._panels()
+            self._regeneration()
+            with gr.Row():
+                c["notes"], c["warnings"], c["timings"] = gr.Markdown(), gr.Markdown(), gr.Markdown()
+            with gr.Accordion("this run as one picture, for slides (download)", open=False):
+                c["picture"] = gr.Image(show_label=False, interactive=False, format=PIXELS, buttons=["download"],
+                                        elem_id="picture")
+            # a link's run=1 (see app.py); inside the tab: a widget between two tabs splits them into two tab bars
+            c["autorun"] = gr.Checkbox(False, visible="hidden", elem_id="autorun")
+
+    def _settings(self, d) -> None:
+        c = self.c
+        with gr.Row():
+            c["attack"] = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack", min_width=150)
+            c["threat"] = gr.Radio(list(THREATS), value="gray-box", label="the attacker knows", min_width=200,
+                                   info="gray-box: the classifier only; adaptive: the whole defense")
+        c["eps"] = Setting(0, MAX_EPS, value=round(default_eps(d), 4), step=1 / 255, label="epsilon (attack strength)")
+        c["eps_note"] = gr.Markdown(attack_note("pgd", default_eps(d), 10), elem_id="eps-note")
+        with gr.Row():
+            c["run"] = gr.Button("Run", variant="primary", elem_id="run")
+            c["stop"] = gr.Button("Stop", variant="stop")
+        with gr.Accordion("more settings", open=False):
+            c["steps"] = Setting(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
+            c["read"] = gr.Radio(list(READS), value=read_label(d), label="the classifier reads",
+                                 info="for an input the defense treats as attacked; the default is what "
+                                      "this defense was trained to read")
+            with gr.Row():
+                c["restarts"] = Setting(1, 8, value=d.config.regen_restarts, step=1, label="regeneration restarts")
+                c["iterations"] = Setting(0, 100, value=d.config.regen_steps, step=1,
+                                            label="regeneration iterations")
+            c["seed"] = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
+            gr.Markdown(limits_text(self.page.serve.max_seconds), elem_id="limits")
+            gr.Markdown(threat_help())
+        with gr.Row():
+            c["share"] = gr.Button("Link to this run", size="sm", elem_id="share")
+            c["link"] = gr.Textbox(show_label=False, placeholder="a link that opens these settings and runs them "
+                                   "(examples only)", interactive=False, buttons=["copy"], elem_id="share-link",
+                                   min_width=200, scale=3)
+
+    def _panels(self) -> None:
+        c = self.c
+        with gr.Row(equal_height=False, elem_id="stages"):   # each panel from the top: images on one line
+            with gr.Column(min_width=120):
+                c["original"] = stage_image(*PANELS["original"])
+                c["original_top3"] = reading()
+            with gr.Column(min_width=120):
+                c["perturbation"] = stage_image(*PANELS["perturbation"])
+                c["perturbation_text"] = gr.Markdown()
+            with gr.Column(min_width=120):
+                c["adversarial"] = stage_image(*PANELS["adversarial"])
+                c["adversarial_top3"] = reading()
+            with gr.Column(min_width=120):
+                panel_title(*PANELS["detector"])
+                c["detector_verdict"] = gr.Label(label="the detector's verdict", show_label=False)
+                c["detector_text"] = gr.Markdown()
+            with gr.Column(min_width=120):
+                c["purified"] = stage_image(*PANELS["purified"])
+                c["purified_top3"] = reading()
+            with gr.Column(min_width=120):
+                c["regenerated"] = stage_image(*PANELS["regenerated"], elem_id="regen-live")
+                c["regenerated_text"] = gr.Markdown()
+            with gr.Column(min_width=120):
+                c["final"] = stage_image(*PANELS["final"])
+                c["final_top3"] = reading()                  # the answer first, then why
+                c["final_text"] = gr.Markdown(elem_id="final-text")
+
+    def _regeneration(self) -> None:
+        c = self.c
+        with gr.Row():
+            with gr.Column(scale=3):
+                c["frames"] = gr.Gallery(label="every regeneration iteration and what the classifier reads on it "
+                                         "(browse after the run)", columns=6, format=PIXELS, height=190,
+                                         object_fit="contain", elem_id="frames", interactive=False)
+                with gr.Row():
+                    c["scrub"] = gr.Slider(0, 1, value=0, step=1, label="scrub through the regeneration: iteration",
+                                           interactive=False, elem_id="scrub", scale=3)
+                    c["scrub_image"] = gr.Image(label="that iteration", interactive=False, height=130, width=130,
+                                                format=PIXELS, show_label=True, elem_id="scrub-image", scale=1)
+            c["regeneration_plot"] = gr.LinePlot(x="iteration", y="difference from panel 5 (MSE)",
+                                                 title="redrawing: how far from the purified picture",
+                                                 label="regeneration: error against iteration", show_label=False,
+                                                 scale=2, height=230, elem_id="regen-plot")
+
+    # --- handlers ------------------------------------------------------------------------------------
+    @property
+    def settings(self) -> list:
+        """The run's controls in ``RunSettings`` order (the /defend API's inputs)."""
+        return [self.page.choice if n == "dataset" else self.c[n] for n in RunSettings.names()]
+
+    @staticmethod
+    def request(values) -> tuple[RunSettings, str]:
+        """(RunSettings, data-set key) from the values of ``settings``."""
+        s = RunSettings(**dict(zip(RunSettings.names(), values)))
+        s.attack, s.read = attack_name(s.attack), READS.get(s.read, s.read)
+        return s, s.dataset
+
+    def defend(self, file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read,
+               request: gr.Request = None):
+        """The /defend endpoint. Its parameters are named (the API's), in ``RunSettings`` order; gradio fills
+        ``request`` only in a signature without ``*args``."""
+        s, key = self.request((file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read))
+        handler = self.page.handler_for(key)
+        with self.page.one_message(key):
+            for state, note, label in handler.run(s, session=getattr(request, "session_hash", None)):
+                # every update carries every output: resending a value is cheaper than gr.skip(), which in
+                # gradio 6 rebuilds the component and its config (docs/app.md: benchmarks/latency_ab.py)
+                yield {self.c[k]: v for k, v in state_values(state, note, label).items()}
+
+    def check_settings(self, *values):
+        s, key = self.request(values)
+        with self.page.one_message(key):
+            self.page.handler_for(key).check(s)
+
+    def stop_run(self, key, request: gr.Request = None):
+        """Stop: leave this visitor's run (cancelled unless another visitor follows it) and say so."""
+        session = getattr(request, "session_hash", None)
+        for h in self.page.handlers.values():   # (a run still waiting in gradio's queue is cancelled by the event)
+            h.stop(session)
+        return STOPPED
+
+    def share_link(self, *values):
+        s, key = self.request(values)
+        with self.page.one_message(key):
+            return share_query(self.page.handler_for(key), s)
+
+    @staticmethod
+    def attack_settings(attack, eps, steps):
+        """Epsilon applies to every attack but CW and DeepFool (L2, minimal perturbation): say so."""
+        name = attack_name(attack)
+        return gr.update(interactive=name not in MINIMAL), attack_note(name, eps, steps)
+
+    @staticmethod
+    def attack_steps_default(attack):
+        """Picking an attack sets its steps to ones that find a perturbation on the shipped defenses (CW's
+        10 Adam steps found none on any gallery example)."""
+        return ATTACK_STEPS.get(attack_name(attack), 10)
+
+    @staticmethod
+    def scrubber(frames):
+        """After a run: the slider spans every regeneration iteration and shows the last."""
+        n = len(frames or [])
+        if not n:
+            return gr.update(value=0, maximum=1, interactive=False), None
+        return gr.update(value=n - 1, maximum=n - 1, interactive=True), frames[-1][0]
+
+    @staticmethod
+    def scrub_to(i, frames):
+        frames = frames or []
+        return frames[min(int(i), len(frames) - 1)][0] if frames else None
+
+    def switch(self, key) -> dict:
+        """What changes with the data set and defense: examples, upload, defaults."""
+        d, c, page = self.page.defense(key), self.c, self.page
+        cleared = {c[k]: None for k in OUTPUTS if k not in ("frames", "verdict")}   # nothing of the last run stays
+        return {**cleared, c["verdict"]: READY, c["frames"]: [], c["link"]: "",
+                c["scrub"]: gr.update(value=0, maximum=1, interactive=False), c["scrub_image"]: None,
+                c["gallery"]: gr.update(value=page.gallery_items(key), label=page.gallery_label(key), selected_index=None),
+                c["file"]: gr.update(value=None, label=page.upload_label(key)), c["seen"]: None, c["prep_note"]: "",
+                c["camera"]: None, c["restarts"]: d.config.regen_restarts, c["iterations"]: d.config.regen_steps,
+                c["read"]: read_label(d), c["eps"]: round(default_eps(d), 4)}
+
+    def apply_link(self, link) -> dict:
+        """The settings a link asks for, on top of its data set's defaults."""
+        c, out = self.c, {}
+        if link.example:
+            out[c["file"]] = gr.update(value=link.example, label=self.page.upload_label(link.dataset))
+        if link.attack:
+            out[c["attack"]] = next(k for k, v in ATTACK_LABELS.items() if v == link.attack)
+        for name in ("eps", "steps", "threat", "seed"):
+            if getattr(link, name) is not None:
+                out[c[name]] = getattr(link, name)
+        out[c["autorun"]] = link.run
+        return out
+
+    def wire(self) -> None:
+        c, page, serve = self.c, self.page, self.page.serve
+        outputs = [c[k] for k in OUTPUTS]
+        c["gallery"].select(page.pick_example, page.choice, c["file"], api_name=False)
+        c["file"].change(page.preview, [c["file"], page.choice], [c["seen"], c["prep_note"]], api_name=False)
+        c["attack"].input(self.attack_steps_default, c["attack"], c["steps"], api_name=False, show_progress="hidden")
+        for control in ("eps", "attack", "steps"):
+            c[control].change(self.attack_settings, [c["attack"], c["eps"], c["steps"]], [c["eps"], c["eps_note"]],
+                              api_name=False, show_progress="hidden")
+        # settings are checked first, in an event without outputs: a bad one is one message and leaves the
+        # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
+        checked = c["run"].click(self.check_settings, self.settings, None, api_name=False, show_progress="hidden")
+        checked.success(None, None, None, js="() => setTimeout(() => document.getElementById('verdict')"
+                                             ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300)")
+        # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
+        # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
+        running = checked.success(self.defend, self.settings, outputs, api_name="defend",
+                                  concurrency_limit=serve.queue_size)
+        c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)
+        c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
+            None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
+        running.then(self.scrubber, c["frames"], [c["scrub"], c["scrub_image"]], api_name=False)
+        c["scrub"].change(self.scrub_to, [c["scrub"], c["frames"]], c["scrub_image"], api_name=False,
+                          show_progress="hidden")
+        # a webcam or clipboard photo becomes the run's input exactly as an uploaded file does
+        c["camera"].change(lambda path: path if path else gr.skip(), c["camera"], c["file"], api_name="use_photo",
+                           show_progress="hidden")

@@ -1,0 +1,64 @@
+"""The "Compare defenses" tab: one picture, one attack, attacked separately against each defense, by an
+attacker who knows only its classifier and by one who attacks that defense itself."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ism.app.demo import MAX_EPS
+from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name
+from ism.app.ui import RunSettings, default_eps
+
+INTRO = ("**One image, one attack, attacked separately against each defense.** Each row is a defense; "
+         "each is attacked twice: by a *gray-box* attacker who knows only its classifier, and by an "
+         "*adaptive white-box* attacker who attacks that defense itself. A defense that holds only against "
+         "the first is not robust: that is how MagNet and Defense-GAN were broken (Carlini & Wagner 2017, "
+         "Athalye et al. 2018).")
+
+
+class CompareTab:
+    def __init__(self, page: Page):
+        self.page = page
+        with gr.Tab("Compare defenses"):
+            gr.Markdown(INTRO)
+            with gr.Row():
+                with gr.Column(scale=3, min_width=420):
+                    self.gallery = page.examples_gallery("cmp-examples", label="pick an image")
+                with gr.Column(scale=2, min_width=360):
+                    with gr.Row():       # the settings and the button first: above the fold at 1366x768
+                        self.attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack")
+                        self.eps = Setting(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
+                    with gr.Row():
+                        self.steps = Setting(1, 50, value=10, step=1, label="attack steps")
+                        self.seed = gr.Number(value=0, precision=0, label="seed")
+                    self.run = gr.Button("Compare", variant="primary", elem_id="compare")
+                    with gr.Row():
+                        self.file = gr.File(label="…or upload an image", file_types=["image"], type="filepath",
+                                            height=90)
+                        self.seen = gr.Image(label="the image", interactive=False, height=110, width=110,
+                                             format=PIXELS)
+            self.note = gr.Markdown(elem_id="compare-note")
+            self.summary = gr.Markdown(elem_id="compare-summary")
+            self.plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot", format=PIXELS)
+            self.table = gr.Markdown()
+            self.json = gr.JSON(visible=False)
+
+    def compare(self, file, attack, eps, steps, seed, key):
+        with self.page.one_message(key):
+            self.page.handler_for(key)
+            s = RunSettings(file=file, attack=attack_name(attack), eps=eps, steps=steps, seed=seed, dataset=key)
+            result = self.page.comparers[key].run(s)
+            return result.summary, result.figure, result.table, result.api()
+
+    def switch(self, key) -> dict:
+        """A new data set: its examples, and nothing left of the last comparison."""
+        return {self.gallery: gr.update(value=self.page.gallery_items(key), selected_index=None), self.file: None,
+                self.seen: None, self.summary: "", self.plot: None, self.table: "",
+                self.eps: round(default_eps(self.page.defense(key)), 4)}
+
+    def wire(self) -> None:
+        page = self.page
+        self.gallery.select(page.pick_example, page.choice, self.file, api_name=False)
+        self.file.change(page.preview, [self.file, page.choice], [self.seen, self.note], api_name=False)
+        self.run.click(self.compare, [self.file, self.attack, self.eps, self.steps, self.seed, page.choice],
+                       [self.summary, self.plot, self.table, self.json], api_name="compare",
+                       concurrency_limit=page.serve.concurrency, concurrency_id="compute")

@@ -1,0 +1,62 @@
+"""The "Robustness curves" tab: accuracy against epsilon from the evaluation's results, and measured live."""
+from __future__ import annotations
+
+import gradio as gr
+import torch
+
+from ism.app.live import measure_curves
+from ism.app.tabs.page import Page, attack_name
+from ism.app.ui import curves_intro
+from ism.data.subsets import evenly_spaced
+from ism.eval.curves import curves_from_results, load_results, plot_curves
+from ism.eval.report import curves_note
+
+LIVE_EPS = [0.0, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2, 0.3, 0.4]
+
+
+class CurvesTab:
+    def __init__(self, page: Page):
+        self.page = page
+        with gr.Tab("Robustness curves"):
+            self.intro = gr.Markdown(curves_intro(page.defense(page.first)))
+            self.attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
+            self.plot = gr.Plot(label="from the evaluation results")
+            self.note = gr.Markdown()
+            with gr.Row():
+                self.n = gr.Slider(4, 20, value=10, step=1, label="images for a live measurement")
+                self.run = gr.Button("Measure live on a small batch")
+            self.live = gr.Plot(label="measured live")
+
+    def saved(self, attack, key):
+        path = self.page.results_path(key)
+        res = load_results(path)
+        if not res:
+            d = self.page.defense(key)
+            return None, (f"No evaluation results yet: run `python -m ism.evaluate --dataset {d.config.dataset} "
+                          f"--weights {d.source} --name {key}`, or measure live below.")
+        n = res.get("clean", {}).get("images", "?")
+        return plot_curves(curves_from_results(res, attack_name(attack)),
+                           f"{attack} on {self.page.title(key)}: accuracy against epsilon ({n} test images)"), \
+            curves_note(res, path)
+
+    def measure(self, attack, n, key, progress=gr.Progress()):
+        handler = self.page.handler_for(key)
+        ex = [handler.examples[i] for i in evenly_spaced(len(handler.examples), int(n))]   # every class
+        if not ex:
+            raise gr.Error("no example images available")
+        x = torch.cat([handler.prepare(e.path)[0] for e in ex])
+        y = torch.tensor([e.label for e in ex])
+        series = measure_curves(handler.defense, x, y, LIVE_EPS, attack_name(attack), adaptive=True, progress=progress)
+        return plot_curves(series, f"{attack} on {self.page.title(key)}, measured live on {len(ex)} example images "
+                                   f"({len({e.label for e in ex})} classes)")
+
+    def switch(self, key) -> dict:
+        plot, note = self.saved("PGD", key)
+        return {self.plot: plot, self.note: note, self.intro: curves_intro(self.page.defense(key)), self.live: None,
+                self.attack: "PGD"}
+
+    def wire(self) -> None:
+        page = self.page
+        self.attack.change(self.saved, [self.attack, page.choice], [self.plot, self.note], api_name=False)
+        self.run.click(self.measure, [self.attack, self.n, page.choice], self.live, api_name="curves",
+                       concurrency_limit=page.serve.curves_concurrency)

@@ -1,0 +1,178 @@
+"""What every tab shares: the served defenses with their handlers, the data-set-and-defense choice, and the
+small widgets and words more than one tab uses."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from ism.app.live import adaptive_summary
+from ism.app.runner import RunPool
+from ism.app.serve import ServeConfig
+from ism.app.ui import CompareHandler, DemoHandler, UserError, default_eps, defense_title
+from ism.attacks.standard import ATTACKS
+from ism.data.examples import rule as example_rule
+from ism.data.images import to_display
+from ism.eval.curves import load_results
+
+log = logging.getLogger("ism-defense")
+HARD_CAP_MARGIN = 30.0   # a run still computing this long after ISM_MAX_SECONDS is stopped (runner.py)
+
+# Images (and figures holding images) are sent as PNG: lossless, so the attacked pixels a visitor sees or
+# downloads are the attack's own (gradio's default, WebP, is lossy: quality 80), and quicker to encode
+# (a 128-pixel stage image: 1.1 ms against 2.4 ms).
+PIXELS = "png"
+ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
+                 "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
+assert set(ATTACK_LABELS.values()) == set(ATTACKS)
+
+# the examples gallery: all 20 thumbnails in three rows of seven at any width (Gradio's grid keeps each
+# column at least 100 px, which clipped the 7th column and hid the third row behind an inner scroll)
+CSS = """
+#examples .grid-container, #cmp-examples .grid-container, #frames .grid-container {
+    grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+    grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#examples .grid-wrap, #cmp-examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
+#examples .thumbnail-item, #cmp-examples .thumbnail-item, #frames .thumbnail-item { aspect-ratio: 1 / 1 !important; }
+#examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
+#examples .caption-label, #cmp-examples .caption-label, #frames .caption-label { max-width: 100% !important; }
+/* the panels' top-3 readings: long class names ("automobile") and their percentages fit a narrow panel */
+.top3 .confidence-set { font-size: var(--text-sm) !important; }
+.top3 .confidence-set .line { padding-left: 2px !important; padding-right: 2px !important; min-width: 4px; }
+.top3 .confidence-set .text { overflow-wrap: anywhere; }
+/* panel titles: two lines of caption at most, the same height in every panel, so the images line up */
+.panel-title { height: 6.4em; overflow: hidden; }
+#stages .column { justify-content: flex-start !important; }   /* equal heights, images on one line */
+.panel-title small { color: var(--body-text-color-subdued); line-height: 1.25; display: inline-block; }
+"""
+
+
+class Setting(gr.Slider):
+    """A slider whose value typed out of range is one plain sentence naming the setting (gradio's own is
+    "Value 1 is greater than maximum value 0.4" under the title "Error")."""
+    is_template = True      # drawn by gradio's slider
+
+    def preprocess(self, payload):
+        if payload is not None and not (self.minimum <= payload <= self.maximum):
+            raise gr.Error(f"The {self.label} goes from {self.minimum:g} to {self.maximum:g}; {payload:g} is outside "
+                           "that range. Move the slider or type a value inside it.", title="Cannot run this")
+        return super().preprocess(payload)
+
+
+def attack_name(label: str) -> str:
+    """The internal attack name for a dropdown label ("PGD" -> "pgd"); an internal name passes through."""
+    return ATTACK_LABELS.get(label, label)
+
+
+def panel_title(title: str, caption: str = "") -> gr.Markdown:
+    """A stage panel's title in bold, with what it shows in one line under it (the same height in every
+    panel, so the images line up)."""
+    return gr.Markdown(f"**{title}**<br><small>{caption}</small>", elem_classes="panel-title")
+
+
+def stage_image(title: str, caption: str = "", **kw) -> gr.Image:
+    """One stage panel of the demo: its title and caption over its image."""
+    panel_title(title, caption)
+    return gr.Image(label=title, show_label=False, interactive=False, height=140, format=PIXELS, **kw)
+
+
+def reading() -> gr.Label:
+    """A panel's top-3 reading (styled by ``.top3`` to fit narrow panels)."""
+    return gr.Label(num_top_classes=3, show_label=False, elem_classes="top3")
+
+
+class Page:
+    """The served defenses, keyed by folder name (``cifar10-paper``, ``cifar10``, ...), one ``DemoHandler`` and
+    one ``CompareHandler`` each, and the radio that chooses among them (``choice``, set by app.py)."""
+
+    def __init__(self, defenses: dict, serve: ServeConfig, results_dir: str = "results"):
+        self.serve, self.results_dir = serve, results_dir
+        self.pool = RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
+                            max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size)
+        self.handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback,
+                                           pool=self.pool) for name, d in defenses.items()}
+        self.comparers, rivals = {}, {}
+        served = {d.source: d for d in defenses.values() if getattr(d, "source", None)}
+        for name, h in self.handlers.items():   # the defenses of one data set share their contenders (loaded once)
+            self.comparers[name] = CompareHandler(h, rivals=rivals.get(h.defense.config.dataset), loaded=served)
+            rivals.setdefault(h.defense.config.dataset, self.comparers[name].rivals)
+        self.first = next(iter(self.handlers))
+        self.choice: gr.Radio | None = None
+
+    # --- facts about one served defense -----------------------------------------------------------
+    def handler_for(self, key) -> DemoHandler:
+        if key not in self.handlers:
+            raise gr.Error(f"This server has no defense {key!r}; it has {', '.join(self.handlers)}.",
+                           title="Cannot run this")
+        return self.handlers[key]
+
+    def defense(self, key):
+        return self.handler_for(key).defense
+
+    def title(self, key) -> str:
+        return defense_title(self.handlers[key].defense) if key in self.handlers else str(key)
+
+    def results_path(self, key) -> str:
+        """The evaluation's results for ``key``: ``<results>/<key>.json``, else its run on the most test images
+        (``<key>-limit<N>.json``, a seeded subset spread over classes)."""
+        full = Path(self.results_dir) / f"{key}.json"
+        subsets = sorted(Path(self.results_dir).glob(f"{key}-limit*.json"),
+                         key=lambda f: int(f.stem.rsplit("limit", 1)[1]) if f.stem.rsplit("limit", 1)[1].isdigit() else 0)
+        return str(full if full.is_file() or not subsets else subsets[-1])
+
+    def gallery_items(self, key) -> list:
+        return [(e.path, e.name) for e in self.handlers[key].examples]
+
+    def gallery_label(self, key) -> str:
+        return f"Examples (click one): {example_rule(self.defense(key).config.dataset)}"
+
+    def upload_label(self, key) -> str:
+        d = self.defense(key)
+        crop = "the face is " if d.config.dataset == "celeba" else ""
+        return f"upload ({crop}centre-cropped, resized to {d.image_size}x{d.image_size} as in training)"
+
+    def header(self, key) -> str:
+        d = self.defense(key)
+        return (f"## Watch an adversarial attack being caught and undone\n"
+                f"A tiny, invisible change to an image fools a classifier; the Instance Sparsity Mapping defense "
+                f"(Haque & Kang, 2021) tries to catch and undo it. Pick an image, press **Run**.\n\n"
+                f"**Defense:** {self.title(key)}. **Default attacker:** PGD-10 at ε = {default_eps(d) * 255:.0f}/255, "
+                "knowing the classifier but not the defense (gray-box).\n\n"
+                + adaptive_summary(load_results(self.results_path(key))))
+
+    # --- shared behaviour -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def one_message(self, key):
+        """A visitor's mistake is one sentence (no traceback in the log); a real bug is logged in full
+        and the page gets a sentence."""
+        try:
+            yield
+        except gr.Error:
+            raise
+        except UserError as e:
+            log.info("user error (%s): %s", key, e)
+            raise gr.Error(str(e), title="Cannot run this", print_exception=False) from None
+        except Exception as e:
+            log.exception("run failed (%s)", key)
+            raise gr.Error(f"The server failed on this run ({type(e).__name__}); it was logged. Other settings "
+                           "may work.", title="Server error", print_exception=False) from None
+
+    def preview(self, file, key):
+        """What the model will see of a picture (cropped, resized), and a note; a bad file is one warning."""
+        if not file:
+            return None, ""
+        try:
+            x, note = self.handler_for(key).prepare(file)
+        except UserError as e:
+            gr.Warning(str(e))
+            return None, f"❌ {e}"
+        return to_display(x), ("ℹ️ " + note if note else "ready")
+
+    def pick_example(self, key, evt: gr.SelectData):
+        return self.handler_for(key).examples[evt.index].path
+
+    def examples_gallery(self, elem_id: str, label: str | None = None) -> gr.Gallery:
+        return gr.Gallery(value=self.gallery_items(self.first), label=label or self.gallery_label(self.first),
+                          columns=7, rows=3, height="auto", allow_preview=False, object_fit="contain", elem_id=elem_id)
