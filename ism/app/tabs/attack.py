@@ -163,11 +163,13 @@ class AttackTab:
         s.attack, s.read = attack_name(s.attack), READS.get(s.read, s.read)
         return s, s.dataset
 
-    def defend(self, file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read,
+    def defend(self, file, attack, eps, steps, threat, restarts, iterations, seed, dataset=None, read=None,
                request: gr.Request = None):
         """The /defend endpoint. Its parameters are named (the API's), in ``RunSettings`` order; gradio fills
-        ``request`` only in a signature without ``*args``."""
-        s, key = self.request((file, attack, eps, steps, threat, restarts, iterations, seed, dataset, read))
+        ``request`` only in a signature without ``*args``. An API call may leave out the data set (the page's
+        first) and what the classifier reads (the defense's own choice)."""
+        s, key = self.request((file, attack, eps, steps, threat, restarts, iterations, seed,
+                               dataset or self.page.first, read))
         handler = self.page.handler_for(key)
         with self.page.one_message(key):
             for state, note, label in handler.run(s, session=getattr(request, "session_hash", None)):
