@@ -160,7 +160,8 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state) ->
         part.requires_grad_(False)
     model.eval()                                # the frozen auto-encoder's batch norms keep their statistics
     opt, sched, steps_per_epoch, total, start = run.one_cycle(
-        model.refiner, tc.refine_lr, tc.refine_epochs, tc.refine_batch, pct_start=0.1, state=state and {**state, "model": state["refiner"]})
+        model.refiner, tc.refine_lr, tc.refine_epochs, tc.refine_batch, pct_start=0.1,
+        state=state and {**state, "model": model.refiner.state_dict()})   # (the refiner: loaded just above)
     probe = restore_probe(run, clf)
     batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.refine_batch, seed=seed),
                        steps_per_epoch, total, start, desc="refine")
@@ -182,7 +183,7 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state) ->
         if epoch_end:
             model.eval()
             run.log(epoch=epoch, step=step + 1, loss=round(loss.item(), 5), **probe(model))
-            run.save_ckpt(stage="refine", refiner=model.refiner.state_dict(), model=model.state_dict(),
+            run.save_ckpt(stage="refine", model=model.state_dict(),
                           opt=opt.state_dict(), sched=sched.state_dict(), step=step + 1)
     return model.eval()
 

@@ -80,7 +80,6 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
     # ``coarse_from`` (strong attacks read on the auto-encoder's blurry reconstruction) is not chosen here: on the
     # CIFAR-10 paper recipe it lifted gray-box pool accuracy from 0.32 to 0.585 but masked the gradients (an
     # unbounded adaptive PGD left 48% accuracy, black-box Square beat white-box PGD: results/caught-and-undone.md)
-    coarse = {}
     gates = {g: measure_gate(run, variant(d, final_input=best, gate=g, coarse_from=cfg.coarse_from), sub, pool,
                              adaptive_images)
              for g in (True, False)}
@@ -104,8 +103,6 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         "regeneration": f"{cfg.regen_steps} steps x {cfg.regen_restarts} restarts",
         "chosen": best,
         "chosen because": why,
-        **({f"gray-box pool accuracy, strong attacks read on the auto-encoder's reconstruction from {k}": v
-            for k, v in coarse.items()} if coarse else {}),
         "gate chosen (adaptive accuracy; within noise, mean of clean, gray-box, adaptive)": cfg.gate,
         "trained in": run.elapsed(),
     }
@@ -116,19 +113,6 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
     if run.main:
         print(json.dumps(asdict(cfg), indent=2))
     return cfg
-
-
-def pool_accuracy(run: Run, d, sub, pool) -> float:
-    """Accuracy of defense ``d`` on the validation pool's attacked copies."""
-    right = 0
-    for i in range(0, len(sub), 250):
-        j = torch.arange(i, min(i + 250, len(sub)))
-        xa, y = run.to(pool.adv[j].float()), sub.labels[j].to(run.device)
-        with torch.no_grad():
-            right += (d.predict(xa).argmax(1) == y).sum().item()
-    acc = round(right / len(sub), 4)
-    run.log(coarse_from=d.config.coarse_from, pool_accuracy=acc)
-    return acc
 
 
 def measure_gate(run: Run, d, sub, pool, adaptive_images: int) -> dict:

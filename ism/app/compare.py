@@ -21,10 +21,10 @@ from ism.app.demo import MINIMAL, THREATS, DemoRequest, attack_image
 from ism.attacks.standard import make_attack, seeded
 from ism.data.images import to_display
 from ism.defense import Defense
+from ism.eval.curves import ALONE
 
 # One name per classifier (issue "plain words"): "no defense" is only ever the clean-trained classifier; the
 # adversarially trained classifier without ISM or detector is ALONE, here, in the curves and in the evaluation.
-ALONE = "classifier alone (adversarially trained)"
 EXPLAIN = {
     "no defense": "a classifier trained on clean images only",
     ALONE: "the defense's adversarially trained classifier, without ISM or detector",

@@ -118,11 +118,17 @@ def top3(defense: Defense, x: torch.Tensor, model=None) -> dict:
     """Top-3 probabilities of ``model`` (default the classifier) on image ``x``."""
     with torch.no_grad():
         p = (model or defense.classifier)(x).float().softmax(1)[0]
+    return _top3_of(defense.classes, p)
+
+
+def _top3_of(classes: list, p: torch.Tensor) -> dict:
+    """{class name: probability} of the three most probable classes of one probability row ``p``."""
     v, i = p.topk(min(3, len(p)))
-    return {defense.classes[k]: float(s) for s, k in zip(v.tolist(), i.tolist())}
+    return {classes[k]: float(s) for s, k in zip(v.tolist(), i.tolist())}
 
 
 def top_name(probs: dict) -> str:
+    """The most probable class of a top-3 reading."""
     return max(probs, key=probs.get)
 
 
@@ -134,10 +140,8 @@ def _read_frames(defense: Defense, frames: list, images: list) -> None:
         return
     with torch.no_grad():
         p = defense.classifier(torch.cat([images[i] for i in todo])).float().softmax(1)
-    names = defense.classes
     for i, row in zip(todo, p):
-        v, j = row.topk(min(3, len(row)))
-        frames[i].probs = {names[int(k)]: float(q) for q, k in zip(v, j)}
+        frames[i].probs = _top3_of(defense.classes, row)
 
 
 def _stage(defense, x, t0, caption="") -> Stage:
@@ -223,10 +227,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
 
     # regeneration, streamed
     t = time.perf_counter()
-    last, shown_images = None, []
+    last, frame_images = None, []
     for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed):
         last = step
-        shown_images.append(step.image)
+        frame_images.append(step.image)
         err = float(step.error.mean())
         s.regeneration.append(Stage(to_display(step.image), partial(top3, defense, step.image),
                                     time.perf_counter() - t,
@@ -240,7 +244,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
                             f"run at {req.max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
-    _read_frames(defense, s.regeneration, shown_images)
+    _read_frames(defense, s.regeneration, frame_images)
     if (req.read or defense.config.final_input) != "purified":
         s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
                           "averages over them (EOT); compare the two threat models.")
@@ -280,10 +284,7 @@ def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_kno
     """The run in one line of three steps: what the attack did → what the detector did → what the defense
     answered ("Fooled the classifier → caught → answered right again: airplane"). An upload has no true
     label: its answer is compared with the classifier's own answer on the clean picture, never right or wrong."""
-    def top(d):
-        return max(d, key=d.get)
-
-    truth, fin, clean = defense.classes[y], top(s.final.top3), top(s.original.top3)
+    truth, fin, clean = defense.classes[y], top_name(s.final.top3), top_name(s.original.top3)
     who = "the classifier" if req.threat == "gray-box" else "the whole defense"
     fooled = False
     if req.eps == 0 and req.attack not in MINIMAL:
@@ -291,7 +292,7 @@ def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_kno
     elif s.linf == 0:
         attack = "The attack changed nothing"
     else:
-        fooled = top(s.adversarial.top3) != top(s.target_clean)
+        fooled = top_name(s.adversarial.top3) != top_name(s.target_clean)
         attack = f"Fooled {who}" if fooled else f"Did not fool {who}"
     flagged = bool(s.detection["attacked"])
     detector = ("caught" if flagged else "missed") if s.linf > 0 else ("flagged as attacked" if flagged else "judged clean")
@@ -307,10 +308,7 @@ def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_kno
 def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
     """What happened, in plain words, true for either threat model: what the attacker targeted and
     whether it fooled that target, what the detector did, and what the defense finally said."""
-    def top(d):
-        return max(d, key=d.get)
-
-    truth, clean, fin = defense.classes[y], top(s.original.top3), top(s.final.top3)
+    truth, clean, fin = defense.classes[y], top_name(s.original.top3), top_name(s.final.top3)
     parts = []
     if label_known and clean != truth:
         parts.append(f"Before any attack the classifier already reads this {truth} as {clean}.")
@@ -322,7 +320,7 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
                      + (f" With {req.steps} steps it had few tries: more steps (under more settings) give it more."
                         if req.attack != "fgsm" and req.steps < MAX_STEPS // 2 else ""))
     else:
-        before, after = top(s.target_clean), top(s.adversarial.top3)
+        before, after = top_name(s.target_clean), top_name(s.adversarial.top3)
         fooled = after != before
         parts.append(f"The attacker targeted {s.target} and {'fooled it' if fooled else 'did not fool it'} "
                      f"({before} → {after}).")
@@ -341,7 +339,7 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
         same = "the same as" if fin == truth else "not"
         parts.append(f"The defense's final answer: {fin} ({same} the classifier's own answer on your clean picture, "
                      f"{truth}).")
-    if attacked and fin == truth and top(s.adversarial.top3) != truth:
+    if attacked and fin == truth and top_name(s.adversarial.top3) != truth:
         parts.append("The defense undid what the attack did to its target.")
     elif attacked and fin != truth and (not label_known or clean == truth):
         parts.append("The attack got through the defense.")

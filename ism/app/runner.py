@@ -120,14 +120,14 @@ def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
                     continue
                 if state.regeneration:
                     state.regeneration[-1].top3       # the played-back frame's reading, computed here
-                # the final state carries every frame again: run_demo has read them all by then (the frames
-                # gallery captions each with its reading), where earlier ones went without
-                start = 0 if state.done else sent
-                new = [_portable(f) for f in state.regeneration[start:]]
+                new = [_portable(f) for f in state.regeneration[sent:]]
                 sent = len(state.regeneration)
+                # the final state carries every frame's reading (run_demo has read them all by then, for the
+                # frames gallery's captions), where the frames sent before went without
+                readings = [f.probs for f in state.regeneration] if state.done else None
                 snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (pickled later, in
                                    regen_errors=list(state.regen_errors))                 # the queue's thread)
-                results.put((job_id, "state", snapshot, new))
+                results.put((job_id, "state", snapshot, new, readings))
             results.put((job_id, "done", ""))
         except Stopped:
             results.put((job_id, "stopped", ""))
@@ -294,13 +294,12 @@ class RunPool:
                 return
             job = w["job"]
             if kind == "state":
-                state, new = rest
+                state, new, readings = rest
                 if not job.states:
                     job.computing = time.monotonic()
-                if state.done:
-                    job.frames = list(new)          # the final state resends every frame, each with its reading
-                else:
-                    job.frames.extend(new)
+                job.frames.extend(new)
+                if readings is not None:            # the final state: every frame's reading
+                    job.frames = [replace(f, probs=r) for f, r in zip(job.frames, readings)]
                 job.states.append(replace(state, regeneration=list(job.frames)))
                 self._lock.notify_all()
                 return

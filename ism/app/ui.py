@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo
+from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo, top_name
 from ism.app.picture import run_picture
 from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting, shown
 from ism.app.serve import ActiveRuns, ServeConfig
@@ -460,8 +460,8 @@ def frame_caption(stage) -> str:
     step = stage.caption.split(":")[0]
     if not stage.top3:                       # (not read: a frame from an older worker or a stopped run)
         return f"#{step}"
-    name, p = max(stage.top3.items(), key=lambda kv: kv[1])
-    return f"#{step}: {name} {p:.0%}"
+    name = top_name(stage.top3)
+    return f"#{step}: {name} {stage.top3[name]:.0%}"
 
 
 def top3_text(top: dict) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ism.eval.curves import ALONE
 from ism.eval.keys import Ablation
 from ism.eval.sanity import sanity_checks
 
@@ -178,7 +179,7 @@ def write_figures(res: dict, out: Path, stem: str, label: str) -> list[Path]:
 
 
 # the results' column names, in words (the page lists failed sanity checks for visitors)
-COLUMN_WORDS = {"base_no_defense": "the classifier alone (adversarially trained)",
+COLUMN_WORDS = {"base_no_defense": f"the {ALONE}",
                 "no_defense": "the deployed classifier alone", "defense": "this defense", "magnet": "MagNet",
                 "ddsa": "DDSA", "ism_only": "this defense without its detector"}
 
