@@ -19,10 +19,10 @@ from ism.app.tabs.compare import CompareTab
 from ism.app.tabs.curves import CurvesTab
 from ism.app.tabs.how import HowTab
 from ism.app.tabs.lesson import LessonTab
-from ism.app.tabs.page import CSS, Page
+from ism.app.tabs.page import CLEAR_SELECTION, CSS, JS, Page
 from ism.app.ui import UserError, load_defenses, parse_link, startup_report
 
-__all__ = ["CSS", "build_demo", "main"]
+__all__ = ["CSS", "JS", "build_demo", "main"]
 
 
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
@@ -63,7 +63,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             return {page.choice: link.dataset, **switch(link.dataset), **attack.apply_link(link)}
 
         # .input: the visitor's own choice (a link sets the data set together with what depends on it)
-        page.choice.input(switch, page.choice, switched, api_name=False)
+        page.choice.input(switch, page.choice, switched, api_name=False, js=CLEAR_SELECTION)
         link_outputs = [page.choice, *switched, *(attack.c[n] for n in ("attack", "steps", "threat", "seed",
                                                                         "autorun"))]
         demo.load(open_link, None, link_outputs, api_name=False).then(
@@ -88,7 +88,7 @@ def main() -> None:
         print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS,
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS, js=JS,
                 max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
 
 

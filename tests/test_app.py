@@ -29,7 +29,7 @@ def test_defend_returns_every_stage(client):
     assert "regeneration" in timings
     assert "the classifier reads" in final_txt
     assert regen_plot["columns"] == ["iteration", "difference from panel 5 (MSE)"]   # the curve as numbers, one row an iteration
-    assert [row[0] for row in regen_plot["data"]] == list(range(len(frames)))
+    assert [row[0] for row in regen_plot["data"]] == [str(i) for i in range(len(frames))]   # (a short run: names)
     assert picture and picture.endswith(".png")   # the run as one picture, for slides
     assert "matched the target" in regen_txt or "used all 6 iterations" in regen_txt   # why it stopped, in words
 
@@ -56,6 +56,29 @@ def test_bad_upload_is_a_clean_error(client, tmp_path):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.0, 1, "gray-box", 1, 1, 0,
                          api_name="/defend")
     assert "No attack (epsilon 0)" in output(out, "verdict")
+
+
+def test_a_picture_outside_the_data_set_is_named_so(client, tmp_path):
+    """An upload the data-set recogniser places outside the defense's data set gets one sentence under the
+    headline (a face on CIFAR-10, a CIFAR-10 picture on CelebA); a CIFAR-10 picture that is not an example
+    (mirrored) gets none, and neither is called right or wrong (no true label)."""
+    from PIL import Image, ImageOps
+
+    face = client.predict(handle_file(str(ROOT / "examples/celeba/female_0.png")), "FGSM", 0.03, 1, "gray-box", 1, 1, 0,
+                          "cifar10", api_name="/defend")
+    assert "This picture does not look like CIFAR-10's small photos" in output(face, "verdict")
+    assert "the classifier still answers one of 'airplane', 'automobile'" in output(face, "verdict")
+    assert "does not look like" not in output(face, "notes")   # said once, under the headline
+    ImageOps.mirror(Image.open(ROOT / "examples/cifar10/ship_0.png")).save(tmp_path / "ship.png")
+    ship = client.predict(handle_file(str(tmp_path / "ship.png")), "FGSM", 0.03, 1, "gray-box", 1, 1, 0, "cifar10",
+                          api_name="/defend")
+    assert "does not look like" not in output(ship, "verdict") + output(ship, "notes")
+    for out in (face, ship):
+        assert "true label" not in output(out, "verdict") and "own answer" in output(out, "notes")
+    on_faces = client.predict(handle_file(str(ROOT / "examples/cifar10/ship_0.png")), "FGSM", 0.03, 1, "gray-box", 1, 1,
+                              0, "celeba", api_name="/defend")
+    assert "This picture does not look like CelebA's face photos" in output(on_faces, "verdict")
+    assert "one of 'female', 'male'" in output(on_faces, "verdict")
 
 
 @pytest.mark.parametrize("attack,threat", [("PGD", "adaptive white-box"), ("CW (L2)", "gray-box"),

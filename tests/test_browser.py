@@ -259,10 +259,11 @@ def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
 
 def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
     """The newcomer's list (issue "plain words"), each checked where a visitor meets it at 1366x768: the frames
-    gallery offers no upload before or after a run; a refused run says why in one plain pop-up and does not scroll
-    to empty results; epsilon typed out of range is a sentence, not
-    gradio's "Value 1 is greater than maximum value 0.4"; switching the data set leaves nothing of the last run (no
-    verdict, no panels), and Compare's button is above the fold."""
+    gallery offers no upload before or after a run; a refused run says why in one plain pop-up titled "Cannot run
+    this" (not gradio's "Error") and does not scroll to empty results; epsilon typed out of range is a sentence, not
+    gradio's "Value 1 is greater than maximum value 0.4"; the regeneration plot ticks whole iterations; switching the
+    data set leaves nothing of the last run (no verdict, no panels, no highlighted thumbnail), and Compare's button is
+    above the fold."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         assert page.locator("[role=tablist]").count() == 1 and page.get_by_role("tab").count() == 5   # one tab bar
         assert "Drop Media Here" not in page.locator("#frames").inner_text()
@@ -271,6 +272,9 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         toast = page.locator(".toast-body").first
         toast.wait_for(timeout=30_000)
         assert "No picture yet: click an example picture" in toast.inner_text()   # one plain sentence
+        title = page.locator(".toast-title.error").first      # under a title in words, not gradio's "Error"
+        assert title.evaluate("e => getComputedStyle(e, '::before').content") == '"Cannot run this"'
+        assert title.evaluate("e => getComputedStyle(e).fontSize") == "0px"
         page.wait_for_timeout(800)
         assert page.evaluate("() => window.scrollY") == 0, "a refused run scrolled to the empty results"
         # epsilon typed out of range: one plain sentence
@@ -288,12 +292,20 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         finished(page)
         assert "Drop Media Here" not in page.locator("#frames").inner_text()
         assert page.locator("#frames button[aria-label*='Upload'], #frames button[aria-label*='Clear']").count() == 0
+        axis = page.locator("#regen-plot g[aria-label^='X-axis'] text")   # whole iterations only (no 0.5, 1.5)
+        axis.first.wait_for(timeout=30_000)
+        ticks = [t for t in axis.all_text_contents() if t != "iteration"]
+        assert ticks and all(t.isdigit() for t in ticks), ticks
         # switching the data set: nothing of the last run stays
         page.evaluate("() => window.scrollTo(0, 0)")
         page.locator("#dataset label").last.click()
         page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",
                                timeout=30_000)
         assert page.locator("#regen-live img").count() == 0
+        assert page.locator("#examples .thumbnail-item.selected").count() == 0, "a thumbnail stayed highlighted"
+        page.locator("#examples .thumbnail-item").nth(2).click()   # the same place as before the switch
+        page.wait_for_timeout(500)
+        assert page.locator("#examples .thumbnail-item.selected").count() == 1
         page.screenshot(path=str(shots / "switched-1366.png"), full_page=True)
         # Compare: its button above the fold
         page.get_by_role("tab", name="Compare defenses").click()

@@ -99,13 +99,15 @@ def test_regeneration_is_played_back_at_a_steady_pace(tiny_defense, monkeypatch)
 
 
 def test_the_regeneration_curve_is_each_iterations_error():
-    """The page draws the regeneration's curve itself (no server-side figure): one row per iteration."""
+    """The page draws the regeneration's curve itself (no server-side figure): one row per iteration, named
+    while the run is short (no tick at half an iteration)."""
     from ism.app.ui import regeneration_curve
 
     errors = [0.02 / (i + 1) for i in range(7)]
     table = regeneration_curve(errors)
-    assert list(table["iteration"]) == list(range(7))
+    assert list(table["iteration"]) == [str(i) for i in range(7)]   # a short run: one whole-number tick each
     assert list(table["difference from panel 5 (MSE)"]) == errors
+    assert list(regeneration_curve([0.01] * 31)["iteration"]) == list(range(31))
 
 
 def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch):

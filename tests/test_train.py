@@ -24,6 +24,10 @@ def test_train_all_tiny_then_resume(tmp_path):
         assert {"config.json", "model.safetensors", "README.md"} <= files, (name, files)
         card = (out / name / "README.md").read_text()
         assert "python -m train all" in card and "Measured metrics" in card
+    # the app's data-set recogniser: CIFAR-10 against the CelebA folder beside --data, measured on both test sets
+    rec = json.loads((out / "recogniser/metrics.json").read_text())
+    assert any(k.startswith("celeba test pictures called outside cifar10") for k in rec)
+    assert json.loads((out / "recogniser/config.json").read_text())["kinds"] == ["cifar10", "celeba"]
     for name in ("ablation/adversarial", "ablation/ism", "baselines/magnet", "baselines/ddsa"):
         assert (out / name / "model.safetensors").is_file() and (out / name / "README.md").is_file(), name
     # CIFAR-10's hardened recipe: airbench net, no distillation (so no teacher and no distillation-only
@@ -31,7 +35,8 @@ def test_train_all_tiny_then_resume(tmp_path):
     assert not (out / "ablation/plain").exists() and not (out / "ablation/distilled").exists()
     assert json.loads((out / "classifier/config.json").read_text())["arch"] == "airbench"
     assert "airbench-shaped net" in (out / "ablation/adversarial/README.md").read_text()
-    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 16
+    ism = json.loads((out / "ism/config.json").read_text())
+    assert ism["detail_channels"] == 16 and not ism.get("refine_width")   # (`refine` is not part of `all`)
     magnet = json.loads((out / "baselines/magnet/config.json").read_text())
     assert magnet["recon_threshold"] != 1.0 and len(magnet["jsd_thresholds"]) == 2   # calibrated
     cfg = json.loads((out / "defense.json").read_text())
@@ -233,7 +238,8 @@ def test_cpu_recipe_is_the_hardened_one_cut_to_fit_a_cpu(tmp_path):
     main(["all", "--recipe", "cpu", "--limit", "80", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
           "--batch-size", "32", "--val-per-class", "2", "--no-bf16"])
     assert json.loads((out / "classifier/config.json").read_text())["channels"] == [32, 64, 256, 256]
-    assert json.loads((out / "ism/config.json").read_text())["detail_channels"] == 16
+    ism = json.loads((out / "ism/config.json").read_text())
+    assert ism["detail_channels"] == 16 and not ism.get("refine_width")   # (`refine` is not part of `all`)
     # (robust republishes classifier/ and ism/: the first runs' cards are kept in ablation/)
     epochs = {"ablation/adversarial": '"student_epochs": 6', "ablation/ism": '"epochs": 2', "classifier": '"epochs": 0.5',
               "detector": '"epochs": 1', "generator": '"epochs": 1', "baselines/magnet": '"magnet_epochs": 1'}

@@ -38,10 +38,10 @@ class Pool:
     attack: torch.Tensor  # (N,) int64 index into ATTACKS
 
 
-def load_classifier(run) -> Classifier:
-    """The raw-image classifier the gray-box pools are crafted against (see base_classifier_folder),
-    recorded as what ``run`` trains against."""
-    folder = run.uses(base_classifier_folder(run.out.parent))
+def load_classifier(run, name: str = "") -> Classifier:
+    """The raw-image classifier the gray-box pools are crafted against (see base_classifier_folder), or
+    the defense's folder ``name``, recorded as what ``run`` trains against."""
+    folder = run.uses(run.out.parent / name if name else base_classifier_folder(run.out.parent))
     return Classifier.from_pretrained(str(folder)).to(run.device).eval().requires_grad_(False)
 
 

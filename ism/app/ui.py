@@ -45,6 +45,27 @@ UPLOAD_NOTE = ("Your own picture has no true label here: the attacker targets th
                "only answer one of its data set's classes, whatever the picture shows.")
 
 
+OUTSIDE = "This picture does not look like"   # how the recogniser's sentence starts (shown under the headline)
+# what the recogniser's sentence calls each data set's pictures, and what its classifier answers
+KIND_WORDS = {"cifar10": "CIFAR-10's small photos of ten kinds of things", "celeba": "CelebA's face photos"}
+
+
+def load_recogniser(defense: Defense):
+    """The defense folder's data-set recogniser (``recogniser/``, from ``python -m train recogniser``), or None
+    where the folder has none (an older or a Hub defense without one: uploads then get no such sentence)."""
+    from ism.models.recogniser import DataSetRecogniser
+
+    source = getattr(defense, "source", None)
+    folder = Path(source) / "recogniser" if source else None
+    if folder is None or not (folder / "model.safetensors").is_file():
+        return None
+    model = DataSetRecogniser.from_pretrained(str(folder)).eval().requires_grad_(False)
+    kinds = model.config.kinds
+    if defense.config.dataset not in kinds or not set(kinds) - {defense.config.dataset} <= set(KIND_WORDS):
+        return None
+    return model
+
+
 class UserError(ValueError):
     """A message for the visitor."""
 
@@ -189,6 +210,20 @@ class DemoHandler:
         self.examples = examples(defense, defense.config.dataset)
         self._labels = {_digest(e.path): e.label for e in self.examples}
         self._sessions: dict[str, object] = {}   # visitor session -> the run it follows (for Stop)
+        self.recogniser = load_recogniser(defense)
+
+    def outside(self, x: torch.Tensor) -> str:
+        """One sentence when the recogniser calls the picture ``x`` outside the defense's data set, else ""."""
+        if self.recogniser is None:
+            return ""
+        d = self.defense
+        p = float(self.recogniser.likeness(x, d.config.dataset)[0])
+        if p >= 0.5:
+            return ""
+        other = next(k for k in self.recogniser.config.kinds if k != d.config.dataset)
+        names = ", ".join(f"'{c}'" for c in d.classes)
+        return (f"{OUTSIDE} {KIND_WORDS[d.config.dataset]} ({min(1 - p, 0.99):.0%} sure, says a small network trained "
+                f"to tell them from {KIND_WORDS[other]}): the classifier still answers one of {names}.")
 
     def label_of(self, path: str | None) -> int | None:
         """True label if the image is one of the shipped examples (by content), else None."""
@@ -198,11 +233,14 @@ class DemoHandler:
             return None
 
     def prepare(self, path) -> tuple[torch.Tensor, str]:
+        """(the picture as the models see it, a note on its preparation and, for a picture that is not an
+        example, whether it is outside the data set)."""
         try:
             p = prepare_image(path, self.defense.image_size)
         except ImageInputError as e:
             raise UserError(str(e)) from e
-        return p.tensor, p.note
+        outside = self.outside(p.tensor) if self.label_of(path) is None else ""
+        return p.tensor, "\n\n".join(n for n in (outside, p.note) if n)
 
     def check(self, s: RunSettings):
         """(image tensor, preparation note, validated DemoRequest), or ``UserError`` with one sentence."""
@@ -397,9 +435,10 @@ def state_values(s: DemoState, note: str, label: int | None) -> dict:
         "frames": [(img(st.image), frame_caption(st)) for st in s.regeneration] if s.done else [],
         "final": img(s.final.image) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
-        "verdict": (f"### {s.headline}\n\n<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
+        "verdict": (f"### {s.headline}\n\n" + "".join(f"⚠️ {n}\n\n" for n in note.split("\n\n") if n.startswith(OUTSIDE))
+                    + f"<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
                     "\n\n</details>") if s.verdict else f"*{s.waiting or 'running…'}*",
-        "notes": ("ℹ️ " + note if note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
+        "notes": "".join(f"ℹ️ {n}" for n in note.split("\n\n") if n and not n.startswith(OUTSIDE)) + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
@@ -447,12 +486,19 @@ def curves_intro(defense: Defense) -> str:
             "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
 
+ITERATION_TICKS = [str(i) for i in range(16)]   # the order of a short run's iterations on the plot's axis
+
+
 def regeneration_curve(errors: list[float]):
     """The regeneration's error (MSE against the purified image) at each iteration, as the table the page
-    draws itself (gr.LinePlot). A matplotlib figure drawn on the server for it took 75 ms of every run."""
+    draws itself (gr.LinePlot). A matplotlib figure drawn on the server for it took 75 ms of every run.
+    A short run's iterations are names ("0", "1", ..., in ITERATION_TICKS order), one tick each: as numbers
+    the axis ticked 0.5, 1.5; from 16 on, numbers tick at whole steps of 2 or more."""
     import pandas as pd
 
-    return pd.DataFrame({"iteration": range(len(errors)), "difference from panel 5 (MSE)": [float(e) for e in errors]})
+    steps = range(len(errors))
+    return pd.DataFrame({"iteration": [str(i) for i in steps] if len(errors) < 16 else list(steps),
+                         "difference from panel 5 (MSE)": [float(e) for e in errors]})
 
 
 def frame_caption(stage) -> str:

@@ -8,6 +8,7 @@ import gradio as gr
 from ism.app.demo import MAX_EPS, MINIMAL, THREATS
 from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name, panel_title, reading, stage_image
 from ism.app.ui import (
+    ITERATION_TICKS,
     OUTPUTS,
     RunSettings,
     attack_note,
@@ -148,7 +149,7 @@ class AttackTab:
             c["regeneration_plot"] = gr.LinePlot(x="iteration", y="difference from panel 5 (MSE)",
                                                  title="redrawing: how far from the purified picture",
                                                  label="regeneration: error against iteration", show_label=False,
-                                                 scale=2, height=230, elem_id="regen-plot")
+                                                 sort=ITERATION_TICKS, scale=2, height=230, elem_id="regen-plot")
 
     # --- handlers ------------------------------------------------------------------------------------
     @property

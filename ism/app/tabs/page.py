@@ -38,6 +38,9 @@ CSS = """
 #examples .thumbnail-item, #cmp-examples .thumbnail-item, #frames .thumbnail-item { aspect-ratio: 1 / 1 !important; }
 #examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
 #examples .caption-label, #cmp-examples .caption-label, #frames .caption-label { max-width: 100% !important; }
+/* a regeneration frame's caption ("#12: automobile 37%") wraps under a narrow frame instead of being cut */
+#frames .caption-label { white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important;
+    font-size: var(--text-xs) !important; line-height: 1.2; }
 /* the panels' top-3 readings: long class names ("automobile") and their percentages fit a narrow panel */
 .top3 .confidence-set { font-size: var(--text-sm) !important; }
 .top3 .confidence-set .line { padding-left: 2px !important; padding-right: 2px !important; min-width: 4px; }
@@ -46,7 +49,23 @@ CSS = """
 .panel-title { height: 6.4em; overflow: hidden; }
 #stages .column { justify-content: flex-start !important; }   /* equal heights, images on one line */
 .panel-title small { color: var(--body-text-color-subdued); line-height: 1.25; display: inline-block; }
+/* gradio 6 titles an error pop-up with its type, "Error" (gr.Error's title is not drawn): ours says what happened */
+.toast-title.error { font-size: 0 !important; }
+.toast-title.error::before { content: "Cannot run this"; font-size: var(--text-md); }
 """
+
+# Switching the data set empties every gallery's highlight: gradio 6 keeps the clicked thumbnail highlighted on
+# the new examples although the update sets selected_index=None (a -1 or an emptied gallery selects the first)
+# ... and then clicking the thumbnail at the same place would light nothing (gradio thinks it is still selected):
+# the page marks the clicked example itself (run once when the page loads: launch(js=JS))
+JS = """() => document.addEventListener('click', (e) => {
+    const item = e.target.closest('#examples .thumbnail-item, #cmp-examples .thumbnail-item');
+    if (!item) return;
+    item.closest('.grid-container').querySelectorAll('.thumbnail-item.selected').forEach(x => x.classList.remove('selected'));
+    item.classList.add('selected');
+}, true)"""
+CLEAR_SELECTION = ("(key) => { document.querySelectorAll('.thumbnail-item.selected')"
+                   ".forEach(e => e.classList.remove('selected')); return key; }")
 
 
 class Setting(gr.Slider):
