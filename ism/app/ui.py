@@ -486,7 +486,7 @@ def curves_intro(defense: Defense) -> str:
             "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
 
-ITERATION_TICKS = [str(i) for i in range(16)]   # the order of a short run's iterations on the plot's axis
+ITERATION_TICKS = [str(i) for i in range(16)]   # a short run's iterations, in order, as the plot's named ticks
 
 
 def regeneration_curve(errors: list[float]):
@@ -497,7 +497,7 @@ def regeneration_curve(errors: list[float]):
     import pandas as pd
 
     steps = range(len(errors))
-    return pd.DataFrame({"iteration": [str(i) for i in steps] if len(errors) < 16 else list(steps),
+    return pd.DataFrame({"iteration": [str(i) for i in steps] if len(errors) <= len(ITERATION_TICKS) else list(steps),
                          "difference from panel 5 (MSE)": [float(e) for e in errors]})
 
 
