@@ -56,7 +56,7 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
     for t in threads:
         t.join()
     for (path, attack, eps, steps, threat, seed), got in zip(asks, results):
-        x, _ = handler.prepare(path)
+        x = handler.prepare(path).tensor
         req = DemoRequest(attack, eps, steps, threat, restarts=2, iterations=3, seed=seed)
         *_, alone = run_demo(defense, x, handler.label_of(path), req)
         assert (got.adversarial.image == alone.adversarial.image).all(), (attack, threat)

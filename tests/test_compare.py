@@ -46,7 +46,7 @@ def test_celeba_has_every_contender(celeba_comparer):
 def test_every_contender_under_both_threat_models(comparer, defense):
     names = [c.name for c in comparer.rivals]
     assert names == ["no defense", "MagNet", "DDSA", "paper's recipe", "hardened"]   # what CIFAR-10 ships
-    x, _ = comparer.demo.prepare(CAT)
+    x = comparer.demo.prepare(CAT).tensor
     rows = compare(comparer.rivals, x, 3, defense.classes, DemoRequest(eps=8 / 255, steps=5))
     assert [(r.defense, r.threat) for r in rows] == [(n, t) for t in THREATS for n in names]
     for r in rows:

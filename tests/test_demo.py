@@ -122,8 +122,8 @@ def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch)
     calls = []
     real = demo.top3
     monkeypatch.setattr(demo, "top3", lambda *a, **k: calls.append(1) or real(*a, **k))
-    for state, _, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
-        ui.state_values(state, "", 3)                    # what the app sends for every state it streams
+    for state, picture, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
+        ui.state_values(state, picture, 3)                   # what the app sends for every state it streams
     frames = state.regeneration
     assert len(frames) == 61 and len(calls) < 61 - 30    # not one classifier pass per iteration
     # the run's end reads every frame in one batched pass (the frames gallery captions each with its reading)
@@ -148,13 +148,13 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
                "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
     text = adaptive_summary(results)
-    assert "leaves it 64% accuracy (100 test pictures), against 87% when the attacker ignores it (300)" in text
+    assert "leaves it 64% accuracy (100 pictures), against 87% when the attacker ignores it (300)" in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
     assert "fooled" not in text                      # no caught / restored measured: no sentence about them
     results["graybox"]["pgd@0.0314"].update(fooled=0.366, caught=1.0, restored=0.126, images=1000)
     assert adaptive_summary(results).startswith(
-        "On 1000 test pictures, PGD-10 at ε = 8/255 fooled the classifier 37% of the time; the detector caught 100% "
-        "of those and the defense answered 13% right again. ")
+        "**Measured** on 1,000 test pictures: gray-box PGD-10 at 8/255 fools the classifier on 37%; the detector "
+        "catches 100% of those and the defense answers 13% of them right again.\n\n")
 
 
 @pytest.mark.parametrize("eps", [8 / 255, 0.3])

@@ -46,8 +46,9 @@ def caught_summary(results: dict | None) -> str:
     if "restored" not in g or not g.get("fooled"):
         return ""
     n = g.get("images", results.get("clean", {}).get("images"))
-    return (f"On {n} test pictures, PGD-10 at ε = 8/255 fooled the classifier {g['fooled']:.0%} of the time; the "
-            f"detector caught {g['caught']:.0%} of those and the defense answered {g['restored']:.0%} right again. ")
+    return (f"**Measured** on {n:,} test pictures: gray-box PGD-10 at 8/255 fools the classifier on {g['fooled']:.0%}; "
+            f"the detector catches {g['caught']:.0%} of those and the defense answers {g['restored']:.0%} of them "
+            "right again.\n\n")
 
 
 def adaptive_summary(results: dict | None) -> str:
@@ -66,9 +67,9 @@ def _adaptive_sentence(results: dict | None) -> str:
     def images(cell: dict) -> int:                        # each figure with its own image count
         return cell.get("images", results["clean"]["images"])
 
-    verdict = ("It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else
-               "Part of it survives an attacker who knows it (see the curves).")
-    return (f"An attacker who knows the whole defense and attacks through it (adaptive, ε = 8/255) leaves it "
-            f"{r['defense']:.0%} accuracy ({images(r)} test pictures)"
-            + (f", against {g['defense']:.0%} when the attacker ignores it ({images(g)})" if "defense" in g else "")
+    verdict = "It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else \
+        "Part of it survives (see the curves)."
+    return (f"An attacker who knows the whole defense (adaptive, 8/255) leaves it {r['defense']:.0%} accuracy "
+            f"({images(r):,} pictures)"
+            + (f", against {g['defense']:.0%} when the attacker ignores it ({images(g):,})" if "defense" in g else "")
             + f". {verdict}")

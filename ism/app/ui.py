@@ -10,6 +10,7 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -45,7 +46,7 @@ UPLOAD_NOTE = ("Your own picture has no true label here: the attacker targets th
                "only answer one of its data set's classes, whatever the picture shows.")
 
 
-OUTSIDE = "This picture does not look like"   # how the recogniser's sentence starts (shown under the headline)
+OUTSIDE = "This picture does not look like"   # how the recogniser's sentence starts
 # what the recogniser's sentence calls each data set's pictures, and what its classifier answers
 KIND_WORDS = {"cifar10": "CIFAR-10's small photos of ten kinds of things", "celeba": "CelebA's face photos"}
 
@@ -198,6 +199,16 @@ def as_seed(value) -> int:
     return int(f)
 
 
+class Picture(NamedTuple):
+    """A visitor's picture as the models see it (``DemoHandler.prepare``)."""
+    tensor: torch.Tensor
+    note: str = ""       # how it was prepared (cropped, resized), or ""
+    outside: str = ""    # one sentence when it does not look like the served data set, or ""
+
+    def notes(self) -> str:
+        return "\n\n".join(n for n in (self.outside, self.note) if n)
+
+
 class DemoHandler:
     """Holds the loaded defense; one instance serves every visitor (no per-visitor state)."""
 
@@ -232,26 +243,25 @@ class DemoHandler:
         except (OSError, ValueError):
             return None
 
-    def prepare(self, path) -> tuple[torch.Tensor, str]:
-        """(the picture as the models see it, a note on its preparation and, for a picture that is not an
-        example, whether it is outside the data set)."""
+    def prepare(self, path) -> Picture:
+        """The picture as the models see it, with a note on its preparation and, for a picture that is not an
+        example, whether it is outside the data set."""
         try:
             p = prepare_image(path, self.defense.image_size)
         except ImageInputError as e:
             raise UserError(str(e)) from e
-        outside = self.outside(p.tensor) if self.label_of(path) is None else ""
-        return p.tensor, "\n\n".join(n for n in (outside, p.note) if n)
+        return Picture(p.tensor, p.note, self.outside(p.tensor) if self.label_of(path) is None else "")
 
-    def check(self, s: RunSettings):
-        """(image tensor, preparation note, validated DemoRequest), or ``UserError`` with one sentence."""
-        x, note = self.prepare(s.file)
+    def check(self, s: RunSettings) -> tuple[Picture, DemoRequest]:
+        """(the prepared picture, a validated DemoRequest), or ``UserError`` with one sentence."""
+        picture = self.prepare(s.file)
         try:
             req = DemoRequest(attack=str(s.attack).lower(), eps=float(s.eps), steps=int(s.steps), threat=str(s.threat),
                               restarts=int(s.restarts), iterations=int(s.iterations), seed=as_seed(s.seed),
                               max_seconds=self.max_seconds, read=s.read or None).validate()
         except (TypeError, ValueError, OverflowError) as e:
             raise UserError(str(e)) from None
-        return x, note, req
+        return picture, req
 
     def run(self, s: RunSettings, playback: float | None = None, session: str | None = None):
         """Stream ``DemoState``s for one uploaded or example image.
@@ -264,7 +274,8 @@ class DemoHandler:
         worker the stream carries states whose ``waiting`` says the place in line. Closing the
         generator, or ``stop(session)``, leaves the run (and cancels it if nobody else follows it).
         """
-        x, note, req = self.check(s)
+        picture, req = self.check(s)
+        x = picture.tensor
         playback = self.playback if playback is None else playback
         label = self.label_of(s.file)
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
@@ -286,7 +297,7 @@ class DemoHandler:
                     if state is None or isinstance(state, Waiting):
                         if state is not None:
                             previous = DemoState(waiting=waiting_text(state))
-                        yield previous, note, label   # (also lets a closed generator leave promptly)
+                        yield previous, picture, label   # (also lets a closed generator leave promptly)
                         continue
                     finished = state.done
                     if state.regeneration and state.final is None:
@@ -296,11 +307,11 @@ class DemoHandler:
                             _sleep(max(0.0, last + gap - _clock()))
                         last = _clock()
                     previous = state
-                    yield state, note, label
+                    yield state, picture, label
         except OverCap as e:
             raise UserError(str(e)) from None
         except Stopped:   # the page already says so (Stop's own answer); a last update says the same
-            yield DemoState(waiting="⏹ Stopped. Press Run to start again."), note, label
+            yield DemoState(waiting="⏹ Stopped. Press Run to start again."), picture, label
         finally:
             if session and self._sessions.get(session) is states:
                 self._sessions.pop(session, None)      # (Stop may have taken it meanwhile)
@@ -350,7 +361,8 @@ class CompareHandler:
         (or ``threats``); the run's threat and regeneration settings do not apply."""
         from ism.app.compare import compare, figure, summary, table
 
-        x, note, req = self.demo.check(RunSettings(s.file, s.attack, s.eps, s.steps, "gray-box", 1, 0, s.seed))
+        picture, req = self.demo.check(RunSettings(s.file, s.attack, s.eps, s.steps, "gray-box", 1, 0, s.seed))
+        x = picture.tensor
         label = self.demo.label_of(s.file)
         d = self.demo.defense
         truth = d.classes[label] if label is not None else None
@@ -413,9 +425,10 @@ def png_file(image) -> str | None:
     return str(path)
 
 
-def state_values(s: DemoState, note: str, label: int | None) -> dict:
-    """{output name: value} for one streamed state; the frames gallery stays empty until the run is done.
-    Images are PNG files (``png_file``)."""
+def state_values(s: DemoState, picture: Picture, label: int | None) -> dict:
+    """{output name: value} for one streamed state of a run on ``picture``; the frames gallery stays empty until
+    the run is done. Images are PNG files (``png_file``). A picture outside the data set is said under the
+    headline; how it was prepared, in the notes."""
     regen = s.regeneration[-1] if s.regeneration else None
     img = png_file
     values = {
@@ -435,10 +448,10 @@ def state_values(s: DemoState, note: str, label: int | None) -> dict:
         "frames": [(img(st.image), frame_caption(st)) for st in s.regeneration] if s.done else [],
         "final": img(s.final.image) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
-        "verdict": (f"### {s.headline}\n\n" + "".join(f"⚠️ {n}\n\n" for n in note.split("\n\n") if n.startswith(OUTSIDE))
+        "verdict": (f"### {s.headline}\n\n" + (f"⚠️ {picture.outside}\n\n" if picture.outside else "")
                     + f"<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
                     "\n\n</details>") if s.verdict else f"*{s.waiting or 'running…'}*",
-        "notes": "".join(f"ℹ️ {n}" for n in note.split("\n\n") if n and not n.startswith(OUTSIDE)) + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
+        "notes": (f"ℹ️ {picture.note}" if picture.note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",

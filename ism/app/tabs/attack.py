@@ -173,10 +173,10 @@ class AttackTab:
                                dataset or self.page.first, read))
         handler = self.page.handler_for(key)
         with self.page.one_message(key):
-            for state, note, label in handler.run(s, session=getattr(request, "session_hash", None)):
+            for state, picture, label in handler.run(s, session=getattr(request, "session_hash", None)):
                 # every update carries every output: resending a value is cheaper than gr.skip(), which in
                 # gradio 6 rebuilds the component and its config (docs/app.md: benchmarks/latency_ab.py)
-                yield {self.c[k]: v for k, v in state_values(state, note, label).items()}
+                yield {self.c[k]: v for k, v in state_values(state, picture, label).items()}
 
     def check_settings(self, *values):
         s, key = self.request(values)

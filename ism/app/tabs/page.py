@@ -183,11 +183,11 @@ class Page:
         if not file:
             return None, ""
         try:
-            x, note = self.handler_for(key).prepare(file)
+            picture = self.handler_for(key).prepare(file)
         except UserError as e:
             gr.Warning(str(e))
             return None, f"❌ {e}"
-        return to_display(x), ("ℹ️ " + note if note else "ready")
+        return to_display(picture.tensor), ("ℹ️ " + picture.notes() if picture.notes() else "ready")
 
     def pick_example(self, key, evt: gr.SelectData):
         return self.handler_for(key).examples[evt.index].path
