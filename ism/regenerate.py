@@ -74,8 +74,10 @@ def _iterate(generator, target, z0, steps, restarts, lr, tol, seed):
             matched = bool((best_err < tol).all())
             done = step == steps or matched
             reason = "" if not done else (
-                f"matched the target within tolerance (MSE < {tol:g}) at iteration {step} of {steps}" if matched
-                else f"used all {steps} iterations (MSE {float(best_err.max()):.4f}, tolerance {tol:g})")
+                f"matched the target within tolerance (mean squared difference below {tol:g}) at iteration {step} "
+                f"of {steps}" if matched else
+                f"used all {steps} iterations (mean squared difference {float(best_err.max()):.4f}; it stops early "
+                f"below {tol:g})")
             yield RegenerationStep(step, image, best_err, best, done, reason)
             if done:
                 return

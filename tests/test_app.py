@@ -22,7 +22,7 @@ def test_defend_returns_every_stage(client):
         assert img and img.endswith(".png")   # lossless: the attacked pixels as the attack made them
     assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
     assert "L∞ = 0.3" in pert_txt
-    assert det["label"] in ("ATTACKED", "clean") and "that the picture was attacked" in det_txt
+    assert det["label"] in ("ATTACKED", "clean") and "chance it was attacked" in det_txt
     assert 1 <= len(frames) <= 7
     assert "final answer" in verdict and ("caught the attack" in verdict or "missed the attack" in verdict)
     assert "true label, cat" in verdict
@@ -44,7 +44,8 @@ def test_a_bad_seed_is_one_sentence(client, seed):
 def test_the_visitor_chooses_what_the_classifier_reads(client):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 3, "gray-box", 1, 4, 0,
                          "cifar10", "regenerated image (GAN)", api_name="/defend")
-    assert "regenerated image, G(z) (your choice" in output(out, "final_text")
+    assert "reads panel 6, the redrawn picture (your choice; this defense reads the purified picture)" in \
+        output(out, "final_text")
 
 
 def test_bad_upload_is_a_clean_error(client, tmp_path):

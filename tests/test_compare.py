@@ -34,13 +34,16 @@ def celeba_comparer():
 def test_celeba_has_every_contender(celeba_comparer):
     """CelebA ships the paper's recipe with its clean-trained teacher (the undefended classifier) and
     its baselines, so its Compare tab and lesson have the same five contenders as CIFAR-10's."""
+    from ism import load_defense
     from ism.app.ui import curves_intro
 
     rivals = celeba_comparer.rivals
     assert [c.name for c in rivals] == ["no defense", "MagNet", "DDSA", "paper's recipe", "hardened"]
     assert rivals[0].about == EXPLAIN["no defense"]           # the teacher, not a stand-in
     intro = curves_intro(celeba_comparer.demo.defense)       # the curves have no baselines for CelebA: said so
-    assert "trained for the paper's recipe on this data set, not measured in these curves" in intro
+    assert "trained beside the other defense for this data set, not measured in these curves" in intro
+    paper = load_defense(str(ROOT / "weights/cifar10-paper"))   # and the other way round: CIFAR-10's
+    assert "trained beside the other defense" in curves_intro(paper)           # baselines sit with the hardened one
 
 
 def test_every_contender_under_both_threat_models(comparer, defense):

@@ -148,13 +148,14 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
                "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
     text = adaptive_summary(results)
-    assert "leaves it 64% accuracy (100 pictures), against 87% when the attacker ignores it (300)" in text
+    assert ("answers 64% of 100 pictures right against an attacker who knows the whole defense (adaptive, 8/255), "
+            "87% of 300 against one who ignores it") in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
-    assert "fooled" not in text                      # no caught / restored measured: no sentence about them
+    assert "Measured" not in text                    # no caught / restored measured: no sentence about them
     results["graybox"]["pgd@0.0314"].update(fooled=0.366, caught=1.0, restored=0.126, images=1000)
     assert adaptive_summary(results).startswith(
-        "**Measured** on 1,000 test pictures: gray-box PGD-10 at 8/255 fools the classifier on 37%; the detector "
-        "catches 100% of those and the defense answers 13% of them right again.\n\n")
+        "**Measured** on 1,000 test pictures: gray-box PGD-10 at 8/255 turns 37% of them from right to wrong; the "
+        "detector catches 100% of those and the defense answers 13% of them right again.\n\n")
 
 
 @pytest.mark.parametrize("eps", [8 / 255, 0.3])

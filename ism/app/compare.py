@@ -215,7 +215,7 @@ def summary(rows: list[Row], truth: str) -> str:
                          "(Athalye et al. 2018; Carlini & Wagner 2017).")
         elif held[threats[1]]:
             parts.append("Nothing that held against the gray-box attacker fell to the adaptive one on this image.")
-    parts.append("One image is an anecdote: the Robustness curves tab and README give the measured rates.")
+    parts.append("One image is an anecdote: the Robustness curves tab gives the measured rates.")
     return " ".join(parts)
 
 

@@ -194,8 +194,8 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     delta = x_adv - x
     linf, l2 = float(delta.abs().max()), float(delta.flatten().norm())
     amp = 0.5 + delta / (2 * max(linf, 1e-8))
-    s.perturbation = Stage(to_display(amp), {}, dt, f"L∞ = {linf:.4f} ({linf * 255:.1f}/255), L2 = {l2:.3f} "
-                           "(amplified to full contrast)")
+    s.perturbation = Stage(to_display(amp), {}, dt, f"It changes each pixel by at most {linf * 255:.1f}/255 "
+                           f"(L∞ = {linf:.4f}; overall size L2 = {l2:.2f}). Shown amplified to full contrast.")
     s.linf = linf
     if req.threat == "gray-box":
         s.target, model = "the classifier alone (the attacker does not know the defense)", None
@@ -234,7 +234,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         err = float(step.error.mean())
         s.regeneration.append(Stage(to_display(step.image), partial(top3, defense, step.image),
                                     time.perf_counter() - t,
-                                    f"{step.step}: MSE {err:.4f}"))
+                                    f"{step.step}: {err:.4f} from panel 5"))
         s.regen_errors.append(err)
         if step.done:
             s.regen_stop = "Regeneration " + step.reason + "."
@@ -258,12 +258,13 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
     with torch.no_grad():
         read = defense.read(x_adv, final_input=req.read, regenerated=last.image if last is not None else None)
     final, source = read.image, read.source[0]
-    chosen = "" if req.read in (None, defense.config.final_input) else " (your choice; this defense reads " \
-        f"the {'ISM output' if defense.config.final_input == 'purified' else defense.config.final_input + ' image'})"
+    own = {"purified": "the purified picture", "regenerated": "the redrawn picture", "mean": "their average"}
+    chosen = "" if req.read in (None, defense.config.final_input) else \
+        f" (your choice; this defense reads {own[defense.config.final_input]})"
     why = {"input": "the detector judged it clean: the classifier reads the input as it is (let through)",
-           "purified": f"{head}: the classifier reads the purified image, ISM(x'){chosen}",
-           "regenerated": f"{head}: the classifier reads the regenerated image, G(z){chosen}",
-           "mean": f"{head}: the classifier reads the mean of purified and regenerated{chosen}"}[source]
+           "purified": f"{head}: the classifier reads panel 5, the purified picture{chosen}",
+           "regenerated": f"{head}: the classifier reads panel 6, the redrawn picture{chosen}",
+           "mean": f"{head}: the classifier reads the average of panels 5 and 6{chosen}"}[source]
     if read.coarse is not None and bool(read.coarse[0]):
         why = (f"{head}: the detector estimated a strong attack (about {float(det.strength) * 255:.0f}/255), so the "
                "classifier reads the ISM's rebuilt (blurry) image, which a perturbation that large does not survive")
@@ -273,7 +274,8 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         if redrawn != answer:   # say why the two can disagree (the answer does not come from panel 6)
             s.final.caption += (f". The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
                                 f"{'the purified picture (panel 5)' if source == 'purified' else 'the input'}"
-                                + (": on held-out pictures that read better" if source == "purified" else ""))
+                                + (" (on held-out pictures the purified ones are read right more often)"
+                                   if source == "purified" else ""))
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.headline = headline(defense, int(y), s, req, label_known=label is not None)
     s.done = True

@@ -46,9 +46,9 @@ def caught_summary(results: dict | None) -> str:
     if "restored" not in g or not g.get("fooled"):
         return ""
     n = g.get("images", results.get("clean", {}).get("images"))
-    return (f"**Measured** on {n:,} test pictures: gray-box PGD-10 at 8/255 fools the classifier on {g['fooled']:.0%}; "
-            f"the detector catches {g['caught']:.0%} of those and the defense answers {g['restored']:.0%} of them "
-            "right again.\n\n")
+    return (f"**Measured** on {n:,} test pictures: gray-box PGD-10 at 8/255 turns {g['fooled']:.0%} of them from right "
+            f"to wrong; the detector catches {g['caught']:.0%} of those and the defense answers {g['restored']:.0%} of "
+            "them right again.\n\n")
 
 
 def adaptive_summary(results: dict | None) -> str:
@@ -69,7 +69,7 @@ def _adaptive_sentence(results: dict | None) -> str:
 
     verdict = "It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else \
         "Part of it survives (see the curves)."
-    return (f"An attacker who knows the whole defense (adaptive, 8/255) leaves it {r['defense']:.0%} accuracy "
-            f"({images(r):,} pictures)"
-            + (f", against {g['defense']:.0%} when the attacker ignores it ({images(g):,})" if "defense" in g else "")
+    return (f"In all, the defense answers {r['defense']:.0%} of {images(r):,} pictures right against an attacker who "
+            "knows the whole defense (adaptive, 8/255)"
+            + (f", {g['defense']:.0%} of {images(g):,} against one who ignores it" if "defense" in g else "")
             + f". {verdict}")

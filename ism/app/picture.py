@@ -41,7 +41,7 @@ def run_picture(s: DemoState, title: str = "") -> np.ndarray:
     """H x W x 3 uint8: the stages of ``s`` side by side, captioned, with its verdict underneath."""
     regen = s.regeneration[-1] if s.regeneration else None
     panels = [("1 original", s.original, _probs(s.original.top3) if s.original else ""),
-              ("2 perturbation\n(amplified)", s.perturbation, s.perturbation.caption.split(" (")[0]
+              ("2 perturbation\n(amplified)", s.perturbation, f"L∞ = {s.linf:.4f}"
                if s.perturbation else ""),
               ("3 attacked: what the\nattacker's target reads", s.adversarial,
                _probs(s.adversarial.top3) if s.adversarial else ""),

@@ -443,7 +443,8 @@ def state_values(s: DemoState, picture: Picture, label: int | None) -> dict:
         "purified": img(s.purified.image) if s.purified else None,
         "purified_top3": s.purified.top3 if s.purified else None,
         "regenerated": img(regen.image) if regen else None,
-        "regenerated_text": (f"iteration {regen.caption} — {top3_text(regen.top3)}"
+        "regenerated_text": (f"iteration {regen.caption} (mean squared difference). The classifier reads "
+                             f"{top3_text(regen.top3)}"
                              + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
         "frames": [(img(st.image), frame_caption(st)) for st in s.regeneration] if s.done else [],
         "final": img(s.final.image) if s.final else None,
@@ -490,9 +491,11 @@ def curves_intro(defense: Defense) -> str:
     root = Path(getattr(defense, "source", "") or ".")
     baselines = [n for n, sub in (("MagNet", "magnet"), ("DDSA", "ddsa"))
                  if (root / "baselines" / sub / "model.safetensors").is_file()]
-    paper = paper_recipe_folder(root.parent, defense.config.dataset) / "baselines"
-    elsewhere = (" (the paper's baselines MagNet and DDSA were trained for the paper's recipe on this data set, "
-                 "not measured in these curves: the Compare tab attacks them)") if paper.is_dir() else \
+    ds = defense.config.dataset
+    beside = [f for f in (paper_recipe_folder(root.parent, ds), root.parent / ds) if f.resolve() != root.resolve()]
+    elsewhere = (" (the paper's baselines MagNet and DDSA were trained beside the other defense for this data set, "
+                 "not measured in these curves: the Compare tab attacks them)") \
+        if any((f / "baselines").is_dir() for f in beside) else \
         " (the paper's baselines MagNet and DDSA were not trained for this data set)"
     others = f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else elsewhere
     return (f"Accuracy versus epsilon for no defense, this defense{others}; gray-box (solid: the attacker "
@@ -530,11 +533,13 @@ def top3_text(top: dict) -> str:
 def detection_text(det: dict | None) -> str:
     if not det:
         return ""
+    def share(p: float) -> str:              # never "100%" or "0%" for a probability, nor 0.006 said as "1%"
+        return "over 99%" if p > 0.99 else "under 1%" if p < 0.01 and p < det["threshold"] / 2 else \
+            f"{p:.1%}" if p < 0.1 else f"{p:.0%}"
+
     verdict = "ATTACKED" if det["attacked"] else "clean"
-    return (f"**{verdict}**: it gives {det['probability']:.0%} that the picture was attacked and calls it attacked "
-            f"above {det['threshold']:.0%}. Estimated attack strength: about {det['strength'] * 255:.0f}/255 "
-            f"(P(attacked) = {det['probability']:.3f}, threshold {det['threshold']:.3f}, ε ≈ {det['strength']:.3f}; "
-            f"{det['seconds'] * 1000:.0f} ms)")
+    return (f"**{verdict}**: chance it was attacked {share(det['probability'])} (it says attacked above "
+            f"{share(det['threshold'])}). Its guess of the attack's strength: about {det['strength'] * 255:.0f}/255.")
 
 
 def timings_text(s: DemoState) -> str:

@@ -71,7 +71,9 @@ class AttackTab:
             self._panels()
             self._regeneration()
             with gr.Row():
-                c["notes"], c["warnings"], c["timings"] = gr.Markdown(), gr.Markdown(), gr.Markdown()
+                c["notes"], c["warnings"] = gr.Markdown(), gr.Markdown()
+            with gr.Accordion("how long each step took", open=False):
+                c["timings"] = gr.Markdown()
             with gr.Accordion("this run as one picture, for slides (download)", open=False):
                 c["picture"] = gr.Image(show_label=False, interactive=False, format=PIXELS, buttons=["download"],
                                         elem_id="picture")

@@ -9,7 +9,7 @@ from ism.app.lesson import STEPS
 from ism.app.tabs.page import PIXELS, Page
 
 INTRO = ("**A lesson in four clicks** (about a minute in class). Press the steps in order; each runs live on "
-         "the same example and says what to look for. The sentence under each result is computed from "
+         "the same example and says what to look for. The sentences above each result are computed from "
          "what actually happened.")
 
 

@@ -155,7 +155,7 @@ class Page:
     def header(self, key) -> str:
         d = self.defense(key)
         return (f"## Watch an adversarial attack being caught and undone\n"
-                f"A tiny, invisible change to an image fools a classifier; the Instance Sparsity Mapping defense "
+                f"A tiny, invisible change to an image fools a classifier; the Instance Sparsity Mapping (ISM) defense "
                 f"(Haque & Kang, 2021) tries to catch and undo it. Pick an image, press **Run**.\n\n"
                 f"**Defense:** {self.title(key)}. **Default attacker:** PGD-10 at ε = {default_eps(d) * 255:.0f}/255, "
                 "knowing the classifier but not the defense (gray-box).\n\n"
