@@ -19,10 +19,10 @@ from ism.app.tabs.compare import CompareTab
 from ism.app.tabs.curves import CurvesTab
 from ism.app.tabs.how import HowTab
 from ism.app.tabs.lesson import LessonTab
-from ism.app.tabs.page import CLEAR_SELECTION, CSS, JS, Page
+from ism.app.tabs.page import CLEAR_SELECTION, CSS, JS, Page, theme
 from ism.app.ui import UserError, load_defenses, parse_link, startup_report
 
-__all__ = ["CSS", "JS", "build_demo", "main"]
+__all__ = ["CSS", "JS", "build_demo", "main", "theme"]
 
 
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
@@ -89,7 +89,7 @@ def main() -> None:
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS, js=JS,
-                max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
+                theme=theme(), max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
 
 
 if __name__ == "__main__":

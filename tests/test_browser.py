@@ -261,11 +261,14 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
     """The newcomer's list (issue "plain words"), each checked where a visitor meets it at 1366x768: the frames
     gallery offers no upload before or after a run; a refused run says why in one plain pop-up titled "Cannot run
     this" (not gradio's "Error") and does not scroll to empty results; epsilon typed out of range is a sentence, not
-    gradio's "Value 1 is greater than maximum value 0.4"; the regeneration plot ticks whole iterations; switching the
+    gradio's "Value 1 is greater than maximum value 0.4"; the regeneration plot ticks whole iterations; headings
+    are drawn in one complete font (not gradio's few-letter SemiBold mixed with a fallback); switching the
     data set leaves nothing of the last run (no verdict, no panels, no highlighted thumbnail), and Compare's button is
     above the fold."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         assert page.locator("[role=tablist]").count() == 1 and page.get_by_role("tab").count() == 5   # one tab bar
+        faces = page.evaluate("() => Array.from(document.fonts).map(f => f.family + ' ' + f.weight)")
+        assert not [f for f in faces if f.endswith(" 600")], faces   # gradio's SemiBold files hold a few letters
         assert "Drop Media Here" not in page.locator("#frames").inner_text()
         # a refused run: no picture yet
         page.locator("#run").click()

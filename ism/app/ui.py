@@ -626,7 +626,14 @@ through it. *BPDA* (backward-pass differentiable approximation): the attacker tr
 cannot differentiate, here the regeneration search, as "output = input" when computing gradients.
 *EOT* (expectation over transformation): against a randomised step, the attacker averages
 gradients over several random draws. *ε*: the largest change allowed to any pixel (pixels run from
-0 to 1; 8/255 is the usual "invisible" budget). *CIFAR-10 (JPEG copy)*: the offline copy used here
+0 to 1; 8/255 is the usual "invisible" budget). *PGD* (projected gradient descent): the standard attack, many
+small steps that each push the classifier's answer away from the right one, kept within ε; PGD-10 takes 10.
+*FGSM*: one such step. *L∞ / L2*: the largest change to any one pixel / the overall size of the change.
+*ISM* (Instance Sparsity Mapping network): the paper's purifier, which rebuilds the picture from a short code
+(128 numbers) meant to keep what it shows and drop the attack. *GAN* (generative adversarial network): a
+generator trained to draw pictures like the data set's; regeneration searches for the drawing closest to the
+purified picture. *Mean squared difference*: the average, over pixels, of the squared difference between two
+pictures. *CIFAR-10 (JPEG copy)*: the offline copy used here
 re-encodes CIFAR-10 as JPEG, so figures are close to, not identical with, those on the original.
 """
 
