@@ -148,8 +148,8 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
                "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
     text = adaptive_summary(results)
-    assert ("answers 64% of 100 pictures right against an attacker who knows the whole defense (adaptive, 8/255), "
-            "87% of 300 against one who ignores it") in text
+    assert ("In all (8/255): 87% of 300 right against gray-box PGD-10, 64% of 100 against an attacker who knows "
+            "the whole defense (adaptive).") in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
     assert "Measured" not in text                    # no caught / restored measured: no sentence about them
     results["graybox"]["pgd@0.0314"].update(fooled=0.366, caught=1.0, restored=0.126, images=1000)

@@ -69,7 +69,7 @@ def _adaptive_sentence(results: dict | None) -> str:
 
     verdict = "It stops attackers who do not know it, not those who do." if r["defense"] < 0.2 else \
         "Part of it survives (see the curves)."
-    return (f"In all, the defense answers {r['defense']:.0%} of {images(r):,} pictures right against an attacker who "
-            "knows the whole defense (adaptive, 8/255)"
-            + (f", {g['defense']:.0%} of {images(g):,} against one who ignores it" if "defense" in g else "")
+    return ("In all (8/255): "
+            + (f"{g['defense']:.0%} of {images(g):,} right against gray-box PGD-10, " if "defense" in g else "")
+            + f"{r['defense']:.0%} of {images(r):,} against an attacker who knows the whole defense (adaptive)"
             + f". {verdict}")
