@@ -28,7 +28,7 @@ def test_defend_returns_every_stage(client):
     assert "true label, cat" in verdict
     assert "regeneration" in timings
     assert "the classifier reads" in final_txt
-    assert regen_plot["columns"] == ["iteration", "difference from panel 5 (MSE)"]   # the curve as numbers, one row an iteration
+    assert regen_plot["columns"] == ["iteration", "difference from panel 5 (mean squared)"]   # the curve as numbers, one row an iteration
     assert [row[0] for row in regen_plot["data"]] == [str(i) for i in range(len(frames))]   # (a short run: names)
     assert picture and picture.endswith(".png")   # the run as one picture, for slides
     assert "matched the target" in regen_txt or "used all 6 iterations" in regen_txt   # why it stopped, in words

@@ -268,7 +268,8 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         assert page.locator("[role=tablist]").count() == 1 and page.get_by_role("tab").count() == 5   # one tab bar
         faces = page.evaluate("() => Array.from(document.fonts).map(f => f.family + ' ' + f.weight)")
-        assert not [f for f in faces if f.endswith(" 600")], faces   # gradio's SemiBold files hold a few letters
+        assert "Source Sans Pro 700" in faces and not [f for f in faces if f.endswith(" 600")], faces   # (gradio's
+        # SemiBold files hold a few letters)
         assert "Drop Media Here" not in page.locator("#frames").inner_text()
         # a refused run: no picture yet
         page.locator("#run").click()

@@ -106,7 +106,7 @@ def test_the_regeneration_curve_is_each_iterations_error():
     errors = [0.02 / (i + 1) for i in range(7)]
     table = regeneration_curve(errors)
     assert list(table["iteration"]) == [str(i) for i in range(7)]   # a short run: one whole-number tick each
-    assert list(table["difference from panel 5 (MSE)"]) == errors
+    assert list(table["difference from panel 5 (mean squared)"]) == errors
     assert list(regeneration_curve([0.01] * 31)["iteration"]) == list(range(31))
 
 
@@ -148,7 +148,7 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     results = {"clean": {"images": 5723}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}},
                "graybox": {"pgd@0.0314": {"defense": 0.87, "images": 300}}}
     text = adaptive_summary(results)
-    assert ("In all (8/255): 87% of 300 right against gray-box PGD-10, 64% of 100 against an attacker who knows "
+    assert ("In all (8/255): 87% of 300 right against gray-box PGD-10, 64% of 100 right against an attacker who knows "
             "the whole defense (adaptive).") in text
     assert "Adaptive (white-box) results are not measured yet" in adaptive_summary({"clean": {"images": 10}})
     assert "Measured" not in text                    # no caught / restored measured: no sentence about them
@@ -168,3 +168,14 @@ def test_an_upload_is_never_called_right_or_wrong(defense, real_images, eps):
     assert "classifier's own answer on your clean picture" in s.verdict
     assert "right" not in s.verdict and "wrong" not in s.verdict and "true label" not in s.verdict
     assert "your clean picture" in s.headline and not {"right", "wrong", "true"} & set(s.headline.split())
+
+
+def test_the_detectors_chance_is_said_plainly():
+    """Panel 4's words (issue "plain words"): never "100%" or "0%", the paper recipe's threshold 0.0057 not rounded
+    to "1%", and two figures that differ never read the same."""
+    from ism.app.demo import chances
+
+    assert chances(0.9996, 0.0057) == ("over 99%", "0.6%")
+    assert chances(0.00002, 0.45) == ("under 0.1%", "45.0%")
+    assert chances(0.4504, 0.45) == ("45.04%", "45.00%")
+    assert chances(0.7, 0.45) == ("70%", "45%")

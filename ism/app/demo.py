@@ -273,13 +273,25 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         redrawn, answer = top_name(s.regeneration[-1].top3), top_name(s.final.top3)
         if redrawn != answer:   # say why the two can disagree (the answer does not come from panel 6)
             s.final.caption += (f". The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
-                                f"{'the purified picture (panel 5)' if source == 'purified' else 'the input'}"
+                                + {"purified": "the purified picture (panel 5)", "mean": "the average of panels 5 and "
+                                   "6", "input": "the input"}[source]
                                 + (" (on held-out pictures the purified ones are read right more often)"
                                    if source == "purified" else ""))
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.headline = headline(defense, int(y), s, req, label_known=label is not None)
     s.done = True
     yield s
+
+
+def chances(p: float, threshold: float) -> tuple[str, str]:
+    """The detector's probability and its threshold in words: never "100%" or "0%", a threshold of 0.006 not
+    rounded to "1%", and one more decimal where the two would read the same ("45.3% … above 45.0%")."""
+    def say(v: float, digits: int) -> str:
+        return "over 99%" if v > 0.99 else "under 0.1%" if v < 0.001 else f"{v:.{digits}%}"
+    digits = 1 if min(p, threshold) < 0.1 else 0
+    while say(p, digits) == say(threshold, digits) and p != threshold and digits < 3:
+        digits += 1
+    return say(p, digits), say(threshold, digits)
 
 
 def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
@@ -332,8 +344,8 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
         seen = "caught the attack" if det["attacked"] else "missed the attack"
     gate = ("" if defense.config.gate else
             "; it only reports here: every input is purified whatever it says")
-    parts.append(f"The detector {seen} (P(attacked) = {det['probability']:.2f}, threshold "
-                 f"{det['threshold']:.2f}){gate}.")
+    chance, threshold = chances(det["probability"], det["threshold"])
+    parts.append(f"The detector {seen} (chance it was attacked {chance}, it says attacked above {threshold}){gate}.")
     if label_known:
         parts.append(f"The defense's final answer: {fin} ({'right' if fin == truth else 'wrong'}: the true label, "
                      f"{truth}).")

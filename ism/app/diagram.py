@@ -33,7 +33,7 @@ def pipeline_figure(gate: bool = True):
     ax.set_ylim(0, 0.8)
     ax.axis("off")
     if not gate:
-        ax.text(0.50, 0.36, "reports P(attacked) and strength;\ndoes not gate", ha="center", fontsize=8, color="#a33")
+        ax.text(0.50, 0.36, "reports the chance it was attacked\nand its strength; does not gate", ha="center", fontsize=8, color="#a33")
     for text, (x, y, color) in boxes.items():
         ax.add_patch(FancyBboxPatch((x - 0.085, y - 0.1), 0.17, 0.2, boxstyle="round,pad=0.01", fc=color, ec="#555",
                                     gid=text))

@@ -1,7 +1,7 @@
 """A guided lesson a teacher can run in class, one click per step (issue 16). Every step is a
 preset of the compare engine (``ism.app.compare``: the same attacks and ``Defense.read`` as the main
-tab) on one shipped example, and says in two sentences what to look for; the sentence under the
-result is computed from what actually happened on this run, never assumed."""
+tab) on one shipped example, and says in two sentences what to look for; the sentences above the
+result are computed from what actually happened on this run, never assumed."""
 from __future__ import annotations
 
 from dataclasses import dataclass

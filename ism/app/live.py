@@ -46,7 +46,7 @@ def caught_summary(results: dict | None) -> str:
     if "restored" not in g or not g.get("fooled"):
         return ""
     n = g.get("images", results.get("clean", {}).get("images"))
-    return (f"**Measured** on {n:,} test pictures: gray-box PGD-10 at 8/255 turns {g['fooled']:.0%} of them from right "
+    return (f"**Measured**{f' on {n:,} test pictures' if n else ''}: gray-box PGD-10 at 8/255 turns {g['fooled']:.0%} of them from right "
             f"to wrong; the detector catches {g['caught']:.0%} of those and the defense answers {g['restored']:.0%} of "
             "them right again.\n\n")
 
@@ -71,5 +71,5 @@ def _adaptive_sentence(results: dict | None) -> str:
         "Part of it survives (see the curves)."
     return ("In all (8/255): "
             + (f"{g['defense']:.0%} of {images(g):,} right against gray-box PGD-10, " if "defense" in g else "")
-            + f"{r['defense']:.0%} of {images(r):,} against an attacker who knows the whole defense (adaptive)"
+            + f"{r['defense']:.0%} of {images(r):,} right against an attacker who knows the whole defense (adaptive)"
             + f". {verdict}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ism.app.demo import DemoState
+from ism.app.demo import DemoState, chances
 
 PANEL = 150          # pixels per stage image (nearest-neighbour upscaled)
 GAP = 24             # between panels
@@ -52,8 +52,9 @@ def run_picture(s: DemoState, title: str = "") -> np.ndarray:
     lines = [title] if title else []
     det = s.detection
     if det:
-        lines.append(f"4 detector: {'ATTACKED' if det['attacked'] else 'clean'}, P(attacked) = "
-                     f"{det['probability']:.2f} (threshold {det['threshold']:.2f})")
+        chance, threshold = chances(det["probability"], det["threshold"])
+        lines.append(f"4 detector: {'ATTACKED' if det['attacked'] else 'clean'}, chance it was attacked {chance} "
+                     f"(attacked above {threshold})")
     width = len(panels) * (PANEL + GAP) + GAP
     if s.headline:
         lines += textwrap.wrap(s.headline, width=max(40, width // 7))

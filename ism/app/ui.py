@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import torch
 
-from ism.app.demo import THREATS, DemoRequest, DemoState, run_demo, top_name
+from ism.app.demo import THREATS, DemoRequest, DemoState, chances, run_demo, top_name
 from ism.app.picture import run_picture
 from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting, shown
 from ism.app.serve import ActiveRuns, ServeConfig
@@ -514,7 +514,7 @@ def regeneration_curve(errors: list[float]):
 
     steps = range(len(errors))
     return pd.DataFrame({"iteration": [str(i) for i in steps] if len(errors) <= len(ITERATION_TICKS) else list(steps),
-                         "difference from panel 5 (MSE)": [float(e) for e in errors]})
+                         "difference from panel 5 (mean squared)": [float(e) for e in errors]})
 
 
 def frame_caption(stage) -> str:
@@ -533,13 +533,10 @@ def top3_text(top: dict) -> str:
 def detection_text(det: dict | None) -> str:
     if not det:
         return ""
-    def share(p: float) -> str:              # never "100%" or "0%" for a probability, nor 0.006 said as "1%"
-        return "over 99%" if p > 0.99 else "under 1%" if p < 0.01 and p < det["threshold"] / 2 else \
-            f"{p:.1%}" if p < 0.1 else f"{p:.0%}"
-
     verdict = "ATTACKED" if det["attacked"] else "clean"
-    return (f"**{verdict}**: chance it was attacked {share(det['probability'])} (it says attacked above "
-            f"{share(det['threshold'])}). Its guess of the attack's strength: about {det['strength'] * 255:.0f}/255.")
+    p, t = chances(det["probability"], det["threshold"])
+    return (f"**{verdict}**: chance it was attacked {p} (it says attacked above {t}). Its guess of the attack's "
+            f"strength: about {det['strength'] * 255:.0f}/255.")
 
 
 def timings_text(s: DemoState) -> str:
@@ -630,7 +627,8 @@ gradients over several random draws. *ε*: the largest change allowed to any pix
 small steps that each push the classifier's answer away from the right one, kept within ε; PGD-10 takes 10.
 *FGSM*: one such step. *L∞ / L2*: the largest change to any one pixel / the overall size of the change.
 *ISM* (Instance Sparsity Mapping network): the paper's purifier, which rebuilds the picture from a short code
-(128 numbers) meant to keep what it shows and drop the attack. *GAN* (generative adversarial network): a
+(128 numbers) meant to keep what it shows and drop the attack (CIFAR-10's paper recipe then corrects that rebuilt
+picture with a refiner that also reads the input). *GAN* (generative adversarial network): a
 generator trained to draw pictures like the data set's; regeneration searches for the drawing closest to the
 purified picture. *Mean squared difference*: the average, over pixels, of the squared difference between two
 pictures. *CIFAR-10 (JPEG copy)*: the offline copy used here

@@ -148,7 +148,7 @@ class AttackTab:
                                            interactive=False, elem_id="scrub", scale=3)
                     c["scrub_image"] = gr.Image(label="that iteration", interactive=False, height=130, width=130,
                                                 format=PIXELS, show_label=True, elem_id="scrub-image", scale=1)
-            c["regeneration_plot"] = gr.LinePlot(x="iteration", y="difference from panel 5 (MSE)",
+            c["regeneration_plot"] = gr.LinePlot(x="iteration", y="difference from panel 5 (mean squared)",
                                                  title="redrawing: how far from the purified picture",
                                                  label="regeneration: error against iteration", show_label=False,
                                                  sort=ITERATION_TICKS, scale=2, height=230, elem_id="regen-plot")

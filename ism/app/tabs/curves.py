@@ -44,7 +44,7 @@ class CurvesTab:
         ex = [handler.examples[i] for i in evenly_spaced(len(handler.examples), int(n))]   # every class
         if not ex:
             raise gr.Error("no example images available")
-        x = torch.cat([handler.prepare(e.path)[0] for e in ex])
+        x = torch.cat([handler.prepare(e.path).tensor for e in ex])
         y = torch.tensor([e.label for e in ex])
         series = measure_curves(handler.defense, x, y, LIVE_EPS, attack_name(attack), adaptive=True, progress=progress)
         return plot_curves(series, f"{attack} on {self.page.title(key)}, measured live on {len(ex)} example images "

@@ -65,14 +65,15 @@ JS = """() => document.addEventListener('click', (e) => {
     item.classList.add('selected');
 }, true)"""
 
+
 def theme() -> gr.themes.Base:
     """gradio's default theme with its font's bold from the complete file: gradio 6.31 ships Source Sans Pro
     SemiBold (its headings' weight, 600) as a 5 KB subset of a few letters, so every heading mixed those with a
     fallback font (a small capital "A" in "ATTACKED", "GAN", "A lesson"). With weights 400 and 700 served, the
     browser draws 600 from the full Bold file."""
-    return gr.themes.Default(font=[gr.themes.GoogleFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif",
+    return gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif",
                                    "system-ui", "sans-serif"],
-                             font_mono=[gr.themes.GoogleFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace",
+                             font_mono=[gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace",
                                         "Consolas", "monospace"])   # (its SemiBold is such a subset too)
 
 
