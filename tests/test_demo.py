@@ -156,6 +156,32 @@ def test_the_honest_note_gives_each_figure_its_own_image_count():
     assert adaptive_summary(results).startswith(
         "**Measured** on 1,000 test pictures: gray-box PGD-10 at 8/255 turns 37% of them from right to wrong; the "
         "detector catches 100% of those and the defense answers 13% of them right again.\n\n")
+    # measured by a gray-box evaluation of their own (results/<key>-graybox-caught-limit<N>.json), said the same way
+    caught = {"clean": {"images": 500}, "graybox": {"pgd@0.0314": results["graybox"].pop("pgd@0.0314")}}
+    caught["graybox"]["pgd@0.0314"].pop("images")
+    text = adaptive_summary(results, caught)
+    assert text.startswith("**Measured** on 500 test pictures: gray-box PGD-10 at 8/255 turns 37% of them")
+    assert "against gray-box PGD-10" not in text     # the main file's gray-box row is gone: not said from the other
+
+
+def test_the_header_finds_caught_figures_in_their_own_results_file(tiny_defense, tmp_path):
+    """A defense whose main results predate fooled / caught / restored (results/celeba.json) says them from the
+    gray-box evaluation that measured them, results/<key>-graybox-caught-limit<N>.json."""
+    import json
+
+    from ism.app.serve import ServeConfig
+    from ism.app.tabs.page import Page
+
+    page = Page({"cifar10": tiny_defense}, ServeConfig(), str(tmp_path))
+    (tmp_path / "cifar10.json").write_text(json.dumps({"clean": {"images": 300}, "graybox": {"pgd@0.0314": {
+        "defense": 0.87}}, "adaptive": {"pgd@0.0314": {"defense": 0.64, "images": 100}}}))
+    assert "Measured" not in page.header("cifar10")
+    (tmp_path / "cifar10-graybox-caught-limit1000.json").write_text(json.dumps({"clean": {"images": 1000}, "graybox": {
+        "pgd@0.0314": {"defense": 0.85, "fooled": 0.4, "caught": 0.99, "restored": 0.8}}}))
+    text = page.header("cifar10")
+    assert ("**Measured** on 1,000 test pictures: gray-box PGD-10 at 8/255 turns 40% of them from right to wrong; the "
+            "detector catches 99% of those and the defense answers 80% of them right again.") in text
+    assert "87% of 300 right against gray-box PGD-10, 64% of 100" in text
 
 
 @pytest.mark.parametrize("eps", [8 / 255, 0.3])

@@ -73,6 +73,9 @@ class RobustTrainConfig:
     ema: float = 0.0               # > 0: ship an exponential moving average of the weights (this decay
                                    # per step; BatchNorm statistics averaged too) instead of the last step's
     archive: bool = True           # keep the starting weights in ablation/ (for the per-stage ablation)
+    graybox_weight: float = 0.0    # + graybox_weight * CE(classifier(ISM(x_gray)), y), x_gray = PGD-k against the
+                                   # classifier alone (the evaluation's gray-box attacker): the ISM learns to undo
+                                   # it while the composite is hardened against the adaptive one (issue 30)
 
 
 # What `python -m train robust --dataset D` runs: one run per entry, each continuing from the weights
@@ -116,6 +119,16 @@ def robust_accuracy(run: Run, model: nn.Module, split, eps: float, steps: int = 
         with torch.enable_grad():
             return atk(x, y)
     return accuracy(model, run, split, adv)
+
+
+def graybox_accuracy(run: Run, composite: nn.Module, clf: nn.Module, split, eps: float, steps: int = 10) -> float:
+    """Accuracy of ``composite`` (ISM then classifier) on images attacked by PGD against ``clf`` alone."""
+    atk = make_attack("pgd", clf, eps, steps=steps)
+
+    def adv(x, y):
+        with torch.enable_grad():
+            return atk(x, y)
+    return accuracy(composite, run, split, adv)
 
 
 def _load(run: Run):
@@ -172,6 +185,7 @@ def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:
     if state and ema is not None:
         ema.load_state_dict(state["ema"])
     atk = make_attack("pgd", composite, tc.eps, steps=tc.steps)
+    gray = make_attack("pgd", clf, tc.eps, steps=tc.steps) if tc.graybox_weight > 0 else None
     val = run.val.subset(evenly_spaced(len(run.val), tc.val_images))
     batches = run.loop(lambda seed: run.batches(run.train, True, seed=seed), steps_per_epoch, total, start, "robust")
     net = run.parallel(composite, _purify_classify)
@@ -182,27 +196,37 @@ def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:
         atk.eps, atk.alpha = eps, 2.5 * eps / tc.steps
         with run.autocast():
             x_adv = atk(x, y)          # torchattacks puts the model in eval mode while attacking
+            attacked = [x_adv]
+            if gray is not None:
+                gray.eps, gray.alpha = eps, 2.5 * eps / tc.steps
+                attacked.append(gray(x, y))
         composite.train()
-        n = len(x) * (2 if tc.clean_weight > 0 else 1)
+        k = len(attacked)              # inputs: the attacked batches, then the clean one
+        n = len(x) * (k + (1 if tc.clean_weight > 0 else 0))
         with run.autocast():
-            out, logits = net(torch.cat([x_adv, x]), n)
+            out, logits = net(torch.cat([*attacked, x]), n)
             out = out.float()
             logits = logits.float()
             ce = F.cross_entropy(logits[:len(x)], y)
-            loss = ce + tc.recon_weight * (rec := F.mse_loss(out, torch.cat([x, x])))
+            loss = ce + tc.recon_weight * (rec := F.mse_loss(out, x.repeat(k + 1, 1, 1, 1)))
+            if gray is not None:
+                loss = loss + tc.graybox_weight * (ce_gray := F.cross_entropy(logits[len(x):2 * len(x)], y))
             if tc.clean_weight > 0:
-                loss = loss + tc.clean_weight * F.cross_entropy(logits[len(x):], y)
+                loss = loss + tc.clean_weight * F.cross_entropy(logits[k * len(x):n], y)
         run.optimise(loss, opt, sched)
         if ema is not None:
             ema.update_parameters(composite)
         composite.eval()
         if step % 20 == 0:
-            bar.set_postfix(ce=f"{ce.item():.3f}", rec=f"{rec.item():.4f}")
+            bar.set_postfix(ce=f"{ce.item():.3f}", rec=f"{rec.item():.4f}",
+                            **({} if gray is None else {"ce_gray": f"{ce_gray.item():.3f}"}))
         if epoch_end:
             shipped = composite if ema is None else ema.module.eval()
             clean = accuracy(shipped, run, val)
             rob = robust_accuracy(run, shipped, val, tc.eps)
             extra = {} if ema is None else {"val_clean_purified_last_step": round(accuracy(composite, run, val), 4)}
+            if gray is not None:
+                extra["val_graybox_pgd10_purified"] = round(graybox_accuracy(run, shipped, shipped[1], val, tc.eps), 4)
             run.log(stage="robust", epoch=epoch, step=step + 1, eps=round(eps, 4), ce=round(ce.item(), 4),
                     mse=round(rec.item(), 5),
                     val_clean_purified=round(clean, 4), val_pgd10_purified=round(rob, 4), **extra)
@@ -219,6 +243,8 @@ def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:
            f"together, with {tc.recon_weight} x the Eq. 3 reconstruction loss"
            + (f", eps ramped up from 0 over the first {tc.eps_ramp:.0%} of the steps" if tc.eps_ramp else "")
            + (f", plus {tc.clean_weight} x CE on purified clean images" if tc.clean_weight else "")
+           + (f", plus {tc.graybox_weight} x CE on purified images attacked by PGD-{tc.steps} against the classifier "
+              "alone (gray-box)" if tc.graybox_weight else "")
            + (f"; the weights are an exponential moving average (decay {tc.ema} per step)" if tc.ema else ""))
     kept = " (kept in ablation/adversarial)" if tc.archive else ""
     kept_ism = " (previous weights in ablation/ism)" if tc.archive else ""
@@ -279,9 +305,13 @@ def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dic
     with torch.no_grad():
         x = run.to(sub.float(torch.arange(len(sub))))
         p = psnr(ism(x), x).mean().item()
-    return {
+    metrics = {
         "clean accuracy on purified test images": round(accuracy(composite, run, run.test), 4),
         f"PSNR ISM(x) vs x, clean ({len(sub)} test images, dB)": round(p, 2),
         f"PGD-10 eps={tc.eps:.4f} through ISM + classifier ({len(sub)} test images)":
             round(robust_accuracy(run, composite, sub, tc.eps), 4),
     }
+    if tc.graybox_weight > 0:
+        metrics[f"gray-box PGD-10 eps={tc.eps:.4f} against the classifier alone, read through ISM + classifier "
+                f"({len(sub)} test images)"] = round(graybox_accuracy(run, composite, clf, sub, tc.eps), 4)
+    return metrics

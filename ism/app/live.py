@@ -39,6 +39,12 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
     return series
 
 
+# results/<key>-graybox-caught[-limit<N>].json: a gray-box evaluation of its own that measured fooled / caught /
+# restored (``python -m ism.evaluate --sections graybox --eps 8/255 --name <key>-graybox-caught``), where the
+# defense's main results file predates those columns
+CAUGHT = "graybox-caught"
+
+
 def caught_summary(results: dict | None) -> str:
     """One plain sentence on what the defense does with the attacks that fool its classifier (gray-box PGD-10
     at 8/255, the evaluation's fooled / caught / restored), or "" where those were not measured."""
@@ -51,10 +57,11 @@ def caught_summary(results: dict | None) -> str:
             "them right again.\n\n")
 
 
-def adaptive_summary(results: dict | None) -> str:
+def adaptive_summary(results: dict | None, caught: dict | None = None) -> str:
     """Plain sentences on how the defense fares: against the attacks that fool its classifier (gray-box), then
-    against an adaptive attacker, from the results."""
-    return caught_summary(results) + _adaptive_sentence(results)
+    against an adaptive attacker, from the results. ``caught``: a gray-box evaluation of its own that measured
+    fooled / caught / restored, said where ``results`` did not measure them."""
+    return (caught_summary(results) or caught_summary(caught)) + _adaptive_sentence(results)
 
 
 def _adaptive_sentence(results: dict | None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ism.app.live import adaptive_summary
+from ism.app.live import CAUGHT, adaptive_summary
 from ism.app.runner import RunPool
 from ism.app.serve import ServeConfig
 from ism.app.ui import CompareHandler, DemoHandler, UserError, default_eps, defense_title
@@ -146,7 +146,7 @@ class Page:
     def title(self, key) -> str:
         return defense_title(self.handlers[key].defense) if key in self.handlers else str(key)
 
-    def results_path(self, key) -> str:
+    def results_path(self, key: str) -> str:
         """The evaluation's results for ``key``: ``<results>/<key>.json``, else its run on the most test images
         (``<key>-limit<N>.json``, a seeded subset spread over classes)."""
         full = Path(self.results_dir) / f"{key}.json"
@@ -172,7 +172,8 @@ class Page:
                 f"(Haque & Kang, 2021) tries to catch and undo it. Pick an image, press **Run**.\n\n"
                 f"**Defense:** {self.title(key)}. **Default attacker:** PGD-10 at ε = {default_eps(d) * 255:.0f}/255, "
                 "knowing the classifier but not the defense (gray-box).\n\n"
-                + adaptive_summary(load_results(self.results_path(key))))
+                + adaptive_summary(load_results(self.results_path(key)),
+                                   load_results(self.results_path(f"{key}-{CAUGHT}"))))
 
     # --- shared behaviour -------------------------------------------------------------------------
     @contextlib.contextmanager
