@@ -37,6 +37,7 @@ class Figure:
     path: tuple[str, ...]        # keys into the results JSON
     name: str                    # the metric's name on the Hub, with its threat model
     count: tuple[str, ...]       # keys to the number of test images it was measured on
+    metric: str = "accuracy"     # the Hub's metric type
 
 
 FIGURES = (
@@ -50,6 +51,10 @@ FIGURES = (
     Figure(("graybox", EPS_KEY, "defense"), "gray-box PGD-10 (L-inf 8/255) on the classifier, read through "
            "the defense: the attacker does not know it (an upper bound, not robustness)", ("graybox", EPS_KEY,
                                                                                            "images")),
+    Figure(("graybox", EPS_KEY, "caught"), "of the images gray-box PGD-10 (L-inf 8/255) turns from right to wrong, "
+           "the share the detector catches", ("graybox", EPS_KEY, "images"), metric="recall"),
+    Figure(("graybox", EPS_KEY, "restored"), "of the images gray-box PGD-10 (L-inf 8/255) turns from right to wrong, "
+           "the share the defense answers right again", ("graybox", EPS_KEY, "images")),
 )
 
 
@@ -82,7 +87,7 @@ def eval_results(results_files: list[Path], root: Path = Path(".")) -> list:
         dataset, dataset_name = DATASETS.get(r.get("dataset"), (r.get("dataset", "unknown"), r.get("data", "")))
         out.append(EvalResult(
             task_type=TASK, dataset_type=dataset, dataset_name=dataset_name, dataset_split="test",
-            metric_type="accuracy", metric_value=round(float(_dig(r, fig.path)), 4),
+            metric_type=fig.metric, metric_value=round(float(_dig(r, fig.path)), 4),
             metric_name=f"{fig.name} ({images:,} test images)",
             metric_args={"results": _relative(Path(f), root), "key": "/".join(fig.path), "images": images}))
     return out

@@ -78,11 +78,19 @@ def test_update_card_writes_a_model_index_from_results(copy, tmp_path):
     results = {"dataset": "celeba", "clean": {"images": 50, "pipeline": 0.9},
                "adaptive": {"pgd@0.0314": {"defense": 0.5, "images": 20}}}
     bigger = {"dataset": "celeba", "clean": {"images": 500, "pipeline": 0.95}}
-    (tmp_path / "a.json").write_text(json.dumps(results))
-    (tmp_path / "b.json").write_text(json.dumps(bigger))
-    written = update_card(copy, [tmp_path / "a.json", tmp_path / "b.json"], root=tmp_path)
+    # a gray-box evaluation of its own that measured fooled / caught / restored (results/<key>-graybox-caught-*.json)
+    caught = {"dataset": "celeba", "clean": {"images": 100}, "graybox": {"pgd@0.0314": {
+        "defense": 0.88, "fooled": 0.4, "caught": 0.99, "restored": 0.828, "images": 100}}}
+    for name, r in (("a", results), ("b", bigger), ("c", caught)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    written = update_card(copy, [tmp_path / f"{n}.json" for n in "abc"], root=tmp_path)
     got = {r.metric_args["key"]: (r.metric_value, r.metric_args["results"]) for r in written}
-    assert got == {"clean/pipeline": (0.95, "b.json"), "adaptive/pgd@0.0314/defense": (0.5, "a.json")}
+    assert got == {"clean/pipeline": (0.95, "b.json"), "adaptive/pgd@0.0314/defense": (0.5, "a.json"),
+                   "graybox/pgd@0.0314/defense": (0.88, "c.json"), "graybox/pgd@0.0314/caught": (0.99, "c.json"),
+                   "graybox/pgd@0.0314/restored": (0.828, "c.json")}
+    restored = next(r for r in written if r.metric_args["key"].endswith("restored"))
+    assert restored.metric_name.startswith("of the images gray-box PGD-10 (L-inf 8/255) turns from right to wrong, "
+                                           "the share the defense answers right again (100 test images)")
     assert check_folder(copy, tmp_path) == []
     assert "# ISM defense for CIFAR-10" in (copy / "README.md").read_text()   # the card's text is kept
 

@@ -75,17 +75,21 @@ def test_train_all_tiny_then_resume(tmp_path):
     # ... without them (CelebA's layout) a rerun continues the last one, and the history grows
     for name in ("ablation/adversarial", "ablation/ism"):
         shutil.rmtree(out / name)
-    # (this one ships a moving average of its weights: --set ema=DECAY)
-    main(["robust", *args, "--set", "clean_weight=4", "--set", "archive=false", "--set", "ema=0.5"])
+    # (this one ships a moving average of its weights: --set ema=DECAY, and adds the gray-box term)
+    main(["robust", *args, "--set", "clean_weight=4", "--set", "archive=false", "--set", "ema=0.5",
+          "--set", "graybox_weight=1"])
     runs = json.loads((out / "ablation" / "robust.json").read_text())["runs"]
     assert [r["train_config"]["clean_weight"] for r in runs] == [2.5, 4.0]
     assert [r["train_config"]["ema"] for r in runs] == [0.0, 0.5]
     card = (out / "ism" / "README.md").read_text()
     assert "the last of 2 runs" in card and "exponential moving average (decay 0.5" in card
+    assert "CE on purified images attacked by PGD-3 against the classifier alone" in card
+    assert "gray-box PGD-10 eps=0.0314 against the classifier alone, read through ISM + classifier" in card
     log = (ckpt / "logs" / "cifar10-robust.jsonl").read_text().splitlines()
     # one line per run: `all` (CIFAR-10's recipe averages, ema 0.99), ema=0, ema=0.5
     assert len(log) == 3 and robust_config("cifar10").ema > 0
     assert "val_clean_purified_last_step" in log[-1] and "val_clean_purified_last_step" not in log[1]
+    assert "val_graybox_pgd10_purified" in log[-1] and "val_graybox_pgd10_purified" not in log[1]
 
 
 def test_train_all_paper_recipe_tiny(tmp_path):
