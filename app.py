@@ -77,6 +77,12 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     return demo
 
 
+def launch_options(serve: ServeConfig) -> dict:
+    """What every launch of the app passes (``main`` and the tests' server): its look and its threads."""
+    return dict(css=CSS, js=JS, theme=theme(),
+                max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)   # not one line per internal request
@@ -88,8 +94,7 @@ def main() -> None:
         print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, css=CSS, js=JS,
-                theme=theme(), max_threads=serve.queue_size + 16)   # every waiting visitor's stream holds a thread
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, **launch_options(serve))
 
 
 if __name__ == "__main__":

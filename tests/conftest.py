@@ -106,8 +106,8 @@ def app_demo():
     for h in demo.handlers.values():   # regeneration is paced for viewers (tests/test_demo.py checks it); the
         h.playback = 0.25              # API tests here would spend 2 s a run waiting for it
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, css=app.CSS, js=app.JS,
-                                 theme=app.theme())
+    _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
+                                 **app.launch_options(serve))
     yield demo
     demo.close()
 

@@ -156,6 +156,8 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
     clipped sideways."""
     with app_page(app_url, tmp_path, width, height) as (page, shots):
         page.get_by_role("tab", name="Compare defenses").click()
+        page.locator("#compare").wait_for()
+        assert not page.locator("#compare-plot").is_visible()     # no empty plot box before a comparison
         page.locator("#cmp-examples .thumbnail-item").nth(6).click()       # a cat
         page.wait_for_function("() => document.querySelector('#compare-note')?.innerText.includes('ready')",
                                timeout=30_000)
@@ -166,10 +168,13 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"compare-{width}.png"), full_page=True)
         page.get_by_role("tab", name="Lesson").click()
+        page.locator("#lesson-1").wait_for()
+        assert not page.locator("#lesson-plot").is_visible()      # no empty plot box before the first step
         page.locator("#lesson-1").click()
         page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('fooled')",
                                timeout=120_000)
         assert "An invisible change fools a classifier" in page.locator("#lesson-text").inner_text()
+        page.locator("#lesson-plot img, #lesson-plot svg, #lesson-plot canvas").first.wait_for(timeout=30_000)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
         page.get_by_text("CelebA · hardened").first.click()      # CelebA's lesson: its own example

@@ -38,7 +38,8 @@ class CompareTab:
                                              format=PIXELS)
             self.note = gr.Markdown(elem_id="compare-note")
             self.summary = gr.Markdown(elem_id="compare-summary")
-            self.plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot", format=PIXELS)
+            self.plot = gr.Plot(label="each defense, attacked by each attacker", elem_id="compare-plot", format=PIXELS,
+                                visible=False)        # shown with a comparison's result, not as an empty box
             self.table = gr.Markdown()
             self.json = gr.JSON(visible=False)
 
@@ -47,12 +48,12 @@ class CompareTab:
             self.page.handler_for(key)
             s = RunSettings(file=file, attack=attack_name(attack), eps=eps, steps=steps, seed=seed, dataset=key)
             result = self.page.comparers[key].run(s)
-            return result.summary, result.figure, result.table, result.api()
+            return result.summary, gr.Plot(result.figure, visible=True), result.table, result.api()
 
     def switch(self, key) -> dict:
         """A new data set: its examples, and nothing left of the last comparison."""
         return {self.gallery: gr.update(value=self.page.gallery_items(key), selected_index=None), self.file: None,
-                self.seen: None, self.summary: "", self.plot: None, self.table: "",
+                self.seen: None, self.summary: "", self.plot: gr.Plot(None, visible=False), self.table: "",
                 self.eps: round(default_eps(self.page.defense(key)), 4)}
 
     def wire(self) -> None:

@@ -22,18 +22,19 @@ class LessonTab:
                 self.buttons = [gr.Button(step.title, elem_id=f"lesson-{i + 1}") for i, step in enumerate(STEPS)]
             self.text = gr.Markdown(elem_id="lesson-text")
             self.summary = gr.Markdown(elem_id="lesson-summary")
-            self.plot = gr.Plot(label="this step, live", format=PIXELS)
+            # shown with a step's result: an empty plot box before the first step says nothing
+            self.plot = gr.Plot(label="this step, live", format=PIXELS, visible=False, elem_id="lesson-plot")
             self.table = gr.Markdown()
 
     def step(self, index, key):
         with self.page.one_message(key):
             self.page.handler_for(key)
             result, text = self.page.comparers[key].lesson(index)
-            return text, result.summary, result.figure, result.table
+            return text, result.summary, gr.Plot(result.figure, visible=True), result.table
 
     def switch(self, key) -> dict:
         """A new data set or defense: nothing left of the last step (it ran on the other one)."""
-        return {self.text: "", self.summary: "", self.plot: None, self.table: ""}
+        return {self.text: "", self.summary: "", self.plot: gr.Plot(None, visible=False), self.table: ""}
 
     def wire(self) -> None:
         for i, b in enumerate(self.buttons):
