@@ -88,7 +88,8 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         finished(page)
         page.wait_for_timeout(1500)                             # the smooth scroll to the results
         verdict = page.locator("#verdict").bounding_box()
-        assert 0 <= verdict["y"] < height, f"results not brought into view (verdict at y = {verdict['y']:.0f})"
+        # (scrolled to the top edge: a fraction of a pixel above it where the page height is fractional)
+        assert -1 < verdict["y"] < height, f"results not brought into view (verdict at y = {verdict['y']:.1f})"
         text = page.locator("#verdict").inner_text()
         assert " → answered " in text and "automobile" in text and "targeted" not in text   # details folded
         page.locator("#verdict summary").click()                     # ... one click away
@@ -316,7 +317,8 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         page.locator("#dataset label").last.click()
         page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",
                                timeout=30_000)
-        assert page.locator("#regen-live img").count() == 0
+        # cleared in the same update as the verdict; the image is drawn a frame later under load
+        page.wait_for_function("() => !document.querySelector('#regen-live img')", timeout=10_000)
         assert page.locator("#examples .thumbnail-item.selected").count() == 0, "a thumbnail stayed highlighted"
         page.locator("#examples .thumbnail-item").nth(2).click()   # the same place as before the switch
         page.wait_for_timeout(500)
