@@ -190,6 +190,22 @@ def test_the_worker_is_replaced_if_it_dies(defense):
         p.close()
 
 
+def test_no_worker_is_started_while_the_interpreter_exits(defense, monkeypatch):
+    """At exit multiprocessing terminates the workers; the pool must not start new ones then."""
+    from ism.app import runner
+
+    p = RunPool({"cifar10": defense}, workers=1)
+    try:
+        monkeypatch.setattr(runner, "_exiting", __import__("threading").Event())
+        runner._exiting.set()                                   # what the atexit hook does
+        old = p._workers[0]["proc"]
+        old.kill()
+        old.join(timeout=10)
+        time.sleep(2.5)                                         # two or more of the reader's checks (every second)
+        assert p._workers[0]["proc"] is old
+    finally:
+        p.close()
+
 
 def test_in_process_runs_are_computed_once():
     """Compare and Lesson (computed in the server process): concurrent identical requests share one

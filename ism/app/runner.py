@@ -17,6 +17,7 @@ notes while the run is queued); ``close()`` it to leave.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import math
@@ -34,6 +35,11 @@ import torch.multiprocessing as mp
 from ism.app.demo import DemoRequest, DemoState, Stage, run_demo
 
 log = logging.getLogger("ism-defense")
+# Set when the interpreter starts to exit. Registered after multiprocessing's own exit hook, so it runs first
+# (atexit is last in, first out): the workers that hook then terminates are not replaced by new ones, which
+# could not start any more ("a run worker exited (code -15); starting another" and a traceback at exit).
+_exiting = threading.Event()
+atexit.register(_exiting.set)
 POLL = 0.2          # seconds between checks of a follower that waits (a closed follower leaves within this)
 HUNG_AFTER = 60.0   # a worker still on one run this long after the run's ceiling is replaced
 
@@ -313,10 +319,10 @@ class RunPool:
 
     def _check_workers(self) -> None:
         """A worker that died (out of memory, killed) or computes a run far past its ceiling (hung) fails
-        its run and is replaced."""
+        its run and is replaced; not while the interpreter exits (multiprocessing then ends the workers itself)."""
         with self._lock:
             for i, w in enumerate(self._workers):
-                if self._closed:
+                if self._closed or _exiting.is_set():
                     return
                 job, now = w["job"], time.monotonic()
                 # from its first state (a worker that is still starting up, slow on a loaded machine, is not hung)
