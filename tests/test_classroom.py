@@ -196,7 +196,7 @@ def test_no_worker_is_started_while_the_interpreter_exits(defense, monkeypatch):
 
     p = RunPool({"cifar10": defense}, workers=1)
     try:
-        monkeypatch.setattr(runner, "_exiting", __import__("threading").Event())
+        monkeypatch.setattr(runner, "_exiting", threading.Event())
         runner._exiting.set()                                   # what the atexit hook does
         old = p._workers[0]["proc"]
         old.kill()

@@ -112,23 +112,16 @@ def robust_config(dataset: str) -> RobustTrainConfig:
     return robust_recipe(dataset)[0]
 
 
-def robust_accuracy(run: Run, model: nn.Module, split, eps: float, steps: int = 10) -> float:
-    atk = make_attack("pgd", model, eps, steps=steps)
+def robust_accuracy(run: Run, model: nn.Module, split, eps: float, steps: int = 10,
+                    against: nn.Module | None = None) -> float:
+    """Accuracy of ``model`` under PGD against ``model`` itself, or against ``against`` (gray-box: the
+    classifier alone, when ``model`` is ISM then classifier)."""
+    atk = make_attack("pgd", model if against is None else against, eps, steps=steps)
 
     def adv(x, y):
         with torch.enable_grad():
             return atk(x, y)
     return accuracy(model, run, split, adv)
-
-
-def graybox_accuracy(run: Run, composite: nn.Module, clf: nn.Module, split, eps: float, steps: int = 10) -> float:
-    """Accuracy of ``composite`` (ISM then classifier) on images attacked by PGD against ``clf`` alone."""
-    atk = make_attack("pgd", clf, eps, steps=steps)
-
-    def adv(x, y):
-        with torch.enable_grad():
-            return atk(x, y)
-    return accuracy(composite, run, split, adv)
 
 
 def _load(run: Run):
@@ -226,7 +219,8 @@ def _train_stage(run: Run, tc: RobustTrainConfig) -> nn.Module:
             rob = robust_accuracy(run, shipped, val, tc.eps)
             extra = {} if ema is None else {"val_clean_purified_last_step": round(accuracy(composite, run, val), 4)}
             if gray is not None:
-                extra["val_graybox_pgd10_purified"] = round(graybox_accuracy(run, shipped, shipped[1], val, tc.eps), 4)
+                extra["val_graybox_pgd10_purified"] = round(
+                    robust_accuracy(run, shipped, val, tc.eps, against=shipped[1]), 4)
             run.log(stage="robust", epoch=epoch, step=step + 1, eps=round(eps, 4), ce=round(ce.item(), 4),
                     mse=round(rec.item(), 5),
                     val_clean_purified=round(clean, 4), val_pgd10_purified=round(rob, 4), **extra)
@@ -313,5 +307,5 @@ def measure_robust(run: Run, clf: Classifier, ism, tc: RobustTrainConfig) -> dic
     }
     if tc.graybox_weight > 0:
         metrics[f"gray-box PGD-10 eps={tc.eps:.4f} against the classifier alone, read through ISM + classifier "
-                f"({len(sub)} test images)"] = round(graybox_accuracy(run, composite, clf, sub, tc.eps), 4)
+                f"({len(sub)} test images)"] = round(robust_accuracy(run, composite, sub, tc.eps, against=clf), 4)
     return metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ism.app.demo import MAX_EPS
-from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name
+from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name, result_plot
 from ism.app.ui import RunSettings, default_eps
 
 INTRO = ("**One image, one attack, attacked separately against each defense.** Each row is a defense; "
@@ -48,12 +48,12 @@ class CompareTab:
             self.page.handler_for(key)
             s = RunSettings(file=file, attack=attack_name(attack), eps=eps, steps=steps, seed=seed, dataset=key)
             result = self.page.comparers[key].run(s)
-            return result.summary, gr.Plot(result.figure, visible=True), result.table, result.api()
+            return result.summary, result_plot(result.figure), result.table, result.api()
 
     def switch(self, key) -> dict:
         """A new data set: its examples, and nothing left of the last comparison."""
         return {self.gallery: gr.update(value=self.page.gallery_items(key), selected_index=None), self.file: None,
-                self.seen: None, self.summary: "", self.plot: gr.Plot(None, visible=False), self.table: "",
+                self.seen: None, self.summary: "", self.plot: result_plot(None), self.table: "",
                 self.eps: round(default_eps(self.page.defense(key)), 4)}
 
     def wire(self) -> None:

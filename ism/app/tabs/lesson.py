@@ -6,7 +6,7 @@ import functools
 import gradio as gr
 
 from ism.app.lesson import STEPS
-from ism.app.tabs.page import PIXELS, Page
+from ism.app.tabs.page import PIXELS, Page, result_plot
 
 INTRO = ("**A lesson in four clicks** (about a minute in class). Press the steps in order; each runs live on "
          "the same example and says what to look for. The sentences above each result are computed from "
@@ -30,11 +30,11 @@ class LessonTab:
         with self.page.one_message(key):
             self.page.handler_for(key)
             result, text = self.page.comparers[key].lesson(index)
-            return text, result.summary, gr.Plot(result.figure, visible=True), result.table
+            return text, result.summary, result_plot(result.figure), result.table
 
     def switch(self, key) -> dict:
         """A new data set or defense: nothing left of the last step (it ran on the other one)."""
-        return {self.text: "", self.summary: "", self.plot: gr.Plot(None, visible=False), self.table: ""}
+        return {self.text: "", self.summary: "", self.plot: result_plot(None), self.table: ""}
 
     def wire(self) -> None:
         for i, b in enumerate(self.buttons):

@@ -66,6 +66,11 @@ JS = """() => document.addEventListener('click', (e) => {
 }, true)"""
 
 
+def result_plot(figure) -> gr.Plot:
+    """A plot's update: shown with a result's figure, hidden without one (not an empty box before a result)."""
+    return gr.Plot(figure, visible=figure is not None)
+
+
 def theme() -> gr.themes.Base:
     """gradio's default theme with its font's bold from the complete file: gradio 6.31 ships Source Sans Pro
     SemiBold (its headings' weight, 600) as a 5 KB subset of a few letters, so every heading mixed those with a
