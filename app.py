@@ -62,7 +62,9 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 return {attack.c["autorun"]: False}
             return {page.choice: link.dataset, **switch(link.dataset), **attack.apply_link(link)}
 
-        # .input: the visitor's own choice (a link sets the data set together with what depends on it)
+        # .input: the visitor's own choice (a link sets the data set together with what depends on it); it
+        # leaves the visitor's runs in progress, or their last frames would land on the new data set's page
+        page.choice.input(attack.leave, None, None, cancels=page.runs, api_name=False, queue=False)
         page.choice.input(switch, page.choice, switched, api_name=False, js=CLEAR_SELECTION)
         link_outputs = [page.choice, *switched, *(attack.c[n] for n in ("attack", "steps", "threat", "seed",
                                                                         "autorun"))]

@@ -2,6 +2,7 @@
 import contextlib
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,40 @@ def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request
         finished(page)
 
 
+def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path):
+    """Switching the data set while a long run streams: none of its frames land on the new data set's page,
+    and the run stops computing (it is not left running for no one)."""
+    runs = {k: h.active for k, h in app_demo.handlers.items()}
+    if len(runs) < 2:
+        pytest.skip("one data set served")
+    stopped_before = sum(r.stopped for r in runs.values())
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
+        page.locator("#examples .thumbnail-item").nth(3).click()
+        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        page.get_by_text("more settings").click()
+        for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8")):
+            box = page.get_by_label(name).first
+            box.fill(value)
+            box.press("Enter")
+        page.locator("#run").click()
+        page.wait_for_function("() => document.querySelector('#verdict')?.innerText.length > 0 && "
+                               "!document.querySelector('#verdict').innerText.includes('Pick an example')",
+                               timeout=60_000)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.locator("#dataset label").last.click()
+        page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",
+                               timeout=30_000)
+        deadline = time.time() + 60
+        while sum(r.count for r in runs.values()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert sum(r.count for r in runs.values()) == 0, "the run kept computing after the switch"
+        assert sum(r.stopped for r in runs.values()) == stopped_before + 1
+        page.wait_for_timeout(2000)      # anything still on its way has landed
+        assert "Pick an example" in page.locator("#verdict").inner_text(), "the old run's verdict came back"
+        assert page.locator("#regen-live img").count() == 0, "the old run's frames came back"
+        page.screenshot(path=str(shots / "switched-mid-run-1366.png"), full_page=True)
+
+
 def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
     """A teacher's link: the data set, example, attack, epsilon, threat model and seed come from the query,
     and run=1 runs them; the page's own link button writes the same kind of link."""
@@ -312,7 +347,9 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
             return ticks.length ? {label: g.getAttribute("aria-label"), ticks} : null }""", timeout=30_000).json_value()
         assert "discrete scale" in axis["label"], axis        # a short run: one named tick per iteration (no 0.5, 1.5)
         assert all(t.isdigit() for t in axis["ticks"]), axis
-        # switching the data set: nothing of the last run stays
+        # switching the data set: nothing of the last run stays (a run switched away from mid-way: next test)
+        page.wait_for_function("() => !document.querySelector('#scrub input[type=range]')?.disabled",
+                               timeout=30_000)   # the run has ended: its scrubber is set
         page.evaluate("() => window.scrollTo(0, 0)")
         page.locator("#dataset label").last.click()
         page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",

@@ -185,11 +185,16 @@ class AttackTab:
         with self.page.one_message(key):
             self.page.handler_for(key).check(s)
 
-    def stop_run(self, key, request: gr.Request = None):
-        """Stop: leave this visitor's run (cancelled unless another visitor follows it) and say so."""
+    def leave(self, request: gr.Request = None) -> None:
+        """Leave this visitor's run (cancelled unless another visitor follows it); a run still waiting in
+        gradio's queue is cancelled by the event that calls this."""
         session = getattr(request, "session_hash", None)
-        for h in self.page.handlers.values():   # (a run still waiting in gradio's queue is cancelled by the event)
+        for h in self.page.handlers.values():
             h.stop(session)
+
+    def stop_run(self, key, request: gr.Request = None):
+        """Stop: leave this visitor's run and say so."""
+        self.leave(request)
         return STOPPED
 
     def share_link(self, *values):
@@ -264,6 +269,7 @@ class AttackTab:
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
         running = checked.success(self.defend, self.settings, outputs, api_name="defend",
                                   concurrency_limit=serve.queue_size)
+        page.runs.append(running)
         c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
             None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")

@@ -60,6 +60,7 @@ class CompareTab:
         page = self.page
         self.gallery.select(page.pick_example, page.choice, self.file, api_name=False)
         self.file.change(page.preview, [self.file, page.choice], [self.seen, self.note], api_name=False)
-        self.run.click(self.compare, [self.file, self.attack, self.eps, self.steps, self.seed, page.choice],
-                       [self.summary, self.plot, self.table, self.json], api_name="compare",
-                       concurrency_limit=page.serve.concurrency, concurrency_id="compute")
+        compared = self.run.click(self.compare, [self.file, self.attack, self.eps, self.steps, self.seed, page.choice],
+                                  [self.summary, self.plot, self.table, self.json], api_name="compare",
+                                  concurrency_limit=page.serve.concurrency, concurrency_id="compute")
+        page.runs.append(compared)

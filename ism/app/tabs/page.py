@@ -137,6 +137,7 @@ class Page:
             rivals.setdefault(h.defense.config.dataset, self.comparers[name].rivals)
         self.first = next(iter(self.handlers))
         self.choice: gr.Radio | None = None
+        self.runs: list = []    # every tab's computing events: switching the data set cancels them (app.py)
 
     # --- facts about one served defense -----------------------------------------------------------
     def handler_for(self, key) -> DemoHandler:
