@@ -1,5 +1,6 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) runs an example end to end."""
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -211,6 +212,7 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
         assert slider.is_enabled()
         page.get_by_role("tab", name="Robustness curves").click()
         page.get_by_text("MagNet and DDSA, trained here").wait_for(timeout=15_000)     # CIFAR-10 has both
+        assert not page.locator("#curves-live").is_visible()     # no empty "measured live" box before a measurement
         page.get_by_text("CelebA · hardened").first.click()
         page.get_by_text("not measured in these curves: the Compare tab attacks them").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "curves-celeba-1366.png"), full_page=True)
@@ -244,13 +246,16 @@ def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request
         finished(page)
 
 
-def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path):
+def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path, request):
     """Switching the data set while a long run streams: none of its frames land on the new data set's page,
     and the run stops computing (it is not left running for no one)."""
     runs = {k: h.active for k, h in app_demo.handlers.items()}
     if len(runs) < 2:
         pytest.skip("one data set served")
     stopped_before = sum(r.stopped for r in runs.values())
+    for h in app_demo.handlers.values():        # a run that lasts: its frames paced over a minute
+        request.addfinalizer(functools.partial(setattr, h, "playback", h.playback))
+        h.playback = 60.0
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         page.locator("#examples .thumbnail-item").nth(3).click()
         page.get_by_text("ready", exact=True).wait_for(timeout=30_000)

@@ -98,18 +98,25 @@ def test_app_is_load_build_launch_and_no_ui_function_is_long():
 
 
 def test_the_pipeline_diagram_text_fits_its_boxes():
-    """Every box's words lie inside the box, drawn at the app's size, with the gate and without."""
+    """Every box's words lie inside the box, drawn at the app's size, with the gate and without, for each picture
+    the classifier may read; the diagram says which one it reads (regeneration beside the flow when it is not)."""
+    import itertools
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from ism.app.diagram import pipeline_figure
+    from ism.app.diagram import FINAL, REGEN, pipeline_figure
+    from ism.defense import FINAL_INPUTS
 
-    for gate in (True, False):
-        fig = pipeline_figure(gate)
+    for gate, final_input in itertools.product((True, False), FINAL_INPUTS):
+        fig = pipeline_figure(gate, final_input)
         FigureCanvasAgg(fig).draw()
         r = fig.canvas.get_renderer()
         ax = fig.axes[0]
         boxes = {p.get_gid(): p.get_window_extent(r) for p in ax.patches if p.get_gid()}
         assert len(boxes) == (6 if gate else 5)
+        assert FINAL[final_input] in boxes
+        final, regen = boxes[FINAL[final_input]], boxes[REGEN]
+        assert (regen.y1 < final.y0) == (final_input == "purified"), (gate, final_input)   # in the flow or below it
         for t in ax.texts:
             if t.get_gid() in boxes:
                 inner, outer = t.get_window_extent(r), boxes[t.get_gid()]

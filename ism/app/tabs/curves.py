@@ -5,7 +5,7 @@ import gradio as gr
 import torch
 
 from ism.app.live import measure_curves
-from ism.app.tabs.page import Page, attack_name
+from ism.app.tabs.page import Page, attack_name, result_plot
 from ism.app.ui import curves_intro
 from ism.data.subsets import evenly_spaced
 from ism.eval.curves import curves_from_results, load_results, plot_curves
@@ -25,19 +25,19 @@ class CurvesTab:
             with gr.Row():
                 self.n = gr.Slider(4, 20, value=10, step=1, label="images for a live measurement")
                 self.run = gr.Button("Measure live on a small batch")
-            self.live = gr.Plot(label="measured live")
+            self.live = gr.Plot(label="measured live", visible=False, elem_id="curves-live")   # shown with a measurement
 
     def saved(self, attack, key):
         path = self.page.results_path(key)
         res = load_results(path)
         if not res:
             d = self.page.defense(key)
-            return None, (f"No evaluation results yet: run `python -m ism.evaluate --dataset {d.config.dataset} "
-                          f"--weights {d.source} --name {key}`, or measure live below.")
+            return result_plot(None), (f"No evaluation results yet: run `python -m ism.evaluate --dataset "
+                                       f"{d.config.dataset} --weights {d.source} --name {key}`, or measure live below.")
         n = res.get("clean", {}).get("images", "?")
-        return plot_curves(curves_from_results(res, attack_name(attack)),
-                           f"{attack} on {self.page.title(key)}: accuracy against epsilon ({n} test images)"), \
-            curves_note(res, path)
+        figure = plot_curves(curves_from_results(res, attack_name(attack)),
+                             f"{attack} on {self.page.title(key)}: accuracy against epsilon ({n} test images)")
+        return result_plot(figure), curves_note(res, path)
 
     def measure(self, attack, n, key, progress=gr.Progress()):
         handler = self.page.handler_for(key)
@@ -47,13 +47,14 @@ class CurvesTab:
         x = torch.cat([handler.prepare(e.path).tensor for e in ex])
         y = torch.tensor([e.label for e in ex])
         series = measure_curves(handler.defense, x, y, LIVE_EPS, attack_name(attack), adaptive=True, progress=progress)
-        return plot_curves(series, f"{attack} on {self.page.title(key)}, measured live on {len(ex)} example images "
-                                   f"({len({e.label for e in ex})} classes)")
+        title = (f"{attack} on {self.page.title(key)}, measured live on {len(ex)} example images "
+                 f"({len({e.label for e in ex})} classes)")
+        return result_plot(plot_curves(series, title))
 
     def switch(self, key) -> dict:
         plot, note = self.saved("PGD", key)
-        return {self.plot: plot, self.note: note, self.intro: curves_intro(self.page.defense(key)), self.live: None,
-                self.attack: "PGD"}
+        return {self.plot: plot, self.note: note, self.intro: curves_intro(self.page.defense(key)),
+                self.live: result_plot(None), self.attack: "PGD"}
 
     def wire(self) -> None:
         page = self.page

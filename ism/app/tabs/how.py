@@ -13,12 +13,12 @@ class HowTab:
         self.page = page
         d = page.defense(page.first)
         with gr.Tab("How it works"):
-            self.plot = gr.Plot(value=pipeline_figure(d.config.gate), label="the pipeline")
+            self.plot = gr.Plot(value=pipeline_figure(d.config.gate, d.config.final_input), label="the pipeline")
             self.text = gr.Markdown(how_text(d))
 
     def switch(self, key) -> dict:
         d = self.page.defense(key)
-        return {self.plot: pipeline_figure(d.config.gate), self.text: how_text(d)}
+        return {self.plot: pipeline_figure(d.config.gate, d.config.final_input), self.text: how_text(d)}
 
     def wire(self) -> None:
         pass
