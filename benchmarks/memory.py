@@ -4,8 +4,9 @@
 
 Starts ``app.py`` in a subprocess (as benchmarks/load.py does), then loads the page ``--pages``
 times (the HTML and the app config a browser fetches; the Curves tab's figures, built by the page's
-load event in a browser, are not exercised here: tests/test_browser.py loads real pages) and sends ``--runs`` demo runs through the public API, sampling the server's RSS after
-each block of 50 page loads / 10 runs. Figures are ``matplotlib.figure.Figure`` objects (no pyplot
+load event in a browser, are not exercised here: tests/test_browser.py loads real pages) and sends ``--runs``
+demo runs through the public API, sampling after each block of 50 page loads / 10 runs the server's RSS and
+the proportional memory (PSS) of the server with its run workers (the processes that compute the runs). Figures are ``matplotlib.figure.Figure`` objects (no pyplot
 state), so memory should level off after warm-up. Writes the samples to ``--out`` as JSON.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import ROOT, free_port, rss_kib, start_app  # noqa: E402
+from startup import pss_mib  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +34,12 @@ def main() -> None:
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
     proc = start_app(port, env)
     url = f"http://127.0.0.1:{port}/"
-    samples = [{"after": "start", "pages": 0, "runs": 0, "rss_mib": rss_kib(proc.pid, "VmRSS") / 1024}]
+
+    def sample(after: str, pages: int, runs: int) -> dict:
+        return {"after": after, "pages": pages, "runs": runs, "rss_mib": rss_kib(proc.pid, "VmRSS") / 1024,
+                "pss_mib_with_workers": pss_mib(proc.pid)}
+
+    samples = [sample("start", 0, 0)]
     try:
         from gradio_client import Client, handle_file
 
@@ -40,7 +47,7 @@ def main() -> None:
             for path in ("", "config"):
                 urllib.request.urlopen(url + path, timeout=60).read()
             if i % 50 == 0:
-                samples.append({"after": "pages", "pages": i, "runs": 0, "rss_mib": rss_kib(proc.pid, "VmRSS") / 1024})
+                samples.append(sample("pages", i, 0))
                 print(samples[-1], flush=True)
         client = Client(url, verbose=False)
         examples = sorted((ROOT / "examples/cifar10").glob("*.png"))
@@ -49,11 +56,11 @@ def main() -> None:
             client.predict(handle_file(str(examples[i % len(examples)])), "PGD", 8 / 255, 10, "gray-box", 2, 10, i,
                            "cifar10", api_name="/defend")   # the hardened defense, as measured before
             if i % 10 == 0:
-                samples.append({"after": "runs", "pages": a.pages, "runs": i,
-                                "rss_mib": rss_kib(proc.pid, "VmRSS") / 1024})
+                samples.append(sample("runs", a.pages, i))
                 print(samples[-1], flush=True)
         res = {"command": "python benchmarks/memory.py " + " ".join(sys.argv[1:]), "samples": samples,
-               "peak_rss_mib": rss_kib(proc.pid, "VmHWM") / 1024, "run_seconds": round(time.time() - t0, 1)}
+               "peak_rss_mib": rss_kib(proc.pid, "VmHWM") / 1024, "run_seconds": round(time.time() - t0, 1),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,5 +1,7 @@
-"""What a Space pays at start: seconds from `python app.py` to the page answering, and the server's
-memory then and after a first run of each kind (demo, compare).
+"""What a Space pays at start: seconds from `python app.py` to the page answering, and memory then and after
+a first run of each kind (demo, compare): the server's resident memory, and the proportional memory (PSS,
+shared pages split between the processes sharing them) of the server with its run workers, which is what
+the machine must hold.
 
     python benchmarks/startup.py [--repeats 3]      # -> benchmarks/results/startup.json
 """
@@ -26,6 +28,36 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the run pool's workers)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional memory of ``pid`` and its descendants."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -50,7 +82,8 @@ def one_start(first_runs: bool) -> dict:
                 if proc.poll() is not None:
                     raise RuntimeError("app.py exited during start-up")
                 time.sleep(0.1)
-        out = {"seconds_to_page": time.perf_counter() - t0, "rss_mib_at_start": rss_mib(proc.pid)}
+        out = {"seconds_to_page": time.perf_counter() - t0, "rss_mib_at_start": rss_mib(proc.pid),
+               "processes_at_start": len(descendants(proc.pid)), "pss_mib_all_at_start": pss_mib(proc.pid)}
         if first_runs:
             from gradio_client import Client, handle_file
 
@@ -60,10 +93,13 @@ def one_start(first_runs: bool) -> dict:
             c.predict(cat, "PGD", 8 / 255, 10, "gray-box", 4, 30, 0, "cifar10", api_name="/defend")
             out["first_defend_seconds"] = time.perf_counter() - t
             out["rss_mib_after_defend"] = rss_mib(proc.pid)
+            out["processes_after_defend"] = len(descendants(proc.pid))
+            out["pss_mib_all_after_defend"] = pss_mib(proc.pid)
             t = time.perf_counter()
             c.predict(cat, "PGD", 8 / 255, 10, 0, "cifar10", api_name="/compare")
             out["first_compare_seconds"] = time.perf_counter() - t
             out["rss_mib_after_compare"] = rss_mib(proc.pid)
+            out["pss_mib_all_after_compare"] = pss_mib(proc.pid)
         return out
     finally:
         proc.terminate()
@@ -79,7 +115,9 @@ def main(argv=None) -> dict:
     result = {"command": "python benchmarks/startup.py " + " ".join(argv or sys.argv[1:]),
               "cores": os.cpu_count(), "starts": starts,
               "seconds_to_page_median": statistics.median(s["seconds_to_page"] for s in starts),
-              "rss_mib_at_start_median": statistics.median(s["rss_mib_at_start"] for s in starts)}
+              "rss_mib_at_start_median": statistics.median(s["rss_mib_at_start"] for s in starts),
+              "pss_mib_all_at_start_median": statistics.median(s["pss_mib_all_at_start"] for s in starts),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
