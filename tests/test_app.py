@@ -142,3 +142,10 @@ def test_cancelled_run_stops_computing(app_url, app_demo, request):
         time.sleep(0.05)
     assert runs.count == 0 and runs.stopped == stopped_before + 1   # closed before its final state
     assert "final answer" not in str(output(job.outputs()[-1], "verdict"))
+
+
+def test_nothing_is_placed_after_the_tabs(app_demo):
+    """The page is the header, the data-set choice and the tabs: an update made while the page is built (the
+    tabs' ``switch``) places no stray component below them (a gr.Plot made there showed a copy of the
+    robustness curves under every tab)."""
+    assert [type(c).__name__ for c in app_demo.children] == ["Markdown", "Form", "Tabs"]

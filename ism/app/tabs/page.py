@@ -66,9 +66,11 @@ JS = """() => document.addEventListener('click', (e) => {
 }, true)"""
 
 
-def result_plot(figure) -> gr.Plot:
-    """A plot's update: shown with a result's figure, hidden without one (not an empty box before a result)."""
-    return gr.Plot(figure, visible=figure is not None)
+def result_plot(figure) -> dict:
+    """A plot's update: shown with a result's figure, hidden without one (not an empty box before a result).
+    (An update, not a ``gr.Plot``: a component made while the page is built, as the tabs' ``switch`` is, is
+    placed on the page, after everything else.)"""
+    return gr.update(value=figure, visible=figure is not None)
 
 
 def theme() -> gr.themes.Base:
