@@ -52,6 +52,37 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the app's run workers and multiprocessing's resource tracker)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional memory (shared pages split between the processes sharing them) of ``pid`` and every
+    process below it: what the machine holds for the app."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
 def start_app(port: int, env: dict, root: Path = ROOT) -> subprocess.Popen:
     """``root``/app.py in its own process (another checkout's, to compare two versions)."""
     proc = subprocess.Popen([sys.executable, str(Path(root) / "app.py")], cwd=root, env=env,

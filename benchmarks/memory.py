@@ -20,8 +20,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import ROOT, free_port, rss_kib, start_app  # noqa: E402
-from startup import pss_mib  # noqa: E402
+from load import ROOT, free_port, pss_mib, rss_kib, start_app  # noqa: E402
 
 
 def main() -> None:

@@ -280,6 +280,7 @@ def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path
         page.wait_for_timeout(2000)      # anything still on its way has landed
         assert "Pick an example" in page.locator("#verdict").inner_text(), "the old run's verdict came back"
         assert page.locator("#regen-live img").count() == 0, "the old run's frames came back"
+        assert page.locator("#scrub input[type=range]").is_disabled(), "the old run's scrubber came back"
         page.screenshot(path=str(shots / "switched-mid-run-1366.png"), full_page=True)
 
 

@@ -246,3 +246,17 @@ def test_a_lesson_step_is_computed_once_for_a_class(defense):
     first, _ = h.lesson(0)
     again, _ = h.lesson(0)
     assert h.memo.computed == 1 and again.summary == first.summary
+
+
+def test_a_worker_does_not_import_the_app_again():
+    """A run worker is spawned without the parent's main script (app.py: gradio, the tabs), which it would
+    otherwise import again on the cores the starting server needs; it needs only ism.app.runner."""
+    from multiprocessing import spawn
+
+    from ism.app.runner import _light_main
+
+    main = ("init_main_from_path", "init_main_from_name")
+    assert any(k in spawn.get_preparation_data("w") for k in main)     # (the test runner's own main)
+    with _light_main():
+        assert not any(k in spawn.get_preparation_data("w") for k in main)
+    assert any(k in spawn.get_preparation_data("w") for k in main)     # restored

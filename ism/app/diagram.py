@@ -14,7 +14,7 @@ FINAL = {   # by DefenseConfig.final_input
     "regenerated": "classifier reads\nthe redrawn\npicture",
     "mean": "classifier reads the\nmean of purified\nand redrawn",
 }
-WATCH = "redrawn for you to\nwatch; not read"
+WATCH = "shown to you; the\nclassifier ignores it"
 MAIN, BELOW = 0.55, 0.15    # the rows' heights
 BOXES = {   # plain words, at most 21 characters a line: each line fits its box (tests/test_layout.py)
     "your picture x": (0.06, MAIN, "#eeeeee"),
@@ -26,7 +26,7 @@ FINAL_COLOR, REGEN_COLOR = "#e3f2dc", "#eadcf5"
 HALF_W, HALF_H = 0.085, 0.1
 
 
-def pipeline_figure(gate: bool = True, final_input: str = "regenerated"):
+def pipeline_figure(gate: bool, final_input: str):
     """The pipeline. ``gate=False``: every input is purified and the detector only reports. ``final_input``:
     the picture the classifier reads; when that is the purified one, regeneration is drawn beside the main
     flow (shown to the visitor, not read)."""

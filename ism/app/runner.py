@@ -18,14 +18,17 @@ notes while the run is queued); ``close()`` it to leave.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 import traceback
+import types
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field, replace
 
@@ -164,6 +167,23 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.status in ("done", "stopped", "cap", "failed")
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _light_main():
+    """While a worker is spawned, ``__main__`` is an empty module: "spawn" imports the parent's main script again
+    in the child, and app.py's is gradio, the tabs and their figures (about 2 s of CPU and some hundred MB per
+    worker, on the cores the starting server needs); ``_worker`` needs only this module."""
+    with _main_lock:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 class RunPool:
@@ -344,7 +364,8 @@ class RunPool:
         ctx = mp.get_context("spawn")
         jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
         proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, self.threads), daemon=True)
-        proc.start()
+        with _light_main():
+            proc.start()
         return {"proc": proc, "jobs": jobs, "cancel": cancel, "job": None}
 
 

@@ -269,7 +269,7 @@ class AttackTab:
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
         running = checked.success(self.defend, self.settings, outputs, api_name="defend",
                                   concurrency_limit=serve.queue_size)
-        page.runs.append(running)
+        page.runs += [checked, running]     # (a check cancelled by a switch starts no run)
         c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
             None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")

@@ -59,5 +59,6 @@ class CurvesTab:
     def wire(self) -> None:
         page = self.page
         self.attack.change(self.saved, [self.attack, page.choice], [self.plot, self.note], api_name=False)
-        self.run.click(self.measure, [self.attack, self.n, page.choice], self.live, api_name="curves",
-                       concurrency_limit=page.serve.curves_concurrency)
+        measuring = self.run.click(self.measure, [self.attack, self.n, page.choice], self.live, api_name="curves",
+                                   concurrency_limit=page.serve.curves_concurrency)
+        page.runs.append(measuring)
