@@ -164,6 +164,9 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         page.locator("#cmp-examples .thumbnail-item").nth(6).click()       # a cat
         page.wait_for_function("() => document.querySelector('#compare-note')?.innerText.includes('ready')",
                                timeout=30_000)
+        page.locator("#cmp-file").screenshot(path=str(shots / f"compare-file-{width}.png"))
+        assert "".join(page.locator("#cmp-file .file-preview .filename").text_content().split()) == "cat_0.png"
+        assert overflowing(page, "#cmp-file .file-preview .stem") == []   # the picked file's whole name, not "c..png"
         page.locator("#compare").click()
         page.get_by_text("The true answer is").wait_for(timeout=120_000)
         assert "kept it" in page.locator("#compare-summary").inner_text()

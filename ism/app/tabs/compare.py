@@ -33,7 +33,7 @@ class CompareTab:
                     self.run = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Row():
                         self.file = gr.File(label="…or upload an image", file_types=["image"], type="filepath",
-                                            height=90)
+                                            height=90, elem_id="cmp-file")
                         self.seen = gr.Image(label="the image", interactive=False, height=110, width=110,
                                              format=PIXELS)
             self.note = gr.Markdown(elem_id="compare-note")

@@ -49,6 +49,11 @@ CSS = """
 .panel-title { height: 6.4em; overflow: hidden; }
 #stages .column { justify-content: flex-start !important; }   /* equal heights, images on one line */
 .panel-title small { color: var(--body-text-color-subdued); line-height: 1.25; display: inline-block; }
+/* a picked or uploaded file's name wraps in a narrow box ("a..png" before); its size and download link, of no
+   use to a visitor who just picked it, make room */
+#own-image .file-preview .stem, #cmp-file .file-preview .stem { white-space: normal !important;
+    overflow-wrap: anywhere; text-overflow: clip !important; }
+#own-image .file-preview td.download, #cmp-file .file-preview td.download { display: none; }
 /* gradio 6 titles an error pop-up with its type, "Error" (gr.Error's title is not drawn): ours says what happened */
 .toast-title.error { font-size: 0 !important; }
 .toast-title.error::before { content: "Cannot run this"; font-size: var(--text-md); }
