@@ -6,8 +6,9 @@ Starts ``app.py`` in a subprocess (as benchmarks/load.py does), then loads the p
 times (the HTML and the app config a browser fetches; the Curves tab's figures, built by the page's
 load event in a browser, are not exercised here: tests/test_browser.py loads real pages) and sends ``--runs``
 demo runs through the public API, sampling after each block of 50 page loads / 10 runs the server's RSS and
-the proportional memory (PSS) of the server with its run workers (the processes that compute the runs). Figures are ``matplotlib.figure.Figure`` objects (no pyplot
-state), so memory should level off after warm-up. Writes the samples to ``--out`` as JSON.
+the proportional memory (PSS) of the server with its run workers (the processes that compute the runs).
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot state), so memory should level off after warm-up.
+Writes the samples to ``--out`` as JSON.
 """
 from __future__ import annotations
 

@@ -43,6 +43,23 @@ def finished(page, timeout=120_000) -> None:
                            timeout=timeout)
 
 
+def start_a_long_run(page, settings=(), threat=None) -> None:
+    """On the picked example: 8 x 100 regeneration iterations and ``settings`` ((label, value) pairs), the
+    ``threat`` model if given; press Run and wait until the run has begun (the verdict says something)."""
+    page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+    page.get_by_text("more settings").click()
+    for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8"), *settings):
+        box = page.get_by_label(name).first
+        box.fill(value)
+        box.press("Enter")
+    if threat:
+        page.get_by_role("radio", name=threat).first.check()
+    page.locator("#run").click()
+    page.wait_for_function("() => document.querySelector('#verdict')?.innerText.length > 0 && "
+                           "!document.querySelector('#verdict').innerText.includes('Pick an example')",
+                           timeout=60_000)
+
+
 def overflowing(page, selector: str) -> list[str]:
     """Texts of the elements matching ``selector`` whose content is wider than their box (cut off)."""
     return page.evaluate(f"""() => [...document.querySelectorAll({selector!r})]
@@ -225,18 +242,7 @@ def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request
     """Stop on a long run: the page says it stopped, the worker is free, and the next Run finishes."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         page.locator("#examples .thumbnail-item").nth(3).click()
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
-        page.get_by_text("more settings").click()
-        for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8"),
-                            ("attack steps (iterative attacks)", "50")):
-            box = page.get_by_label(name).first
-            box.fill(value)
-            box.press("Enter")
-        page.get_by_role("radio", name="adaptive white-box").first.check()
-        page.locator("#run").click()
-        page.wait_for_function("() => document.querySelector('#verdict')?.innerText.length > 0 && "
-                               "!document.querySelector('#verdict').innerText.includes('Pick an example')",
-                               timeout=60_000)
+        start_a_long_run(page, (("attack steps (iterative attacks)", "50"),), threat="adaptive white-box")
         page.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Stopped. Press Run to start again.").wait_for(timeout=30_000)
         page.screenshot(path=str(shots / "stopped-1366.png"), full_page=True)
@@ -261,16 +267,7 @@ def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path
         h.playback = 60.0
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         page.locator("#examples .thumbnail-item").nth(3).click()
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
-        page.get_by_text("more settings").click()
-        for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8")):
-            box = page.get_by_label(name).first
-            box.fill(value)
-            box.press("Enter")
-        page.locator("#run").click()
-        page.wait_for_function("() => document.querySelector('#verdict')?.innerText.length > 0 && "
-                               "!document.querySelector('#verdict').innerText.includes('Pick an example')",
-                               timeout=60_000)
+        start_a_long_run(page)
         page.evaluate("() => window.scrollTo(0, 0)")
         page.locator("#dataset label").last.click()
         page.wait_for_function("() => document.querySelector('#verdict').innerText.includes('Pick an example')",

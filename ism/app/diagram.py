@@ -16,6 +16,7 @@ FINAL = {   # by DefenseConfig.final_input
 }
 WATCH = "shown to you; the\nclassifier ignores it"
 MAIN, BELOW = 0.55, 0.15    # the rows' heights
+REGEN_X = 0.73              # regeneration's column: in the main row, or below it
 BOXES = {   # plain words, at most 21 characters a line: each line fits its box (tests/test_layout.py)
     "your picture x": (0.06, MAIN, "#eeeeee"),
     ISM: (0.27, MAIN, "#d6e9f8"),
@@ -40,10 +41,10 @@ def pipeline_figure(gate: bool, final_input: str):
     else:
         boxes.pop(CLEAN)
     if final_input == "purified":
-        boxes[REGEN] = (0.73, BELOW, REGEN_COLOR)
-        arrows += [(DETECTOR, final, into, False), ((0.73, MAIN), REGEN, WATCH, True)]
+        boxes[REGEN] = (REGEN_X, BELOW, REGEN_COLOR)
+        arrows += [(DETECTOR, final, into, False), ((REGEN_X, MAIN), REGEN, WATCH, True)]
     else:
-        boxes[REGEN] = (0.73, MAIN, REGEN_COLOR)
+        boxes[REGEN] = (REGEN_X, MAIN, REGEN_COLOR)
         arrows += [(DETECTOR, REGEN, into, False), (REGEN, final, "", False)]
     fig = Figure(figsize=(11, 3.2))
     ax = fig.subplots()

@@ -25,7 +25,8 @@ class CurvesTab:
             with gr.Row():
                 self.n = gr.Slider(4, 20, value=10, step=1, label="images for a live measurement")
                 self.run = gr.Button("Measure live on a small batch")
-            self.live = gr.Plot(label="measured live", visible=False, elem_id="curves-live")   # shown with a measurement
+            # shown with a measurement, not as an empty box before one
+            self.live = gr.Plot(label="measured live", visible=False, elem_id="curves-live")
 
     def saved(self, attack, key):
         path = self.page.results_path(key)

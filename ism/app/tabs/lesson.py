@@ -38,7 +38,7 @@ class LessonTab:
 
     def wire(self) -> None:
         for i, b in enumerate(self.buttons):
-            step = b.click(functools.partial(self.step, i), self.page.choice, [self.text, self.summary, self.plot, self.table],
-                           api_name=f"lesson_{i + 1}", concurrency_limit=self.page.serve.concurrency,
-                           concurrency_id="compute")
+            step = b.click(functools.partial(self.step, i), self.page.choice,
+                           [self.text, self.summary, self.plot, self.table], api_name=f"lesson_{i + 1}",
+                           concurrency_limit=self.page.serve.concurrency, concurrency_id="compute")
             self.page.runs.append(step)
