@@ -1,16 +1,22 @@
 """A class at once: N students press Run in the same second, on a 2-core machine, through the public API.
 
-    python benchmarks/classroom.py [--students 30 --same 18] [--sweep] [--out results/classroom.json]
+    python benchmarks/classroom.py [--defense KEY | --all-defenses] [--students 30 --same 18] [--hundred]
+                                   [--sweep] [--out benchmarks/results/classroom.json]
 
 Starts ``app.py`` (README's command, default serving settings unless ``--concurrency/--threads``) in a
-subprocess and measures, each with default settings (PGD 8/255, 10 steps, gray-box, 4 x 30 regeneration,
-seed 0) unless said:
+subprocess and measures, on the defense a visitor gets (``--defense``: the app's default, the first it serves;
+``--all-defenses``: each shipped one in turn, the class figures only) and with the page's default settings for
+it (PGD at its default epsilon, 10 steps, gray-box, its regeneration restarts x iterations, seed 0) unless said:
 - **class**: ``--students`` gradio_client clients submit /defend at once, ``--same`` of them on the first
   CIFAR-10 example and the rest each on another example: p50 / p95 / max seconds to the final result,
   failed requests, and tracebacks in the server's log over the whole benchmark;
 - **lesson**: the same students press the Lesson tab's step 1 at once: p50 / p95, failures;
 - **slow neighbour**: one visitor runs Square at 50 steps; a second later another runs FGSM (8/255): the
   FGSM run's seconds to its final result;
+- **again**: one visitor asks for a run, then for the same run three more times (the run cache answers):
+  seconds to the final result of each repeat;
+- **different runs**: ``--students`` runs with no two alike (a seed each) at once: runs a minute;
+- with ``--hundred``: the class again with 100 students, 60 on the first example;
 - **stop then run**: a visitor starts that Square run, presses Stop (/stop, as the page's button does) two
   seconds later, then Run (FGSM): seconds from Stop to the new run's first result and to its final one;
 - with ``--sweep``: runs a minute for ``--students`` different runs (no two alike, nothing shared or
@@ -34,10 +40,34 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import free_port, pct, start_app  # noqa: E402
 
-from ism.app.ui import output  # noqa: E402
+from ism.app.ui import defense_keys, output  # noqa: E402
 
-DEFAULT = ("PGD", round(8 / 255, 4), 10, "gray-box", 4, 30)
-EXAMPLES = sorted((ROOT / "examples/cifar10").glob("*.png"))
+
+def defaults(key: str) -> tuple:
+    """The page's default settings on defense ``key``: PGD at its default epsilon, 10 steps, gray-box, the
+    defense's regeneration restarts x iterations."""
+    import json as _json
+
+    from ism.app.ui import DEFAULT_EPS
+
+    regen = _json.loads((ROOT / "weights" / key / "defense.json").read_text())
+    return ("PGD", round(DEFAULT_EPS.get(key.split("-")[0], 8 / 255), 4), 10, "gray-box",
+            regen.get("regen_restarts", 4), regen.get("regen_steps", 30))
+
+
+def examples(key: str) -> list[Path]:
+    return sorted((ROOT / "examples" / key.split("-")[0]).glob("*.png"))
+
+
+KEY = defense_keys(ROOT / "weights")[0]       # the app's default defense (set by --defense)
+DEFAULT = defaults(KEY)
+EXAMPLES = examples(KEY)
+
+
+def use(key: str) -> None:
+    """Measure defense ``key`` from here on: its examples and the page's defaults for it."""
+    global KEY, DEFAULT, EXAMPLES
+    KEY, DEFAULT, EXAMPLES = key, defaults(key), examples(key)
 
 
 def client(url: str):
@@ -55,7 +85,7 @@ def run_once(url: str, image: Path, settings=DEFAULT, seed: int = 0, barrier: th
         barrier.wait()
     t0 = time.perf_counter()
     try:
-        res = c.predict(handle_file(str(image)), *settings, seed, "cifar10", api_name="/defend")   # hardened
+        res = c.predict(handle_file(str(image)), *settings, seed, KEY, api_name="/defend")
         ok = "final answer" in output(res, "verdict")
         return time.perf_counter() - t0, None if ok else f"no final answer: {output(res, 'verdict')[:80]}"
     except Exception as e:   # counted, never raised
@@ -88,7 +118,7 @@ def lesson(url: str, students: int) -> dict:
         barrier.wait()
         t0 = time.perf_counter()
         try:
-            c.predict("cifar10", api_name="/lesson_1")
+            c.predict(KEY, api_name="/lesson_1")
             return time.perf_counter() - t0, None
         except Exception as e:
             return time.perf_counter() - t0, f"{type(e).__name__}: {e}"
@@ -104,9 +134,9 @@ def slow_neighbour(url: str) -> dict:
     from gradio_client import handle_file
 
     slow = client(url).submit(handle_file(str(EXAMPLES[2])), "Square (black-box)", round(8 / 255, 4), 50, "gray-box",
-                              4, 30, 7, api_name="/defend")
+                              *DEFAULT[4:], 7, KEY, api_name="/defend")
     time.sleep(1.0)
-    seconds, err = run_once(url, EXAMPLES[3], ("FGSM", round(8 / 255, 4), 1, "gray-box", 4, 30), seed=7)
+    seconds, err = run_once(url, EXAMPLES[3], ("FGSM", round(8 / 255, 4), 1, "gray-box", *DEFAULT[4:]), seed=7)
     t = time.perf_counter()
     try:
         slow.result()
@@ -121,13 +151,13 @@ def stop_then_run(url: str) -> dict:
     from gradio_client import handle_file
 
     c = client(url)
-    job = c.submit(handle_file(str(EXAMPLES[4])), "Square (black-box)", round(8 / 255, 4), 50, "gray-box", 4, 30, 11,
-                   api_name="/defend")
+    job = c.submit(handle_file(str(EXAMPLES[4])), "Square (black-box)", round(8 / 255, 4), 50, "gray-box",
+                   *DEFAULT[4:], 11, KEY, api_name="/defend")
     time.sleep(2.0)
     t0 = time.perf_counter()
-    said = c.predict("cifar10", api_name="/stop")
+    said = c.predict(KEY, api_name="/stop")
     stopped = time.perf_counter() - t0
-    nxt = c.submit(handle_file(str(EXAMPLES[5])), "FGSM", round(8 / 255, 4), 1, "gray-box", 4, 30, 11,
+    nxt = c.submit(handle_file(str(EXAMPLES[5])), "FGSM", round(8 / 255, 4), 1, "gray-box", *DEFAULT[4:], 11, KEY,
                    api_name="/defend")
     first = None
     while not nxt.done():
@@ -139,6 +169,14 @@ def stop_then_run(url: str) -> dict:
     job.cancel()
     return {"stop_answer": said, "stop_call_s": round(stopped, 2), "stop_to_next_first_result_s": round(first, 2),
             "stop_to_next_final_s": round(final, 2), "next_ok": "final answer" in output(nxt.result(), "verdict")}
+
+
+def again(url: str, repeats: int = 3, seed: int = 3) -> dict:
+    """One visitor asks for a run, then for the same run ``repeats`` more times: the run cache's answer."""
+    first, err = run_once(url, EXAMPLES[6], DEFAULT, seed=seed)
+    times = [run_once(url, EXAMPLES[6], DEFAULT, seed=seed) for _ in range(repeats)]
+    return {"first_s": round(first, 2), "again_s": [round(t, 2) for t, _ in times],
+            "failed": sum(1 for _, e in [(first, err), *times] if e)}
 
 
 def with_app(env_extra: dict, fn, root: Path = ROOT):
@@ -162,6 +200,11 @@ def with_app(env_extra: dict, fn, root: Path = ROOT):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--defense", default=KEY, choices=defense_keys(ROOT / "weights"),
+                    help=f"the served defense the students use (default: the app's default, {KEY})")
+    ap.add_argument("--all-defenses", action="store_true", help="the class, again and different-runs figures on "
+                                                                 "every shipped defense (one app start)")
+    ap.add_argument("--hundred", action="store_true", help="also a class of 100, 60 on the first example")
     ap.add_argument("--students", type=int, default=30)
     ap.add_argument("--same", type=int, default=18, help="students on the first example (the rest: one each)")
     ap.add_argument("--concurrency", type=int, default=None, help="ISM_CONCURRENCY (default: the app's)")
@@ -173,14 +216,27 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     env = {k: v for k, v in (("ISM_CONCURRENCY", a.concurrency), ("ISM_THREADS", a.threads)) if v is not None}
+    use(a.defense)
 
     def scenarios(url):
-        out = {"class": the_class(url, a.students, a.same), "lesson_step_1": lesson(url, a.students),
-               "slow_neighbour": slow_neighbour(url)}
+        out = {"defense": KEY, "settings": list(DEFAULT), "class": the_class(url, a.students, a.same)}
+        if a.hundred:
+            out["class_of_100"] = the_class(url, 100, 60)
+        out.update(again=again(url), different_runs=the_class(url, a.students, 1, seed=1, distinct=True),
+                   lesson_step_1=lesson(url, a.students), slow_neighbour=slow_neighbour(url))
         try:
             out["stop_then_run"] = stop_then_run(url)
         except Exception as e:   # an app without /stop (an earlier version)
             out["stop_then_run"] = f"{type(e).__name__}: {e}"
+        if a.all_defenses:
+            out["every_defense"] = {}
+            for key in defense_keys(ROOT / "weights"):
+                use(key)
+                out["every_defense"][key] = {   # (seeds of their own: nothing from the runs above is cached)
+                    "settings": list(DEFAULT), "class": the_class(url, a.students, a.same, seed=500),
+                    "again": again(url, seed=501),
+                    "different_runs": the_class(url, a.students, 1, seed=600, distinct=True)}
+            use(a.defense)
         return out
 
     report, log = with_app(env, scenarios, Path(a.root))

@@ -103,8 +103,6 @@ def app_demo():
     if (CELEBA_WEIGHTS / "defense.json").is_file():
         defenses["celeba"] = load_defense(CELEBA_WEIGHTS)
     demo = app.build_demo(defenses, serve=serve)
-    for h in demo.handlers.values():   # regeneration is paced for viewers (tests/test_demo.py checks it); the
-        h.playback = 0.25              # API tests here would spend 2 s a run waiting for it
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
     _, demo.url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True,
                                  **app.launch_options(serve))
@@ -115,3 +113,21 @@ def app_demo():
 @pytest.fixture(scope="session")
 def app_url(app_demo):
     return app_demo.url
+
+
+@pytest.fixture
+def slow_runs(monkeypatch):
+    """Runs that last: each state a run streams to a visitor is held back 3 s on its way (the server itself never
+    paces a run: the page plays regeneration back), so a test can stop or switch in the middle of one."""
+    import time
+
+    from ism.app import runner
+
+    real = runner.Follower.__iter__
+
+    def paced(self):
+        for state in real(self):
+            if state is not None and not isinstance(state, runner.Waiting):
+                time.sleep(3)
+            yield state
+    monkeypatch.setattr(runner.Follower, "__iter__", paced)

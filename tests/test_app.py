@@ -121,7 +121,7 @@ def test_decompression_bomb_and_long_file_name_uploads(client, tmp_path):
     assert "final answer" in output(out, "verdict") and "true label, deer" in output(out, "verdict")   # recognised by content
 
 
-def test_cancelled_run_stops_computing(app_url, app_demo, request):
+def test_cancelled_run_stops_computing(app_url, app_demo, slow_runs):
     import time
 
     # The server answers a cancel once the step in progress ends (gradio closes the generator between
@@ -129,8 +129,6 @@ def test_cancelled_run_stops_computing(app_url, app_demo, request):
     client = Client(app_url, verbose=False, httpx_kwargs={"timeout": 120})
     runs = app_demo.handler.active
     stopped_before = runs.stopped
-    app_demo.handler.playback = 60.0                         # a run that lasts: paced over a minute
-    request.addfinalizer(lambda: setattr(app_demo.handler, "playback", 0.25))
     job = client.submit(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.1, 5, "adaptive white-box",
                         8, 100, 0, api_name="/defend")       # 8 x 100 regeneration iterations: seconds of work
     t0 = time.time()

@@ -1,6 +1,5 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) runs an example end to end."""
 import contextlib
-import functools
 import os
 import shutil
 import time
@@ -80,6 +79,26 @@ def test_run_an_example_in_the_browser(app_url, tmp_path):
         verdict = page.locator("#verdict").inner_text()
     assert " → caught → " in verdict or " → missed → " in verdict            # the headline, read aloud
     assert (shots / "app-run.png").stat().st_size > 10_000
+
+
+def test_the_page_plays_the_regeneration_back(app_url, tmp_path):
+    """The server sends a run's regeneration frames once, in its final update; the page then steps panel 6
+    through them (it visibly converges), ending on the last frame, even for a run the run cache answers."""
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
+        for attempt in range(2):                                  # computed, then the same run from the cache
+            page.locator("#examples .thumbnail-item").nth(5).click()
+            page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+            page.locator("#run").click()
+            finished(page)
+            seen = page.evaluate("""() => new Promise(done => { const seen = [];
+                const t = setInterval(() => { const img = document.querySelector('#regen-live img');
+                    if (img && seen[seen.length - 1] !== img.src) seen.push(img.src); }, 20);
+                setTimeout(() => { clearInterval(t); done(seen); }, 3000); })""")
+            assert len(set(seen)) >= 5, f"panel 6 showed {len(set(seen))} pictures after the run (attempt {attempt})"
+            last = page.locator("#frames .thumbnail-item img").last.get_attribute("src")
+            assert seen[-1].endswith(last.split("/file=")[-1].split("?")[0][-40:]) or seen[-1] == last
+            assert page.locator("#regen-live .regen-step").inner_text() == ""    # the step counter ends empty
+        page.screenshot(path=str(shots / "played-back-1366.png"), full_page=True)
 
 
 @pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
@@ -255,16 +274,13 @@ def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request
         finished(page)
 
 
-def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path, request):
+def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path, slow_runs):
     """Switching the data set while a long run streams: none of its frames land on the new data set's page,
     and the run stops computing (it is not left running for no one)."""
     runs = {k: h.active for k, h in app_demo.handlers.items()}
     if len(runs) < 2:
         pytest.skip("one data set served")
     stopped_before = sum(r.stopped for r in runs.values())
-    for h in app_demo.handlers.values():        # a run that lasts: its frames paced over a minute
-        request.addfinalizer(functools.partial(setattr, h, "playback", h.playback))
-        h.playback = 60.0
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         page.locator("#examples .thumbnail-item").nth(3).click()
         start_a_long_run(page)

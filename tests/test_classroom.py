@@ -260,3 +260,26 @@ def test_a_worker_does_not_import_the_app_again():
     with _light_main():
         assert not any(k in spawn.get_preparation_data("w") for k in main)
     assert any(k in spawn.get_preparation_data("w") for k in main)     # restored
+
+
+def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch):
+    """A class on one example: the second visitor of a finished run gets its final state at once (not every state
+    again), and no picture of the run is encoded again for it (the frames gallery and slide picture included)."""
+    import ism.app.ui as ui
+
+    settings = RunSettings(DOG, "pgd", 6 / 255, 3, "gray-box", 2, 12, 41)
+    encoded = []
+    real = ui.png_file
+    monkeypatch.setattr(ui, "png_file", lambda image: encoded.append(1) or real(image))
+    first = []
+    for state, picture, label in handler.run(settings):       # the first visitor: what the page renders of it
+        first.append(state)
+        values = ui.state_values(state, picture, label)
+    assert first[-1].done
+    frames = len(first[-1].regeneration)
+    assert len(encoded) == 5 + frames + 1       # each once: panels 1-5 and 7, every regeneration frame (panel 6 is
+    encoded.clear()                             # one of them), the slide picture
+    again = [s for s, _, _ in handler.run(settings)]
+    assert [s.done for s in again] == [True] and again[0] is first[-1]     # shared: one state, the final one
+    assert ui.state_values(again[0], picture, label) == values and not encoded, "encoded again"
+    assert len(values["frames"]) == frames and all(f.endswith(".png") for f, _ in values["frames"])

@@ -80,6 +80,8 @@ class Stage:
     probs: dict | Callable[[], dict]   # class name -> probability (top 3), or what computes it when first read
     seconds: float
     caption: str = ""
+    file: str | None = field(default=None, compare=False, repr=False)   # the image encoded for the page, once
+                                                                         # (ism/app/ui.py: stage_file)
 
     @property
     def top3(self) -> dict:
@@ -109,6 +111,8 @@ class DemoState:
     regen_stop: str = ""                 # why regeneration stopped, in words
     done: bool = False
     waiting: str = ""                    # before the run starts: the visitor's place in line, in words
+    rendered: dict = field(default_factory=dict, compare=False, repr=False)   # what the page made of this state
+                                         # once (the frames gallery, the slide picture): every visitor of it shares it
 
 
 MINIMAL = ("cw", "deepfool")   # L2 minimal-perturbation attacks: epsilon does not bound them

@@ -43,8 +43,12 @@ log = logging.getLogger("ism-defense")
 # could not start any more ("a run worker exited (code -15); starting another" and a traceback at exit).
 _exiting = threading.Event()
 atexit.register(_exiting.set)
-POLL = 0.2          # seconds between checks of a follower that waits (a closed follower leaves within this)
+WAIT_GAP = 2.0      # a waiting visitor's place in line is told at most this often
+TICK = 1.0          # a follower with nothing new hears from its run at least this often (a ``None``)
 HUNG_AFTER = 60.0   # a worker still on one run this long after the run's ceiling is replaced
+
+
+SHARED = ("original", "perturbation", "adversarial", "purified")   # stages that never change once a run has them
 
 
 class Full(Exception):
@@ -325,7 +329,11 @@ class RunPool:
                     job.computing = time.monotonic()
                 job.frames.extend(new)
                 if readings is not None:            # the final state: every frame's reading
-                    job.frames = [replace(f, probs=r) for f, r in zip(job.frames, readings)]
+                    for f, r in zip(job.frames, readings):
+                        f.probs = r
+                if job.states:                      # a stage shown before is the same object (encoded once)
+                    prev = job.states[-1]
+                    state = replace(state, **{k: getattr(prev, k) for k in SHARED if getattr(prev, k) is not None})
                 job.states.append(replace(state, regeneration=list(job.frames)))
                 self._lock.notify_all()
                 return
@@ -370,40 +378,40 @@ class RunPool:
 
 
 class Follower:
-    """One visitor's view of a run: iterate for ``Waiting`` notes and ``DemoState``s (and ``None`` about once a
-    second while nothing new comes, so that a generator closed meanwhile is left promptly); ``close()``, from
-    any thread, leaves."""
+    """One visitor's view of a run: iterate for ``Waiting`` notes and ``DemoState``s (and ``None`` every ``TICK``
+    seconds while nothing new comes, so that a generator closed meanwhile is left promptly); ``close()``, from
+    any thread, leaves. States that arrived while the visitor was busy are skipped but the latest: each state
+    holds everything before it, so a cached run is one state, its final one."""
 
     def __init__(self, pool: RunPool, job: Job):
         self.pool, self.job, self._left = pool, job, False
 
     def __iter__(self):
-        i, last_yield, last_wait = 0, time.monotonic(), None
+        i, last_wait, waited = 0, None, -math.inf
         try:
             while not self._left:
                 with self.pool._lock:
-                    if i >= len(self.job.states) and not self.job.finished and self.job.status != "queued":
-                        self.pool._lock.wait(POLL)
+                    if i >= len(self.job.states) and not self.job.finished and not self._left:
+                        self.pool._lock.wait(TICK)    # (woken by a new state, the run's end, or close())
                     states, status = self.job.states[i:], self.job.status
                 if self._left:
                     break
                 if status == "queued":
                     w = self.pool.place(self.job)       # (None once it starts)
                     seen = (w.place, round(w.seconds)) if w else None
-                    if seen != last_wait or time.monotonic() - last_yield >= 1.0:
-                        yield w                         # at least every second: a closed tab leaves the line
-                        last_wait, last_yield = seen, time.monotonic()
-                    time.sleep(POLL)
+                    if w is not None and seen != last_wait and time.monotonic() - waited >= WAIT_GAP:
+                        yield w                         # a new place in line, at most every WAIT_GAP seconds
+                        last_wait, waited = seen, time.monotonic()
+                    else:
+                        yield None
                     continue
-                for s in states:
-                    yield s
-                    last_yield = time.monotonic()
+                if states:                     # a follower that fell behind gets the latest, most complete
+                    yield states[-1]           # state only (a cached run: its final state at once)
                 i += len(states)
                 if self.job.finished and i >= len(self.job.states):
                     break
-                if not states and time.monotonic() - last_yield >= 1.0:
-                    yield None                 # nothing new for a second
-                    last_yield = time.monotonic()
+                if not states:
+                    yield None                 # nothing new this TICK: the caller may leave or send a keep-alive
         finally:
             self.close()
         if self._left and not self.job.finished or self.job.status == "stopped":
@@ -418,6 +426,7 @@ class Follower:
             if self._left:
                 return
             self._left = True
+            self.pool._lock.notify_all()   # (an iteration waiting for news leaves at once)
         self.pool.leave(self.job)
 
 

@@ -26,8 +26,9 @@ class ServeConfig:
     curves_concurrency: int = 1   # ISM_CURVES_CONCURRENCY: live robustness-curve measurements at once
     delete_after: int = 600       # ISM_DELETE_AFTER: seconds before uploads and results are deleted (checked
                                   # as often): nothing a visitor sends is kept longer
-    playback: float = 2.0         # ISM_PLAYBACK: regeneration is played back over at least this many seconds
-                                  # so a viewer can watch it converge; 0 = as fast as it is computed
+    playback: float = 2.0         # ISM_PLAYBACK: the page plays a run's regeneration back over this many seconds
+                                  # (in the browser, from the frames the final update carries) so a viewer can
+                                  # watch it converge; 0 = no playback
 
     @classmethod
     def from_env(cls, env=None) -> "ServeConfig":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 from ism.app.demo import THREATS, DemoRequest, DemoState, chances, run_demo, top_name
 from ism.app.picture import run_picture
-from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting, shown
+from ism.app.runner import Follower, Full, Memo, OverCap, Stopped, Waiting
 from ism.app.serve import ActiveRuns, ServeConfig
 from ism.data.examples import EXAMPLES_DIR
 from ism.data.images import ImageInputError, prepare_image, to_display
@@ -24,9 +26,11 @@ from ism.defense import Defense
 from ism.folders import paper_recipe_folder, robust_trained
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
-PLAYBACK_SECONDS = ServeConfig.playback   # regeneration is played back over at least this long (ISM_PLAYBACK) ...
-MAX_FRAMES_SHOWN = 20     # ... in at most this many evenly spaced frames
-_sleep, _clock = time.sleep, time.perf_counter   # (tests replace them with a fake clock)
+PLAYBACK_SECONDS = ServeConfig.playback   # the page plays regeneration back over this long (ISM_PLAYBACK)
+MAX_FRAMES_SHOWN = 20     # frames of a regeneration a worker sends while computing: at most this many, evenly spaced
+UPDATE_GAP = 0.3          # a visitor's stream carries the run's latest state at most this often (the final at once)
+KEEP_ALIVE = 2.0          # and, while nothing new comes, the last one again this often
+_clock = time.perf_counter   # (tests replace it with a fake clock)
 
 # The /defend endpoint's outputs, in this order: the one place the public API's order is written
 # (app.py builds its components from these names; README, tests and benchmarks index by name).
@@ -114,7 +118,6 @@ def load_defenses(source: str | None = None, revision: str | None = None,
     else every trained defense under ``weights_dir``, keyed by its folder name: per data set the paper's
     recipe (``<dataset>-paper``, the main tab's default: it undoes more of the attacks it catches) and then
     the hardened defense (``<dataset>``), CIFAR-10 first."""
-    from ism.data.datasets import DATASETS
     from ism.defense import load_defense
     from ism.hub import WeightsError
 
@@ -124,14 +127,21 @@ def load_defenses(source: str | None = None, revision: str | None = None,
                     f"Hub repo {source} at revision {revision or 'main'} (cached in {d.source})")
         return {d.config.dataset: d}
     found = {}
-    for name in DATASETS:
-        for key in (paper_recipe_folder(weights_dir, name).name, name):
-            if (Path(weights_dir) / key / "defense.json").is_file():
-                found[key] = load_defense(Path(weights_dir) / key)
-                found[key].origin = f"folder {Path(weights_dir) / key}"
+    for key in defense_keys(weights_dir):
+        found[key] = load_defense(Path(weights_dir) / key)
+        found[key].origin = f"folder {Path(weights_dir) / key}"
     if not found:
         raise WeightsError(f"no trained defense under {weights_dir}/ (expected e.g. {weights_dir}/cifar10/defense.json)")
     return found
+
+
+def defense_keys(weights_dir: str | Path = WEIGHTS_DIR) -> list[str]:
+    """The defenses under ``weights_dir`` in the order the app serves them (the first is its default): per data
+    set the paper's recipe, then the hardened one, CIFAR-10 first."""
+    from ism.data.datasets import DATASETS
+
+    keys = [k for name in DATASETS for k in (paper_recipe_folder(weights_dir, name).name, name)]
+    return [k for k in keys if (Path(weights_dir) / k / "defense.json").is_file()]
 
 
 def is_paper_recipe(defense: Defense) -> bool:
@@ -266,22 +276,22 @@ class DemoHandler:
     def run(self, s: RunSettings, playback: float | None = None, session: str | None = None):
         """Stream ``DemoState``s for one uploaded or example image.
 
-        Regeneration is played back so a viewer can watch it converge: at most ``MAX_FRAMES_SHOWN``
-        evenly spaced iterations (always the last), at a steady rate over at least ``playback``
-        seconds (computing 30 iterations takes a fraction of that; a browser shown every iteration
-        saw a flicker). Every iteration stays in the final state's frames. With a ``pool`` the run is
-        computed in a worker process (shared with identical requests, cached); while it waits for a
-        worker the stream carries states whose ``waiting`` says the place in line. Closing the
-        generator, or ``stop(session)``, leaves the run (and cancels it if nobody else follows it).
+        The server sends a run as it is computed, never paced: its latest state at most every ``UPDATE_GAP``
+        seconds (the stages, a regeneration frame while a long one computes) and the final state at once,
+        which holds every iteration. The page plays the
+        regeneration back from those frames over ``playback`` seconds itself (``PLAY_REGENERATION`` in
+        ism/app/tabs/attack.py), so a class on one example costs the server one stream each, not one per
+        frame. With a ``pool`` the run is computed in a worker process (shared with identical requests,
+        cached: a cached run is its final state at once); while it waits for a worker the stream carries
+        states whose ``waiting`` says the place in line. Closing the generator, or ``stop(session)``,
+        leaves the run (and cancels it if nobody else follows it). (``playback`` is kept for callers; the
+        server does not wait for it.)
         """
         picture, req = self.check(s)
         x = picture.tensor
-        playback = self.playback if playback is None else playback
         label = self.label_of(s.file)
-        every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration ...
-        frames = len(range(0, req.iterations + 1, every)) + (req.iterations % every > 0)   # ... and the last
-        gap = playback / max(1, frames - 1)
-        last, finished, previous = None, False, DemoState()
+        every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration (and the last)
+        last, finished, previous, pending = None, False, DemoState(), None
         if self.pool is not None:
             try:
                 states = self.pool.follow(self.dataset, x, label, req, every)
@@ -294,20 +304,20 @@ class DemoHandler:
         try:
             with self.active, contextlib.closing(states):
                 for state in states:
-                    if state is None or isinstance(state, Waiting):
-                        if state is not None:
-                            previous = DemoState(waiting=waiting_text(state))
-                        yield previous, picture, label   # (also lets a closed generator leave promptly)
+                    now = _clock()
+                    if isinstance(state, Waiting):
+                        previous, last = DemoState(waiting=waiting_text(state)), now
+                        yield previous, picture, label
                         continue
-                    finished = state.done
-                    if state.regeneration and state.final is None:
-                        if not shown(state, every):
-                            continue                            # between the frames played back
-                        if last is not None:
-                            _sleep(max(0.0, last + gap - _clock()))
-                        last = _clock()
-                    previous = state
-                    yield state, picture, label
+                    if state is not None:
+                        pending = state
+                    if pending is not None and (pending.done or last is None or now - last >= UPDATE_GAP):
+                        previous, pending, last = pending, None, now    # the latest state, at most one every
+                        yield previous, picture, label                  # UPDATE_GAP seconds; the final at once
+                        finished = previous.done    # (delivered: a run left before its final update is stopped)
+                    elif state is None and (last is None or now - last >= KEEP_ALIVE):
+                        last = now
+                        yield previous, picture, label   # (lets a generator closed meanwhile leave promptly)
         except OverCap as e:
             raise UserError(str(e)) from None
         except Stopped:   # the page already says so (Stop's own answer); a last update says the same
@@ -410,7 +420,7 @@ def png_file(image) -> str | None:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)   # (a third faster than 6; files 10% larger)
     data = buf.getvalue()
     folder = Path(get_upload_folder()) / hash_bytes(data)
     path = folder / "image.png"
@@ -425,29 +435,60 @@ def png_file(image) -> str | None:
     return str(path)
 
 
+def stage_file(stage) -> str:
+    """A stage's image as a PNG file, encoded once: the same file for every state and visitor of a run (a run
+    computed in a worker shares its stages between its states, ism/app/runner.py), made again only if the
+    server's clean-up deleted it."""
+    if stage.file is None or not os.path.exists(stage.file):
+        stage.file = png_file(stage.image)
+    return stage.file
+
+
+_render_lock = threading.Lock()
+
+
+def _rendered(s: DemoState) -> dict:
+    """What the page shows of a finished run beyond its stages (the frames gallery, the slide picture, the
+    regeneration curve), made once by the first of its visitors (the others wait for it) and made again only
+    if the server's clean-up deleted a file meanwhile."""
+    with _render_lock:
+        lock = s.rendered.setdefault("lock", threading.Lock())
+    with lock:
+        made = s.rendered.get("made")
+        if made and all(os.path.exists(f) for f in (made["picture"], *(f for f, _ in made["frames"]))):
+            return made
+        made = {"frames": [(stage_file(st), frame_caption(st)) for st in s.regeneration],
+                "picture": png_file(run_picture(s, s.adversarial.caption.split(":")[0]
+                                                + f", L∞ {s.linf * 255:.1f}/255")),
+                "plot": regeneration_curve(s.regen_errors) if s.regen_errors else None}
+        s.rendered["made"] = made
+        return made
+
+
 def state_values(s: DemoState, picture: Picture, label: int | None) -> dict:
     """{output name: value} for one streamed state of a run on ``picture``; the frames gallery stays empty until
     the run is done. Images are PNG files (``png_file``). A picture outside the data set is said under the
     headline; how it was prepared, in the notes."""
     regen = s.regeneration[-1] if s.regeneration else None
-    img = png_file
+    img = stage_file
+    done = _rendered(s) if s.done else {}     # made once per finished run, shared by every visitor who sees it
     values = {
-        "original": img(s.original.image) if s.original else None,
+        "original": img(s.original) if s.original else None,
         "original_top3": s.original.top3 if s.original else None,
-        "perturbation": img(s.perturbation.image) if s.perturbation else None,
+        "perturbation": img(s.perturbation) if s.perturbation else None,
         "perturbation_text": s.perturbation.caption if s.perturbation else "",
-        "adversarial": img(s.adversarial.image) if s.adversarial else None,
+        "adversarial": img(s.adversarial) if s.adversarial else None,
         "adversarial_top3": s.adversarial.top3 if s.adversarial else None,
         "detector_verdict": ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
         "detector_text": detection_text(s.detection),
-        "purified": img(s.purified.image) if s.purified else None,
+        "purified": img(s.purified) if s.purified else None,
         "purified_top3": s.purified.top3 if s.purified else None,
-        "regenerated": img(regen.image) if regen else None,
+        "regenerated": img(regen) if regen else None,
         "regenerated_text": (f"iteration {regen.caption} (mean squared difference). The classifier reads "
                              f"{top3_text(regen.top3)}"
                              + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
-        "frames": [(img(st.image), frame_caption(st)) for st in s.regeneration] if s.done else [],
-        "final": img(s.final.image) if s.final else None,
+        "frames": done.get("frames", []),
+        "final": img(s.final) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
         "verdict": (f"### {s.headline}\n\n" + (f"⚠️ {picture.outside}\n\n" if picture.outside else "")
                     + f"<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
@@ -456,9 +497,8 @@ def state_values(s: DemoState, picture: Picture, label: int | None) -> dict:
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
-        "regeneration_plot": regeneration_curve(s.regen_errors) if s.done and s.regen_errors else None,
-        "picture": img(run_picture(s, s.adversarial.caption.split(":")[0] + f", L∞ {s.linf * 255:.1f}/255"))
-        if s.done else None,
+        "regeneration_plot": done.get("plot"),
+        "picture": done.get("picture"),
     }
     assert tuple(values) == OUTPUTS
     return values

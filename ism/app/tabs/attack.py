@@ -36,6 +36,29 @@ PANELS = {   # output name -> (panel title, what it shows, in one line)
 }
 
 
+def play_regeneration(seconds: float) -> str:
+    """The page's own playback of a finished run's regeneration: panel 6 shows every frame of the frames
+    gallery in turn over ``seconds``, ending on the last, with the iteration under it. The server sends the
+    frames once, in the final update; a class on one example then costs it one stream each, whatever the
+    number of frames (issue "the default serves a class")."""
+    return """(frames) => {
+    const list = (frames || []).map(f => (f && (f.image || f[0])) || null).map(i => i && (i.url || i.path || i))
+                               .filter(u => typeof u === 'string');
+    const box = document.querySelector('#regen-live');
+    if (!box || list.length < 2 || !(%(ms)s > 0)) return;
+    const token = (window.__regenPlay = (window.__regenPlay || 0) + 1);
+    let label = box.querySelector('.regen-step');
+    if (!label) { label = document.createElement('div'); label.className = 'regen-step'; box.appendChild(label); }
+    const gap = %(ms)s / (list.length - 1);
+    list.forEach((url, i) => setTimeout(() => {
+        const img = box.querySelector('img');
+        if (!img || token !== window.__regenPlay) return;
+        img.src = url;
+        label.textContent = i === list.length - 1 ? '' : 'redrawing: iteration ' + i + ' of ' + (list.length - 1);
+    }, i * gap));
+}""" % {"ms": round(max(0.0, float(seconds)) * 1000)}
+
+
 def read_label(defense) -> str:
     """The read choice matching the defense's own (config.final_input)."""
     return next((k for k, v in READS.items() if v == defense.config.final_input), None)
@@ -176,8 +199,10 @@ class AttackTab:
         handler = self.page.handler_for(key)
         with self.page.one_message(key):
             for state, picture, label in handler.run(s, session=getattr(request, "session_hash", None)):
-                # every update carries every output: resending a value is cheaper than gr.skip(), which in
-                # gradio 6 rebuilds the component and its config (docs/app.md: benchmarks/latency_ab.py)
+                # every update names every output, and gradio sends the page only what changed since the last
+                # one (its stream is a diff per output); marking unchanged outputs gr.skip() instead costs more
+                # (gradio 6.31 rebuilds each skipped component: 30 different runs at once took 14.3 s of the
+                # server's CPU against 12.0, docs/app.md). Each picture is a file encoded once (stage_file).
                 yield {self.c[k]: v for k, v in state_values(state, picture, label).items()}
 
     def check_settings(self, *values):
@@ -263,8 +288,9 @@ class AttackTab:
         # settings are checked first, in an event without outputs: a bad one is one message and leaves the
         # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
         checked = c["run"].click(self.check_settings, self.settings, None, api_name=False, show_progress="hidden")
-        checked.success(None, None, None, js="() => setTimeout(() => document.getElementById('verdict')"
-                                             ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300)")
+        checked.success(None, None, None, js="() => { window.__regenPlay = (window.__regenPlay || 0) + 1; "
+                                             "setTimeout(() => document.getElementById('verdict')"
+                                             ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
         running = checked.success(self.defend, self.settings, outputs, api_name="defend",
@@ -274,6 +300,7 @@ class AttackTab:
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
             None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
         running.then(self.scrubber, c["frames"], [c["scrub"], c["scrub_image"]], api_name=False)
+        running.then(None, c["frames"], None, js=play_regeneration(serve.playback))
         c["scrub"].change(self.scrub_to, [c["scrub"], c["frames"]], c["scrub_image"], api_name=False,
                           show_progress="hidden")
         # a webcam or clipboard photo becomes the run's input exactly as an uploaded file does

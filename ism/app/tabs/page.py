@@ -48,6 +48,7 @@ CSS = """
 /* panel titles: two lines of caption at most, the same height in every panel, so the images line up */
 .panel-title { height: 6.4em; overflow: hidden; }
 #stages .column { justify-content: flex-start !important; }   /* equal heights, images on one line */
+#regen-live .regen-step { font-size: 0.8em; text-align: center; opacity: 0.8; }
 .panel-title small { color: var(--body-text-color-subdued); line-height: 1.25; display: inline-block; }
 /* a picked or uploaded file's name wraps in a narrow box ("a..png" before); its size and download link, of no
    use to a visitor who just picked it, make room */
@@ -90,7 +91,8 @@ def theme() -> gr.themes.Base:
 
 
 CLEAR_SELECTION = ("(key) => { document.querySelectorAll('.thumbnail-item.selected')"
-                   ".forEach(e => e.classList.remove('selected')); return key; }")
+                   ".forEach(e => e.classList.remove('selected')); window.__regenPlay = (window.__regenPlay || 0) + 1;"
+                   " return key; }")   # (and ends a regeneration playing back: ism/app/tabs/attack.py)
 
 
 class Setting(gr.Slider):
