@@ -143,3 +143,38 @@ def test_strong_attacks_are_read_on_the_auto_encoders_reconstruction():
         assert torch.allclose(r.purified, ism(x).to(r.purified.dtype), atol=1e-6)   # panel 5 stays the refined image
         plain = Defense(**pipeline_parts(), config=DefenseConfig(coarse_from=0.0))
         assert plain.read(x).coarse is None                   # no refiner: nothing to choose between
+
+
+def test_a_bounded_refiner_changes_no_pixel_by_more_than_its_bound(tmp_path):
+    """With refine_bound b, the refiner's change to its input is b * tanh(r / b): at most b on every pixel,
+    however large r is; the bound travels with the weights (config.json)."""
+    b = 12 / 255
+    ism = ISMNetwork(ISMConfig(refine_width=8, refine_bound=b)).eval()
+    torch.nn.init.normal_(ism.refiner.out.weight, std=5.0)          # a refiner that wants large changes
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        change = (ism(x) - x).abs()
+    assert change.max() <= b + 1e-6 and change.max() > b / 2
+    ism.save_pretrained(tmp_path)
+    again = ISMNetwork.from_pretrained(str(tmp_path)).eval()
+    assert again.config.refine_bound == b
+    with torch.no_grad():
+        assert torch.allclose(again(x), ism(x))
+    unbounded = ISMNetwork(ISMConfig(refine_width=8)).eval()
+    unbounded.load_state_dict(ism.state_dict())
+    with torch.no_grad():
+        assert (unbounded(x) - x).abs().max() > b                    # the same weights without the bound
+
+
+def test_picture_figures_say_what_the_eye_sees():
+    from ism.eval.pictures import picture_figures
+
+    x = torch.full((3, 3, 8, 8), 0.5)
+    attacked = x + 8 / 255                        # PSNR ~30 dB
+    purified = x + torch.tensor([2, 12, 8]).view(3, 1, 1, 1) / 255   # closer, further, as far
+    y = torch.tensor([0, 1, 2])
+    f = picture_figures(x, y, attacked, purified, torch.tensor([True, True, False]), torch.tensor([0, 2, 2]),
+                        clean_out=x, clean_read=y)
+    assert f["fooled"] == 2 and f["closer"] == 0.5 and f["restored"] == 0.5
+    assert f["psnr_purified"] < f["psnr_attacked"] + 10 and abs(f["largest_change_255"] - 6) < 0.01
+    assert f["psnr_clean"] == 99 and f["clean_accuracy"] == 1.0

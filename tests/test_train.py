@@ -131,6 +131,16 @@ def test_refiner_starts_from_a_trained_ism_and_resumes(tmp_path):
     main([*args, "--resume"])
     again = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
     assert all(torch.equal(again[k], v) for k, v in refined.items())
+    # the bounded refiner (train/bound_sweep.sh): that refiner fine-tuned with a bound, on a pool of some images
+    shutil.copytree(out / "ism", tmp_path / "refined")
+    main(["ism", *common, "--ckpt-dir", str(tmp_path / "ckpt-b"), "--set", f"init={tmp_path / 'refined'}",
+          "--set", "keep_refiner=true", "--set", "refine_bound=0.047", "--set", "refine_images=40",
+          "--set", "clean_mse=300", "--set", "refine_epochs=1"])
+    card = (out / "ism/README.md").read_text()
+    bounded = json.loads((out / "ism/config.json").read_text())
+    assert bounded["refine_bound"] == 0.047 and "largest change the ISM makes to an attacked image" in card
+    tuned = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
+    assert not torch.equal(tuned["refiner.out.weight"], refined["refiner.out.weight"])   # started from it, trained
 
 
 def test_robust_runs_reads_the_marker_written_before_the_history(tmp_path):

@@ -158,12 +158,12 @@ class Run:
         decoder) while DDP still sees one forward whose backward averages gradients."""
         return distributed.wrap(Forward(model, fn), self.device)
 
-    def one_cycle(self, model, lr: float, epochs: float, batch_size: int, pct_start: float = 0.15,
+    def one_cycle(self, model, lr: float, epochs: float, batch_size: int, pct_start: float = 0.15, n: int | None = None,
                   weight_decay: float = 1e-4, state: dict | None = None, optimizer: str = "adamw"):
         """AdamW (or Nesterov SGD, ``optimizer="sgd"``) + one-cycle schedule over ``epochs``; restores
         model/optimiser/schedule from a checkpoint ``state``.
         Returns (opt, sched, steps_per_epoch, total_steps, start_step)."""
-        steps_per_epoch = -(-len(self.train) // batch_size)
+        steps_per_epoch = -(-(n or len(self.train)) // batch_size)   # n: the images an epoch passes over
         total = max(1, int(epochs * steps_per_epoch))
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")

@@ -21,11 +21,14 @@ Recipe:
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ism.data.subsets import spread
 from ism.eval.metrics import psnr
 from ism.models.ism_net import ISMConfig, ISMNetwork
 
@@ -47,6 +50,11 @@ class ISMTrainConfig:
     refine_clean: int = 32      # ... plus this many clean ones
     refine_lr: float = 2e-3
     guide_weight: float = 1.0   # HGD's logit distance next to Eq. 3's MSE
+    refine_bound: float = 0.0   # ISMConfig.refine_bound: > 0 bounds the refiner's change per pixel (b * tanh(r / b))
+    clean_mse: float = 0.0      # an extra MSE on the clean images of each refiner batch, so they pass unchanged
+    refine_images: int = 0      # > 0: the refiner's pool holds this many training images (drawn at random), not all
+    keep_refiner: bool = False  # with ``init``: fine-tune that ISM's refiner instead of starting a new one
+    measure: int = 2000         # test images the model card's figures are measured on
     init: str = ""              # an ISM folder whose auto-encoder the refiner starts from (skips stage 1)
     classifier: str = ""        # the classifier (a folder in the defense) the ISM learns with and its pool
                                 # attacks; "" = the raw-image classifier (base_classifier_folder). The hardened
@@ -115,10 +123,11 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
                        detail_channels=tc.detail_channels)
     state = run.load_ckpt()
     resumed = state if state and state.get("stage") == "refine" else None   # a refiner checkpoint: the whole ISM
-    if tc.init:                                # stage 1 done elsewhere: that ISM's auto-encoder (any refiner dropped)
-        base = ISMNetwork.from_pretrained(tc.init)
-        model = ISMNetwork(replace(base.config, refine_width=0))
-        model.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("refiner.")})
+    if tc.init:                                # stage 1 done elsewhere: that ISM's auto-encoder (its refiner dropped
+        base = ISMNetwork.from_pretrained(tc.init)   # unless ``keep_refiner``)
+        keep = tc.keep_refiner and base.refiner is not None
+        model = ISMNetwork(base.config if keep else replace(base.config, refine_width=0))
+        model.load_state_dict({k: v for k, v in base.state_dict().items() if keep or not k.startswith("refiner.")})
     elif resumed:
         model = ISMNetwork(config)             # (train_refiner loads the checkpoint's weights)
     else:
@@ -126,7 +135,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
     if tc.refine_width:
         model = train_refiner(run, tc, clf, model, resumed, clf_folder)
     model.eval()
-    metrics = measure_ism(run, model, clf, clf_folder)
+    metrics = measure_ism(run, model, clf, clf_folder, tc.measure)
     refiner = (f", and a refiner (a residual U-Net of width {tc.refine_width}) trained with HGD's classifier-guided "
                "loss to take attacks out and leave clean images alone" if tc.refine_width else "")
     run.publish(model, "ISM network", metrics=metrics, train_config=tc, summary=(
@@ -169,8 +178,9 @@ def train_autoencoder(run: Run, tc: ISMTrainConfig, clf, config: ISMConfig, stat
 def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, clf_folder=None) -> ISMNetwork:
     """Stage 2: freeze the auto-encoder, train the refiner to undo gray-box attacks (HGD loss) on the
     classifier ``clf`` (weights in ``clf_folder``; None: the raw-image classifier)."""
-    pool = build_pool(run, clf, run.train, "train", folder=clf_folder, attacks=UNDO_ATTACKS, levels=UNDO_LEVELS)
-    model = ISMNetwork(replace(base.config, refine_width=tc.refine_width))
+    split = run.train.subset(spread(len(run.train), tc.refine_images or None, run.cfg.seed))
+    pool = build_pool(run, clf, split, "train", folder=clf_folder, attacks=UNDO_ATTACKS, levels=UNDO_LEVELS)
+    model = ISMNetwork(replace(base.config, refine_width=tc.refine_width, refine_bound=tc.refine_bound))
     missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
     assert all(k.startswith("refiner.") for k in missing), missing
     if state:                                   # resumed: the checkpoint holds the whole ISM
@@ -180,10 +190,10 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, cl
         part.requires_grad_(False)
     model.eval()                                # the frozen auto-encoder's batch norms keep their statistics
     opt, sched, steps_per_epoch, total, start = run.one_cycle(
-        model.refiner, tc.refine_lr, tc.refine_epochs, tc.refine_batch, pct_start=0.1,
+        model.refiner, tc.refine_lr, tc.refine_epochs, tc.refine_batch, pct_start=0.1, n=len(split),
         state=state and {**state, "model": model.refiner.state_dict()})   # (the refiner: loaded just above)
     probe = restore_probe(run, clf)
-    batches = run.loop(lambda seed: pairs(run, run.train, pool, True, tc.refine_batch, seed=seed),
+    batches = run.loop(lambda seed: pairs(run, split, pool, True, tc.refine_batch, seed=seed),
                        steps_per_epoch, total, start, desc="refine")
     net = run.parallel(model)
     nc = tc.refine_clean
@@ -197,6 +207,8 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, cl
                 target_logits = clf(tgt).float()
             out = net(inp).float()
             loss = F.mse_loss(out, tgt) + tc.guide_weight * (clf(out).float() - target_logits).abs().mean()
+            if tc.clean_mse and nc:
+                loss = loss + tc.clean_mse * F.mse_loss(out[-nc:], tgt[-nc:])
         run.optimise(loss, opt, sched)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -210,16 +222,27 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, cl
 
 def restore_probe(run: Run, clf, n: int = 500, eps: float = 8 / 255):
     """A progress figure for the log: of ``n`` test images a gray-box PGD-10 at ``eps`` fools, the share
-    the classifier reads right again on ISM(x'); and accuracy on ISM(x) of the clean ones."""
+    the classifier reads right again on ISM(x') ("restored"), and what the eye sees (ism/eval/pictures.py:
+    PSNR of the attacked and purified pictures, the share moved closer, the largest change, the clean pass)."""
     from ism.attacks.standard import make_attack
+    from ism.eval.pictures import picture_figures
 
     sub = run.measure_set(n)
     x, y = run.to(sub.float(torch.arange(len(sub)))), sub.labels.to(run.device)
-    with torch.random.fork_rng(devices=[] if run.device.type == "cpu" else [run.device]):   # its own seed, leaving training's random numbers as they were
-        torch.manual_seed(run.cfg.seed + 1)
-        atk = make_attack("pgd", clf, eps, steps=10)
-        with torch.enable_grad(), run.autocast():
-            xa = atk(x, y)
+    digest = hashlib.sha1(b"".join(t.detach().cpu().float().numpy().tobytes() for t in clf.state_dict().values()))
+    cache = Path(run.cfg.ckpt_dir) / "probe" / f"{run.cfg.dataset}-{n}-{run.cfg.seed}-{round(eps * 255)}-{digest.hexdigest()[:10]}.pt"
+    if cache.is_file():                     # the attacked copies depend only on the classifier, images and seed
+        xa = torch.load(cache).to(run.device)
+    else:
+        with torch.random.fork_rng(devices=[] if run.device.type == "cpu" else [run.device]):   # its own seed, leaving training's random numbers as they were
+            torch.manual_seed(run.cfg.seed + 1)
+            atk = make_attack("pgd", clf, eps, steps=10)
+            with torch.enable_grad(), run.autocast():
+                xa = torch.cat([atk(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)])
+        if run.main:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(xa.cpu(), cache.with_suffix(".tmp"))
+            cache.with_suffix(".tmp").replace(cache)
     with torch.no_grad(), run.autocast():
         fooled = (clf(x).argmax(1) == y) & (clf(xa).argmax(1) != y)
 
@@ -227,17 +250,19 @@ def restore_probe(run: Run, clf, n: int = 500, eps: float = 8 / 255):
     def measure(model) -> dict:
         with run.autocast():
             ra, rc = model(xa).float(), model(x).float()
-            ok_a, ok_c = clf(ra).argmax(1) == y, clf(rc).argmax(1) == y
-        return {"restored": round((ok_a & fooled).sum().item() / max(1, fooled.sum().item()), 3),
-                "acc_ism_adv": round(ok_a.float().mean().item(), 3), "acc_ism_clean": round(ok_c.float().mean().item(), 3)}
+            pa, pc = clf(ra).argmax(1), clf(rc).argmax(1)
+        eye = picture_figures(x, y, xa, ra, fooled, pa, rc, pc)
+        return {"restored": eye["restored"], "acc_ism_adv": round((pa == y).float().mean().item(), 3),
+                "acc_ism_clean": round((pc == y).float().mean().item(), 3),
+                **{k: v for k, v in eye.items() if k not in ("restored", "clean_accuracy")}}
     return measure
 
 
 @torch.no_grad()
-def measure_ism(run: Run, model: ISMNetwork, clf, clf_folder=None) -> dict:
+def measure_ism(run: Run, model: ISMNetwork, clf, clf_folder=None, n: int = 2000) -> dict:
     """PSNR and classifier accuracy on ISM outputs, on a held-out attacked pool of the test set (attacks
     against ``clf``, whose weights are in ``clf_folder``; None: the raw-image classifier)."""
-    sub = run.measure_set(2000)
+    sub = run.measure_set(n)
     pool = build_pool(run, clf, sub, "test-sample", folder=clf_folder)
     s = {k: 0.0 for k in ("psnr_clean", "psnr_adv", "acc_clean", "acc_ism_clean", "acc_adv", "acc_ism_adv")}
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):
@@ -262,5 +287,9 @@ def measure_ism(run: Run, model: ISMNetwork, clf, clf_folder=None) -> dict:
         run.log(**r)
         out.update({f"{k} [{n} test images, gray-box PGD-10 8/255]": v for k, v in (
             ("fooled images the classifier reads right on ISM(x')", r["restored"]),
-            ("classifier accuracy on ISM(x'), attacked", r["acc_ism_adv"]))})
+            ("classifier accuracy on ISM(x'), attacked", r["acc_ism_adv"]),
+            ("PSNR to the original of the fooled images, attacked (dB)", r["psnr_attacked"]),
+            ("PSNR to the original of the fooled images, purified (dB)", r["psnr_purified"]),
+            ("share of fooled images the ISM moves closer to the original", r["closer"]),
+            ("largest change the ISM makes to an attacked image (/255)", r["largest_change_255"]))})
     return out

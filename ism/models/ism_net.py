@@ -38,6 +38,8 @@ class ISMConfig:
     dec_widths: list = field(default_factory=lambda: [256, 256, 128, 64])
     detail_channels: int = 0      # 0: Table 2's auto-encoder; > 0: + a detail map at s/4 (see above)
     refine_width: int = 0         # 0: no refiner; > 0: + a residual U-Net of this width (see above)
+    refine_bound: float = 0.0     # > 0: the refiner's change to its input is at most this per pixel, b * tanh(r / b)
+                                  # (issue "the pictures tell the truth": a counter-change as faint as an attack)
 
 
 class Encoder(nn.Module):
@@ -67,10 +69,13 @@ def _conv(i: int, o: int, stride: int = 1) -> nn.Sequential:
 
 class Refiner(nn.Module):
     """(x, reconstruction) -> x + r, clamped to [0, 1]: a U-Net at s, s/2 and s/4 of widths w, 2w, 4w.
-    Its last conv starts at zero, so an untrained refiner passes x through unchanged."""
+    Its last conv starts at zero, so an untrained refiner passes x through unchanged. With ``bound`` b > 0 the
+    change is b * tanh(r / b): never more than b on any pixel (an unbounded refiner answered an 8/255 attack with
+    a counter-pattern of RMS 16/255, a picture further from the original than the attacked one)."""
 
-    def __init__(self, channels: int, w: int):
+    def __init__(self, channels: int, w: int, bound: float = 0.0):
         super().__init__()
+        self.bound = float(bound)
         self.e1 = nn.Sequential(_conv(2 * channels, w), _conv(w, w))
         self.e2 = nn.Sequential(_conv(w, 2 * w, 2), _conv(2 * w, 2 * w))
         self.e3 = nn.Sequential(_conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w), _conv(4 * w, 4 * w))
@@ -87,7 +92,10 @@ class Refiner(nn.Module):
         h3 = self.e3(h2)
         d2 = self.d2(torch.cat([self.up(h3), h2], 1))
         d1 = self.d1(torch.cat([self.up(d2), h1], 1))
-        return (x + self.out(d1).to(x.dtype)).clamp(0, 1)
+        r = self.out(d1).to(x.dtype)
+        if self.bound:
+            r = self.bound * torch.tanh(r / self.bound)
+        return (x + r).clamp(0, 1)
 
 
 class ISMNetwork(HubModule):
@@ -101,7 +109,7 @@ class ISMNetwork(HubModule):
         self.encoder = Encoder(c)
         self.decoder = Generator(GeneratorConfig(c.latent_dim, c.image_size, c.channels, list(c.dec_widths),
                                                  c.detail_channels))
-        self.refiner = Refiner(c.channels, c.refine_width) if c.refine_width else None
+        self.refiner = Refiner(c.channels, c.refine_width, c.refine_bound) if c.refine_width else None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
