@@ -321,7 +321,8 @@ class DemoHandler:
         except OverCap as e:
             raise UserError(str(e)) from None
         except Stopped:   # the page already says so (Stop's own answer); a last update says the same
-            yield DemoState(waiting="⏹ Stopped. Press Run to start again."), picture, label
+            if not finished:  # (unless the whole run was delivered before the Stop)
+                yield DemoState(waiting="⏹ Stopped. Press Run to start again."), picture, label
         finally:
             if session and self._sessions.get(session) is states:
                 self._sessions.pop(session, None)      # (Stop may have taken it meanwhile)
@@ -439,9 +440,19 @@ def stage_file(stage) -> str:
     """A stage's image as a PNG file, encoded once: the same file for every state and visitor of a run (a run
     computed in a worker shares its stages between its states, ism/app/runner.py), made again only if the
     server's clean-up deleted it."""
-    if stage.file is None or not os.path.exists(stage.file):
+    if stage.file is None or not _handed_out(stage.file):
         stage.file = png_file(stage.image)
     return stage.file
+
+
+def _handed_out(path: str) -> bool:
+    """Whether the file ``path`` still exists; if so it is touched, so that the server's clean-up (by age,
+    ``ISM_DELETE_AFTER``) counts from now: a cached run's pictures are handed out again."""
+    try:
+        os.utime(path)
+        return True
+    except OSError:
+        return False
 
 
 _render_lock = threading.Lock()
@@ -455,7 +466,7 @@ def _rendered(s: DemoState) -> dict:
         lock = s.rendered.setdefault("lock", threading.Lock())
     with lock:
         made = s.rendered.get("made")
-        if made and all(os.path.exists(f) for f in (made["picture"], *(f for f, _ in made["frames"]))):
+        if made and all([_handed_out(f) for f in (made["picture"], *(f for f, _ in made["frames"]))]):
             return made
         made = {"frames": [(stage_file(st), frame_caption(st)) for st in s.regeneration],
                 "picture": png_file(run_picture(s, s.adversarial.caption.split(":")[0]

@@ -45,9 +45,10 @@ def play_regeneration(seconds: float) -> str:
     const list = (frames || []).map(f => (f && (f.image || f[0])) || null).map(i => i && (i.url || i.path || i))
                                .filter(u => typeof u === 'string');
     const box = document.querySelector('#regen-live');
-    if (!box || list.length < 2 || !(%(ms)s > 0)) return;
     const token = (window.__regenPlay = (window.__regenPlay || 0) + 1);
-    let label = box.querySelector('.regen-step');
+    let label = box && box.querySelector('.regen-step');
+    if (label) label.textContent = '';
+    if (!box || list.length < 2 || !(%(ms)s > 0)) return;
     if (!label) { label = document.createElement('div'); label.className = 'regen-step'; box.appendChild(label); }
     const gap = %(ms)s / (list.length - 1);
     list.forEach((url, i) => setTimeout(() => {
@@ -289,6 +290,8 @@ class AttackTab:
         # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
         checked = c["run"].click(self.check_settings, self.settings, None, api_name=False, show_progress="hidden")
         checked.success(None, None, None, js="() => { window.__regenPlay = (window.__regenPlay || 0) + 1; "
+                                             "document.querySelectorAll('#regen-live .regen-step')"
+                                             ".forEach(e => { e.textContent = ''; }); "
                                              "setTimeout(() => document.getElementById('verdict')"
                                              ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
@@ -300,7 +303,7 @@ class AttackTab:
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
             None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
         running.then(self.scrubber, c["frames"], [c["scrub"], c["scrub_image"]], api_name=False)
-        running.then(None, c["frames"], None, js=play_regeneration(serve.playback))
+        running.success(None, c["frames"], None, js=play_regeneration(serve.playback))
         c["scrub"].change(self.scrub_to, [c["scrub"], c["frames"]], c["scrub_image"], api_name=False,
                           show_progress="hidden")
         # a webcam or clipboard photo becomes the run's input exactly as an uploaded file does

@@ -92,6 +92,7 @@ def theme() -> gr.themes.Base:
 
 CLEAR_SELECTION = ("(key) => { document.querySelectorAll('.thumbnail-item.selected')"
                    ".forEach(e => e.classList.remove('selected')); window.__regenPlay = (window.__regenPlay || 0) + 1;"
+                   " document.querySelectorAll('#regen-live .regen-step').forEach(e => { e.textContent = ''; });"
                    " return key; }")   # (and ends a regeneration playing back: ism/app/tabs/attack.py)
 
 
