@@ -46,11 +46,9 @@ from ism.app.ui import defense_keys, output  # noqa: E402
 def defaults(key: str) -> tuple:
     """The page's default settings on defense ``key``: PGD at its default epsilon, 10 steps, gray-box, the
     defense's regeneration restarts x iterations."""
-    import json as _json
-
     from ism.app.ui import DEFAULT_EPS
 
-    regen = _json.loads((ROOT / "weights" / key / "defense.json").read_text())
+    regen = json.loads((ROOT / "weights" / key / "defense.json").read_text())
     return ("PGD", round(DEFAULT_EPS.get(key.split("-")[0], 8 / 255), 4), 10, "gray-box",
             regen.get("regen_restarts", 4), regen.get("regen_steps", 30))
 

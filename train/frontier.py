@@ -26,10 +26,10 @@ COLUMNS = ("restored", "psnr_attacked", "psnr_purified", "closer", "largest_chan
 def purifiers(dataset: str, sweep: Path) -> dict[str, Path]:
     """{name: ISM folder}: the shipped paper-recipe ISM, then each bound of the sweep, smallest first."""
     found = {"shipped (unbounded)": Path(f"weights/{dataset}-paper/ism")}
-    bounds = sorted(sweep.glob(f"{dataset}-b*/ism/model.safetensors"),
-                    key=lambda p: float(re.search(r"-b([\d.]+)", str(p)).group(1)))
-    for p in bounds:
-        found[f"b = {re.search(r'-b([0-9.]+)', str(p)).group(1)}/255"] = p.parent
+    bounds = {re.search(r"-b([0-9.]+)$", str(p.parent.parent)).group(1): p.parent
+              for p in sweep.glob(f"{dataset}-b*/ism/model.safetensors")}
+    for b in sorted(bounds, key=float):
+        found[f"b = {b}/255"] = bounds[b]
     return found
 
 

@@ -278,10 +278,9 @@ class DemoHandler:
 
         The server sends a run as it is computed, never paced: its latest state at most every ``UPDATE_GAP``
         seconds (the stages, a regeneration frame while a long one computes) and the final state at once,
-        which holds every iteration. The page plays the
-        regeneration back from those frames over ``playback`` seconds itself (``PLAY_REGENERATION`` in
-        ism/app/tabs/attack.py), so a class on one example costs the server one stream each, not one per
-        frame. With a ``pool`` the run is computed in a worker process (shared with identical requests,
+        which holds every iteration. The page plays the regeneration back from those frames itself
+        (``play_regeneration`` in ism/app/tabs/attack.py, ``ISM_PLAYBACK`` seconds), so a class on one example
+        costs the server one stream each, not one per frame. With a ``pool`` the run is computed in a worker process (shared with identical requests,
         cached: a cached run is its final state at once); while it waits for a worker the stream carries
         states whose ``waiting`` says the place in line. Closing the generator, or ``stop(session)``,
         leaves the run (and cancels it if nobody else follows it). (``playback`` is kept for callers; the
@@ -413,7 +412,6 @@ def png_file(image) -> str | None:
     if image is None:
         return None
     import io
-    import os
     import uuid
 
     from gradio.processing_utils import hash_bytes
@@ -425,9 +423,7 @@ def png_file(image) -> str | None:
     data = buf.getvalue()
     folder = Path(get_upload_folder()) / hash_bytes(data)
     path = folder / "image.png"
-    if path.exists():
-        with contextlib.suppress(OSError):
-            os.utime(path)          # handed out again: not deleted on its first use's schedule
+    if _handed_out(str(path)):      # handed out again: not deleted on its first use's schedule
         return str(path)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{uuid.uuid4().hex}.tmp"

@@ -6,7 +6,17 @@ from __future__ import annotations
 import gradio as gr
 
 from ism.app.demo import MAX_EPS, MINIMAL, THREATS
-from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name, panel_title, reading, stage_image
+from ism.app.tabs.page import (
+    ATTACK_LABELS,
+    END_PLAYBACK,
+    PIXELS,
+    Page,
+    Setting,
+    attack_name,
+    panel_title,
+    reading,
+    stage_image,
+)
 from ism.app.ui import (
     ITERATION_TICKS,
     OUTPUTS,
@@ -289,11 +299,8 @@ class AttackTab:
         # settings are checked first, in an event without outputs: a bad one is one message and leaves the
         # panels as they were (an error inside `defend` would mark all of them); /defend checks them again
         checked = c["run"].click(self.check_settings, self.settings, None, api_name=False, show_progress="hidden")
-        checked.success(None, None, None, js="() => { window.__regenPlay = (window.__regenPlay || 0) + 1; "
-                                             "document.querySelectorAll('#regen-live .regen-step')"
-                                             ".forEach(e => { e.textContent = ''; }); "
-                                             "setTimeout(() => document.getElementById('verdict')"
-                                             ".scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
+        checked.success(None, None, None, js=f"() => {{ {END_PLAYBACK} setTimeout(() => document.getElementById("
+                                             "'verdict').scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
         running = checked.success(self.defend, self.settings, outputs, api_name="defend",

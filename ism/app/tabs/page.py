@@ -90,10 +90,12 @@ def theme() -> gr.themes.Base:
                                         "Consolas", "monospace"])   # (its SemiBold is such a subset too)
 
 
+# Ends a regeneration playing back in panel 6 (ism/app/tabs/attack.py: play_regeneration): its pending frames see
+# a new token and stop, and its step counter is emptied. A new run and a switch of data set run it.
+END_PLAYBACK = ("window.__regenPlay = (window.__regenPlay || 0) + 1; "
+                "document.querySelectorAll('#regen-live .regen-step').forEach(e => { e.textContent = ''; });")
 CLEAR_SELECTION = ("(key) => { document.querySelectorAll('.thumbnail-item.selected')"
-                   ".forEach(e => e.classList.remove('selected')); window.__regenPlay = (window.__regenPlay || 0) + 1;"
-                   " document.querySelectorAll('#regen-live .regen-step').forEach(e => { e.textContent = ''; });"
-                   " return key; }")   # (and ends a regeneration playing back: ism/app/tabs/attack.py)
+                   f".forEach(e => e.classList.remove('selected')); {END_PLAYBACK} return key; }}")
 
 
 class Setting(gr.Slider):
