@@ -13,6 +13,10 @@ import os
 import gradio as gr
 import torch
 
+from ism.app.defenses import load_defenses, startup_report
+from ism.app.links import parse_link
+from ism.app.request import UserError
+from ism.app.runner import RunPool
 from ism.app.serve import ServeConfig
 from ism.app.tabs.attack import AttackTab
 from ism.app.tabs.compare import CompareTab
@@ -20,9 +24,16 @@ from ism.app.tabs.curves import CurvesTab
 from ism.app.tabs.how import HowTab
 from ism.app.tabs.lesson import LessonTab
 from ism.app.tabs.page import CLEAR_SELECTION, CSS, JS, Page, theme
-from ism.app.ui import UserError, load_defenses, parse_link, startup_report
 
 __all__ = ["CSS", "JS", "build_demo", "main", "theme"]
+HARD_CAP_MARGIN = 30.0   # a run still computing this long after ISM_MAX_SECONDS is stopped (ism/app/runner.py)
+
+
+def start_pool(defenses: dict, serve: ServeConfig) -> RunPool:
+    """The worker processes that compute the demo's runs (one per core; identical runs shared, finished ones
+    cached): the service the page is handed."""
+    return RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
+                   max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size)
 
 
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
@@ -30,7 +41,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     serve = serve or ServeConfig()
     if not isinstance(defenses, dict):
         defenses = {defenses.config.dataset: defenses}
-    page = Page(defenses, serve, results_dir)
+    page = Page(defenses, serve, results_dir, pool=start_pool(defenses, serve))
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone",
                    delete_cache=(serve.delete_after, serve.delete_after)) as demo:
         head = gr.Markdown(page.header(page.first))
@@ -60,14 +71,14 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
                 return {attack.c["autorun"]: False}      # (an empty dict would be no answer at all to gradio)
             if link is None:
                 return {attack.c["autorun"]: False}
-            return {page.choice: link.dataset, **switch(link.dataset), **attack.apply_link(link)}
+            key = link.request.defense
+            return {page.choice: key, **switch(key), **attack.show(link.request), attack.c["autorun"]: link.run}
 
         # .input: the visitor's own choice (a link sets the data set together with what depends on it); it
         # leaves the visitor's runs in progress, or their last frames would land on the new data set's page
         page.choice.input(attack.leave, None, None, cancels=page.runs, api_name=False, queue=False)
         page.choice.input(switch, page.choice, switched, api_name=False, js=CLEAR_SELECTION)
-        link_outputs = [page.choice, *switched, *(attack.c[n] for n in ("attack", "steps", "threat", "seed",
-                                                                        "autorun"))]
+        link_outputs = list(dict.fromkeys([page.choice, *switched, *attack.shown, attack.c["autorun"]]))
         demo.load(open_link, None, link_outputs, api_name=False).then(
             None, attack.c["autorun"], None,
             js="(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }")

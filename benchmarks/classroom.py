@@ -40,13 +40,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import free_port, pct, start_app  # noqa: E402
 
-from ism.app.ui import defense_keys, output  # noqa: E402
+from ism.app.defenses import defense_keys  # noqa: E402
+from ism.app.render import output  # noqa: E402
 
 
 def defaults(key: str) -> tuple:
     """The page's default settings on defense ``key``: PGD at its default epsilon, 10 steps, gray-box, the
     defense's regeneration restarts x iterations."""
-    from ism.app.ui import DEFAULT_EPS
+    from ism.app.defenses import DEFAULT_EPS
 
     regen = json.loads((ROOT / "weights" / key / "defense.json").read_text())
     return ("PGD", round(DEFAULT_EPS.get(key.split("-")[0], 8 / 255), 4), 10, "gray-box",

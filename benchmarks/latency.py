@@ -64,7 +64,7 @@ def measure(url: str, args: tuple, runs: int) -> tuple[list, list]:
 
 
 def main() -> None:
-    from ism.app.ui import DEFAULT_EPS, defense_keys
+    from ism.app.defenses import DEFAULT_EPS, defense_keys
 
     keys = defense_keys(ROOT / "weights")
     ap = argparse.ArgumentParser()
@@ -84,7 +84,8 @@ def main() -> None:
     from gradio_client import Client, handle_file
 
     from ism import load_defense
-    from ism.app.demo import DemoRequest, run_demo
+    from ism.app.demo import run_demo
+    from ism.app.request import RunRequest
     from ism.app.serve import ServeConfig
     from ism.data.images import prepare_image
 
@@ -98,7 +99,7 @@ def main() -> None:
     args = (image, a.attack, eps, a.steps, a.threat, d.config.regen_restarts, d.config.regen_steps, 0, a.defense)
     torch.set_num_threads(serve.threads)
     x = prepare_image(path, d.image_size).tensor
-    req = DemoRequest(attack=a.attack.lower(), eps=eps, steps=a.steps, threat=a.threat)
+    req = RunRequest(attack=a.attack, eps=eps, steps=a.steps, threat=a.threat)
     list(run_demo(d, x, label, req))
     alone = []
     for i in range(a.runs):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ism.app.ui import output  # noqa: E402  (the /defend outputs by name)
+from ism.app.render import output  # noqa: E402  (the /defend outputs by name)
 
 # (attack, eps, steps, threat): the mix every client cycles through, offset by its index
 MIX = [("PGD", 8 / 255, 10, "gray-box"), ("FGSM", 0.1, 1, "gray-box"), ("PGD", 0.3, 10, "gray-box"),

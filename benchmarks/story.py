@@ -20,8 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ism.app.demo import DemoRequest, run_demo  # noqa: E402
-from ism.app.ui import default_eps, examples  # noqa: E402
+from ism.app.defenses import default_eps, examples  # noqa: E402
+from ism.app.demo import run_demo  # noqa: E402
+from ism.app.request import RunRequest  # noqa: E402
 from ism.attacks.standard import parse_eps  # noqa: E402
 from ism.data.images import prepare_image  # noqa: E402
 from ism.defense import load_defense  # noqa: E402
@@ -36,8 +37,8 @@ def story(folder: str, attack: str = "pgd", eps: float | None = None, steps: int
     """Counts and every run; ``eps`` None: the app's default for the data set (``default_eps``)."""
     d = load_defense(folder)
     eps = default_eps(d) if eps is None else eps
-    req = DemoRequest(attack=attack, eps=eps, steps=steps, restarts=d.config.regen_restarts,
-                      iterations=d.config.regen_steps)
+    req = RunRequest(attack=attack, eps=eps, steps=steps, restarts=d.config.regen_restarts,
+                     iterations=d.config.regen_steps)
     rows = []
     for ex in examples(d, d.config.dataset):
         x = prepare_image(ex.path, d.classifier.config.image_size).tensor

@@ -3,7 +3,7 @@ import pytest
 from conftest import ROOT
 from gradio_client import Client, handle_file
 
-from ism.app.ui import output
+from ism.app.render import output
 
 pytestmark = pytest.mark.slow
 

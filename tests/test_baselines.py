@@ -83,7 +83,7 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
     import json
 
     from ism import load_defense
-    from ism.app.ui import how_text
+    from ism.app.tabs.how import how_text
     from ism.folders import ROBUST_MARKER, robust_trained
 
     d = load_defense(tiny_weights)
@@ -102,8 +102,9 @@ def test_ablation_stages_after_robust_training_without_kept_weights(tiny_weights
 @pytest.mark.parametrize("final_input, warned", [("purified", False), ("regenerated", True)])
 def test_regeneration_warnings_only_when_the_classifier_reads_regeneration(tiny_defense, final_input, warned):
     """Regeneration is always shown; its EOT/BPDA caveats apply only when the decision depends on it."""
-    from ism.app.demo import DemoRequest, run_demo
+    from ism.app.demo import run_demo
+    from ism.app.request import RunRequest
 
     d = variant(tiny_defense, gate=False, final_input=final_input)
-    *_, last = run_demo(d, torch.rand(1, 3, 32, 32), 0, DemoRequest("fgsm", 8 / 255, 1, "gray-box", 1, 2))
+    *_, last = run_demo(d, torch.rand(1, 3, 32, 32), 0, RunRequest(None, "fgsm", 8 / 255, 1, "gray-box", 1, 2))
     assert last.regeneration and any("randomised" in w for w in last.warnings) == warned

@@ -5,7 +5,7 @@ import torch
 from conftest import CELEBA, CELEBA_WEIGHTS, ROOT
 from gradio_client import Client, handle_file
 
-from ism.app.ui import output
+from ism.app.render import output
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +76,7 @@ def test_how_it_works_is_true_to_each_defense(celeba):
     from conftest import WEIGHTS
 
     from ism import load_defense
-    from ism.app.ui import how_text
+    from ism.app.tabs.how import how_text
 
     for d in (celeba[0], load_defense(WEIGHTS)):   # both were hardened by `train robust`
         assert "python -m train robust" in how_text(d) and "was *not* adversarially trained" not in how_text(d)

@@ -6,9 +6,13 @@ import time
 import pytest
 from conftest import ROOT
 
-from ism.app.demo import MAX_SQUARE_QUERIES, DemoRequest, run_demo
+from ism.app.demo import run_demo
+from ism.app.handlers import DemoHandler
+from ism.app.links import parse_link, share_query
+from ism.app.render import png_file
+from ism.app.request import RunRequest, UserError
 from ism.app.runner import RunPool, Waiting
-from ism.app.ui import DemoHandler, RunSettings, UserError, attack_note, parse_link, png_file, share_query
+from ism.attacks.standard import MAX_SQUARE_QUERIES, TABLE
 
 pytestmark = pytest.mark.slow
 CAT, DOG = str(ROOT / "examples/cifar10/cat_0.png"), str(ROOT / "examples/cifar10/dog_0.png")
@@ -48,7 +52,7 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
 
     def one(i):
         path, attack, eps, steps, threat, seed = asks[i]
-        results[i] = final(handler.run(RunSettings(path, attack, eps, steps, threat, 2, 3, seed)))
+        results[i] = final(handler.run(RunRequest(path, attack, eps, steps, threat, 2, 3, seed)))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(asks))]
     for t in threads:
@@ -57,7 +61,7 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
         t.join()
     for (path, attack, eps, steps, threat, seed), got in zip(asks, results):
         x = handler.prepare(path).tensor
-        req = DemoRequest(attack, eps, steps, threat, restarts=2, iterations=3, seed=seed)
+        req = RunRequest(None, attack, eps, steps, threat, restarts=2, iterations=3, seed=seed)
         *_, alone = run_demo(defense, x, handler.label_of(path), req)
         assert (got.adversarial.image == alone.adversarial.image).all(), (attack, threat)
         assert (got.final.image == alone.final.image).all() and got.verdict == alone.verdict
@@ -73,7 +77,7 @@ def test_identical_requests_are_computed_once(handler, pool):
     out = [None] * 5
 
     def one(i):
-        out[i] = final(handler.run(RunSettings(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))
+        out[i] = final(handler.run(RunRequest(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
     for t in threads:
@@ -82,19 +86,19 @@ def test_identical_requests_are_computed_once(handler, pool):
         t.join()
     assert pool.computed == before + 1                       # five visitors, one computation
     assert all(o.verdict == out[0].verdict and (o.final.image == out[0].final.image).all() for o in out)
-    again = final(handler.run(RunSettings(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))   # later: from the cache
+    again = final(handler.run(RunRequest(DOG, "pgd", 6 / 255, 4, "gray-box", 2, 5, 31)))   # later: from the cache
     assert pool.computed == before + 1 and again.verdict == out[0].verdict
 
 
 def test_stop_ends_the_run_and_frees_the_worker(handler, pool):
-    stream = handler.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 77), session="visitor-a")
+    stream = handler.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 77), session="visitor-a")
     next(stream)                                             # the run has started
     assert wait_until(lambda: pool.busy >= 1)
     assert handler.stop("visitor-a")
     rest = list(stream)                                      # the stream ends: no final state
     assert not any(s.done for s, _, _ in rest)
     assert wait_until(lambda: pool.busy == 0), "the worker kept computing a stopped run"
-    assert final(handler.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 78))).done   # the next run goes through
+    assert final(handler.run(RunRequest(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 78))).done   # the next run goes through
     assert not handler.stop("visitor-a")                     # nothing left to stop
 
 
@@ -103,7 +107,7 @@ def test_a_run_past_its_ceiling_ends_with_a_sentence(defense):
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
         with pytest.raises(UserError, match="limit of 0.5 s"):
-            list(h.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 5)))
+            list(h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 5)))
         assert wait_until(lambda: p.busy == 0)
     finally:
         p.close()
@@ -113,14 +117,14 @@ def test_a_visitor_waiting_sees_a_place_in_line(defense):
     p = RunPool({"cifar10": defense}, workers=1, queue_size=1)
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
-        busy = h.run(RunSettings(CAT, "pgd", 8 / 255, 100, "adaptive white-box", 8, 100, 6), session="a")
+        busy = h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 6), session="a")
         next(busy)
         assert wait_until(lambda: p.busy == 1)
-        waiting = h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 6))
+        waiting = h.run(RunRequest(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 6))
         first, _, _ = next(waiting)
         assert "you are next" in first.waiting and "about" in first.waiting
         with pytest.raises(UserError, match="server is full"):     # the line is full: one sentence
-            next(h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 99)))
+            next(h.run(RunRequest(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 99)))
         h.stop("a")
         assert final(waiting).done                                  # its turn came
     finally:
@@ -128,36 +132,37 @@ def test_a_visitor_waiting_sees_a_place_in_line(defense):
 
 
 def test_waiting_note_counts_the_line():
-    from ism.app.ui import waiting_text
+    from ism.app.handlers import waiting_text
 
     assert "number 3 in line, about 4 s" in waiting_text(Waiting(3, 4.2))
 
 
 def test_square_is_capped_and_says_so(defense, handler):
-    s = final(handler.run(RunSettings(CAT, "square", 8 / 255, 50, "gray-box", 1, 1, 0)))
+    s = final(handler.run(RunRequest(CAT, "square", 8 / 255, 50, "gray-box", 1, 1, 0)))
     assert any(f"stops it at {MAX_SQUARE_QUERIES:,}" in w for w in s.warnings)
-    assert f"at most {MAX_SQUARE_QUERIES:,} per run" in attack_note("square", 8 / 255, 50)
-    assert f"{MAX_SQUARE_QUERIES:,} queries" in attack_note("square", 8 / 255, 50)
+    assert f"at most {MAX_SQUARE_QUERIES:,} per run" in TABLE["square"].note(8 / 255, 50)
+    assert f"{MAX_SQUARE_QUERIES:,} queries" in TABLE["square"].note(8 / 255, 50)
 
 
 def test_share_link_round_trip(handler, tmp_path):
-    q = share_query(handler, RunSettings(CAT, "pgd", 8 / 255, 10, "adaptive white-box", seed=42))
+    q = share_query(handler, RunRequest(CAT, "pgd", 8 / 255, 10, "adaptive white-box", seed=42))
     assert q.startswith("?") and "example=cat_0" in q and "run=1" in q
     from urllib.parse import parse_qsl
 
     link = parse_link(dict(parse_qsl(q[1:])), {"cifar10": handler})
-    assert (link.dataset, link.attack, link.steps, link.threat, link.seed, link.run) == \
+    r = link.request
+    assert (r.defense, r.attack, r.steps, r.threat, r.seed, link.run) == \
         ("cifar10", "pgd", 10, "adaptive white-box", 42, True)
-    assert link.example.endswith("cat_0.png") and abs(link.eps - 8 / 255) < 1e-4
+    assert r.file.endswith("cat_0.png") and abs(r.eps - 8 / 255) < 1e-4
     assert parse_link({}, {"cifar10": handler}) is None                    # no query: the page as it is
     upload = tmp_path / "mine.png"
     from PIL import Image
 
     Image.new("RGB", (40, 40), (10, 200, 30)).save(upload)
     with pytest.raises(UserError, match="Only the example pictures"):      # uploads are never put in links
-        share_query(handler, RunSettings(str(upload), "pgd", 8 / 255, 10, "gray-box", seed=0))
+        share_query(handler, RunRequest(str(upload), "pgd", 8 / 255, 10, "gray-box", seed=0))
     for bad, words in (({"dataset": "mnist"}, "does not have"), ({"example": "cat_9"}, "not among"),
-                       ({"eps": "2"}, "epsilon must lie"), ({"attack": "boom"}, "not one of"),
+                       ({"eps": "2"}, "epsilon must lie"), ({"attack": "boom"}, "choose one of"),
                        ({"seed": "-1"}, "seed must be")):
         with pytest.raises(UserError, match=words):
             parse_link(bad, {"cifar10": handler})
@@ -181,11 +186,11 @@ def test_the_worker_is_replaced_if_it_dies(defense):
     p = RunPool({"cifar10": defense}, workers=1)
     try:
         h = DemoHandler(defense, "cifar10", pool=p, playback=0)
-        assert final(h.run(RunSettings(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
-        old = p._workers[0]["proc"]
+        assert final(h.run(RunRequest(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
+        old = p._workers[0].proc
         old.kill()
-        assert wait_until(lambda: p._workers[0]["proc"] is not old and p._workers[0]["proc"].is_alive())
-        assert final(h.run(RunSettings(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
+        assert wait_until(lambda: p._workers[0].proc is not old and p._workers[0].proc.is_alive())
+        assert final(h.run(RunRequest(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
     finally:
         p.close()
 
@@ -198,11 +203,11 @@ def test_no_worker_is_started_while_the_interpreter_exits(defense, monkeypatch):
     try:
         monkeypatch.setattr(runner, "_exiting", threading.Event())
         runner._exiting.set()                                   # what the atexit hook does
-        old = p._workers[0]["proc"]
+        old = p._workers[0].proc
         old.kill()
         old.join(timeout=10)
         time.sleep(2.5)                                         # two or more of the reader's checks (every second)
-        assert p._workers[0]["proc"] is old
+        assert p._workers[0].proc is old
     finally:
         p.close()
 
@@ -210,7 +215,7 @@ def test_no_worker_is_started_while_the_interpreter_exits(defense, monkeypatch):
 def test_in_process_runs_are_computed_once():
     """Compare and Lesson (computed in the server process): concurrent identical requests share one
     computation, later ones come from the bounded cache, and a failure is not kept."""
-    from ism.app.runner import Memo
+    from ism.app.memo import Memo
 
     memo, calls = Memo(size=2), []
 
@@ -240,7 +245,7 @@ def test_in_process_runs_are_computed_once():
 
 
 def test_a_lesson_step_is_computed_once_for_a_class(defense):
-    from ism.app.ui import CompareHandler
+    from ism.app.handlers import CompareHandler
 
     h = CompareHandler(DemoHandler(defense, "cifar10", playback=0))
     first, _ = h.lesson(0)
@@ -265,9 +270,9 @@ def test_a_worker_does_not_import_the_app_again():
 def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch):
     """A class on one example: the second visitor of a finished run gets its final state at once (not every state
     again), and no picture of the run is encoded again for it (the frames gallery and slide picture included)."""
-    import ism.app.ui as ui
+    import ism.app.render as ui
 
-    settings = RunSettings(DOG, "pgd", 6 / 255, 3, "gray-box", 2, 12, 41)
+    settings = RunRequest(DOG, "pgd", 6 / 255, 3, "gray-box", 2, 12, 41)
     encoded = []
     real = ui.png_file
     monkeypatch.setattr(ui, "png_file", lambda image: encoded.append(1) or real(image))

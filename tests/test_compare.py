@@ -9,9 +9,10 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from ism.app.compare import EXPLAIN, compare, summary
-from ism.app.demo import THREATS, DemoRequest
+from ism.app.handlers import CompareHandler, DemoHandler
 from ism.app.lesson import EXAMPLES, STEPS
-from ism.app.ui import CompareHandler, DemoHandler, RunSettings, output
+from ism.app.render import output
+from ism.app.request import THREATS, RunRequest
 
 pytestmark = pytest.mark.slow
 CAT = str(ROOT / "examples/cifar10/cat_0.png")
@@ -35,11 +36,11 @@ def test_celeba_has_every_contender(celeba_comparer):
     """CelebA ships the paper's recipe with its clean-trained teacher (the undefended classifier) and
     its baselines, so its Compare tab and lesson have the same five contenders as CIFAR-10's."""
     from ism import load_defense
-    from ism.app.ui import curves_intro
+    from ism.app.tabs.curves import curves_intro
 
-    rivals = celeba_comparer.rivals
-    assert [c.name for c in rivals] == ["no defense", "MagNet", "DDSA", "paper's recipe", "hardened"]
-    assert rivals[0].about == EXPLAIN["no defense"]           # the teacher, not a stand-in
+    contenders = celeba_comparer.contenders
+    assert [c.name for c in contenders] == ["no defense", "MagNet", "DDSA", "paper's recipe", "hardened"]
+    assert contenders[0].about == EXPLAIN["no defense"]           # the teacher, not a stand-in
     intro = curves_intro(celeba_comparer.demo.defense)       # the curves have no baselines for CelebA: said so
     assert "trained beside the other defense for this data set, not measured in these curves" in intro
     paper = load_defense(str(ROOT / "weights/cifar10-paper"))   # and the other way round: CIFAR-10's
@@ -47,10 +48,10 @@ def test_celeba_has_every_contender(celeba_comparer):
 
 
 def test_every_contender_under_both_threat_models(comparer, defense):
-    names = [c.name for c in comparer.rivals]
+    names = [c.name for c in comparer.contenders]
     assert names == ["no defense", "MagNet", "DDSA", "paper's recipe", "hardened"]   # what CIFAR-10 ships
     x = comparer.demo.prepare(CAT).tensor
-    rows = compare(comparer.rivals, x, 3, defense.classes, DemoRequest(eps=8 / 255, steps=5))
+    rows = compare(comparer.contenders, x, 3, defense.classes, RunRequest(eps=8 / 255, steps=5))
     assert [(r.defense, r.threat) for r in rows] == [(n, t) for t in THREATS for n in names]
     for r in rows:
         assert r.attacked.shape == r.read.shape == (128, 128, 3) and 0 < r.linf <= 8 / 255 + 1e-6
@@ -145,7 +146,7 @@ def test_the_run_picture_has_every_stage(defense):
     from ism.app.picture import run_picture
 
     handler = DemoHandler(defense, "cifar10")
-    *_, (state, _, _) = handler.run(RunSettings(CAT, "pgd", 8 / 255, 3, "gray-box", 1, 3, 0), playback=0)
+    *_, (state, _, _) = handler.run(RunRequest(CAT, "pgd", 8 / 255, 3, "gray-box", 1, 3, 0))
     img = run_picture(state, "PGD, gray-box")
     blank = run_picture(type(state)(original=state.original))
     assert img.dtype == np.uint8 and img.shape[2] == 3 and img.shape[1] > 5 * blank.shape[1] / 1.5

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.slow     # four defenses and twenty full runs
 
-from ism.app.ui import default_eps, defense_title, is_paper_recipe, load_defenses
+from ism.app.defenses import default_eps, defense_title, is_paper_recipe, load_defenses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +31,10 @@ def test_compare_finds_the_hardened_defense_beside_the_papers_recipe(served):
     from ism.app.compare import contenders
 
     for key in ("cifar10-paper", "cifar10"):
-        rivals = {c.name: c for c in contenders(served[key])}
-        assert {"no defense", "paper's recipe", "hardened"} <= set(rivals), key
-        assert Path(rivals["paper's recipe"].defense.source).name == "cifar10-paper"
-        assert Path(rivals["hardened"].defense.source).name == "cifar10"
+        found = {c.name: c for c in contenders(served[key])}
+        assert {"no defense", "paper's recipe", "hardened"} <= set(found), key
+        assert Path(found["paper's recipe"].defense.source).name == "cifar10-paper"
+        assert Path(found["hardened"].defense.source).name == "cifar10"
 
 
 def test_the_default_run_shows_the_whole_story_on_most_cifar10_examples():

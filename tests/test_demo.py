@@ -3,13 +3,13 @@ what the detector did, what the defense finally said; bad settings are one clear
 import pytest
 import torch
 
-from ism.app.demo import MAX_SEED, DemoRequest, run_demo
-from ism.app.ui import RunSettings, as_seed
+from ism.app.demo import run_demo
+from ism.app.request import MAX_SEED, RunRequest, as_seed
 from ism.eval.ablation import variant
 
 
 def final_state(defense, x, label, **req):
-    *_, last = run_demo(defense, x, label, DemoRequest(**{"restarts": 1, "iterations": 2, **req}))
+    *_, last = run_demo(defense, x, label, RunRequest(**{"restarts": 1, "iterations": 2, **req}))
     assert last.done
     return last
 
@@ -69,7 +69,7 @@ def test_bad_seeds_are_one_clear_sentence(value):
 
 @pytest.mark.parametrize("value, seed", [(0, 0), (7.0, 7), ("12", 12), (MAX_SEED, MAX_SEED)])
 def test_good_seeds(value, seed):
-    assert as_seed(value) == seed and DemoRequest(seed=seed).validate().seed == seed
+    assert as_seed(value) == seed and RunRequest(seed=seed).seed == seed
 
 
 def test_the_server_streams_a_run_without_pacing_it(tiny_defense, monkeypatch):
@@ -78,7 +78,7 @@ def test_the_server_streams_a_run_without_pacing_it(tiny_defense, monkeypatch):
     once, which holds every iteration and says why regeneration stopped."""
     from conftest import ROOT
 
-    import ism.app.ui as ui
+    import ism.app.handlers as ui
 
     clock = [0.0]
 
@@ -89,7 +89,7 @@ def test_the_server_streams_a_run_without_pacing_it(tiny_defense, monkeypatch):
     monkeypatch.setattr(ui.time, "sleep", lambda d: pytest.fail("the server paced a run"))
     handler = ui.DemoHandler(tiny_defense, "cifar10")
     stamps, frames = [], []
-    for state, _, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
+    for state, _, _ in handler.run(RunRequest(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
         stamps.append(clock[0])
         if state.regeneration and state.final is None:
             frames.append(len(state.regeneration) - 1)
@@ -110,7 +110,7 @@ def test_the_page_plays_regeneration_back_from_the_frames():
 def test_the_regeneration_curve_is_each_iterations_error():
     """The page draws the regeneration's curve itself (no server-side figure): one row per iteration, named
     while the run is short (no tick at half an iteration)."""
-    from ism.app.ui import regeneration_curve
+    from ism.app.render import regeneration_curve
 
     errors = [0.02 / (i + 1) for i in range(7)]
     table = regeneration_curve(errors)
@@ -125,20 +125,21 @@ def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch)
     from conftest import ROOT
 
     import ism.app.demo as demo
-    import ism.app.ui as ui
+    import ism.app.handlers as ui
+    from ism.app.render import frame_caption, state_values
 
     handler = ui.DemoHandler(tiny_defense, "cifar10", playback=0)
     calls = []
     real = demo.top3
     monkeypatch.setattr(demo, "top3", lambda *a, **k: calls.append(1) or real(*a, **k))
-    for state, picture, _ in handler.run(RunSettings(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
-        ui.state_values(state, picture, 3)                   # what the app sends for every state it streams
+    for state, picture, _ in handler.run(RunRequest(str(ROOT / "examples/cifar10/cat_0.png"), "fgsm", 8 / 255, 1, "gray-box", 1, 60, 0)):
+        state_values(state, picture, 3)                   # what the app sends for every state it streams
     frames = state.regeneration
     assert len(frames) == 61 and len(calls) < 61 - 30    # not one classifier pass per iteration
     # the run's end reads every frame in one batched pass (the frames gallery captions each with its reading)
     assert not any(callable(f.probs) for f in frames)
     assert len(frames[1].top3) == 3 and 0 < sum(frames[1].top3.values()) <= 1 + 1e-6
-    assert ui.frame_caption(frames[1]).startswith("#1: ") and ui.frame_caption(frames[1]).endswith("%")
+    assert frame_caption(frames[1]).startswith("#1: ") and frame_caption(frames[1]).endswith("%")
 
 
 def test_playback_comes_from_the_serving_settings(tiny_defense):
@@ -196,10 +197,10 @@ def test_the_header_finds_caught_figures_in_their_own_results_file(tiny_defense,
 @pytest.mark.parametrize("eps", [8 / 255, 0.3])
 def test_an_upload_is_never_called_right_or_wrong(defense, real_images, eps):
     """No true label for an upload: the verdict compares with the classifier's own clean answer."""
-    from ism.app.demo import DemoRequest, run_demo
+    from ism.app.demo import run_demo
 
     x = real_images[0][5:6]
-    *_, s = run_demo(defense, x, None, DemoRequest(attack="pgd", eps=eps, steps=3, restarts=1, iterations=2))
+    *_, s = run_demo(defense, x, None, RunRequest(attack="pgd", eps=eps, steps=3, restarts=1, iterations=2))
     assert "classifier's own answer on your clean picture" in s.verdict
     assert "right" not in s.verdict and "wrong" not in s.verdict and "true label" not in s.verdict
     assert "your clean picture" in s.headline and not {"right", "wrong", "true"} & set(s.headline.split())

@@ -14,14 +14,15 @@ SCRIPT = textwrap.dedent(f"""
     import numpy as np, torch
     torch.set_num_threads(1)
     from ism import load_defense
-    from ism.app.ui import DemoHandler, RunSettings
+    from ism.app.handlers import DemoHandler
+    from ism.app.request import RunRequest
 
     h = DemoHandler(load_defense({str(WEIGHTS)!r}), playback=0)   # (pacing is tested in test_demo.py)
     digest = hashlib.sha256()
     for attack, eps, steps, threat in [("pgd", 8 / 255, 10, "gray-box"), ("pgd", 0.1, 5, "adaptive white-box"),
                                        ("square", 0.1, 2, "gray-box")]:
         for seed in map(int, sys.argv[1:]):
-            *_, (s, note, label) = h.run(RunSettings({str(ROOT / "examples/cifar10/horse_0.png")!r}, attack, eps, steps, threat,
+            *_, (s, note, label) = h.run(RunRequest({str(ROOT / "examples/cifar10/horse_0.png")!r}, attack, eps, steps, threat,
                                          3, 8, seed))
             stages = [s.original, s.perturbation, s.adversarial, s.purified, *s.regeneration, s.final]
             digest.update(b"".join(np.ascontiguousarray(st.image).tobytes() for st in stages))

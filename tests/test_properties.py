@@ -9,9 +9,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ism import Defense
-from ism.app.demo import MAX_EPS, MAX_REGEN_BUDGET, MAX_STEPS, THREATS, DemoRequest
+from ism.app.demo import check_cap
+from ism.app.request import (
+    MAX_EPS,
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    THREATS,
+    RunRequest,
+)
 from ism.app.serve import ServeConfig
-from ism.attacks.standard import ATTACKS
+from ism.attacks.standard import ATTACKS, MAX_STEPS
 from ism.checks import check_images
 from ism.data.images import ImageInputError, prepare_image
 
@@ -95,21 +102,28 @@ def test_non_tensors_are_a_type_error(obj):
 @given(attack=st.sampled_from(["fgsm", "pgd", "cw", "square", "magic", ""]),
        eps=st.floats(allow_nan=True, allow_infinity=True), steps=st.integers(-5, 500),
        threat=st.sampled_from(["gray-box", "adaptive white-box", "omniscient"]),
-       restarts=st.integers(-2, 50), iterations=st.integers(-2, 2000),
-       max_seconds=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False)))
-def test_demo_settings_are_valid_or_a_value_error(attack, eps, steps, threat, restarts, iterations, max_seconds):
+       restarts=st.integers(-2, 50), iterations=st.integers(-2, 2000))
+def test_demo_settings_are_valid_or_a_value_error(attack, eps, steps, threat, restarts, iterations):
     """Accepted exactly when every setting is within its documented bound (the spec, written out)."""
-    req = DemoRequest(attack, eps, steps, threat, restarts, iterations, 0, max_seconds)
     within = (attack in ATTACKS and threat in THREATS and 0 <= eps <= MAX_EPS and 1 <= steps <= MAX_STEPS
-              and restarts >= 1 and iterations >= 0 and restarts * max(1, iterations) <= MAX_REGEN_BUDGET
-              and (max_seconds is None or max_seconds > 0))
+              and 1 <= restarts <= MAX_RESTARTS and 0 <= iterations <= MAX_ITERATIONS)
     try:
-        ok = req.validate()
+        ok = RunRequest(None, attack, eps, steps, threat, restarts, iterations, 0)
     except ValueError as e:
         assert str(e) and not within, f"refused valid settings: {e}"
         return
     assert within, "accepted settings outside their bounds"
     assert (ok.eps, ok.steps, ok.restarts, ok.iterations) == (eps, steps, restarts, iterations)
+
+
+@given(max_seconds=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False)))
+def test_a_runs_cap_is_positive_or_none(max_seconds):
+    try:
+        check_cap(max_seconds)
+    except ValueError as e:
+        assert "max_seconds" in str(e) and max_seconds is not None and not max_seconds > 0
+        return
+    assert max_seconds is None or max_seconds > 0
 
 
 @settings(max_examples=150, deadline=None)
@@ -150,4 +164,4 @@ def test_serving_settings_from_any_environment(data):
         if k != "OTHER":
             got = getattr(cfg, k.removeprefix("ISM_").lower())
             assert got == type(got)(v) and math.isfinite(got) and (got >= 0 if k == "ISM_PLAYBACK" else got > 0)
-    DemoRequest(max_seconds=cfg.max_seconds).validate()     # a server's cap never refuses every run
+    check_cap(cfg.max_seconds)     # a server's cap never refuses every run

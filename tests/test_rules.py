@@ -5,7 +5,8 @@ a caller that decides on its own again makes the test fail."""
 import pytest
 import torch
 
-from ism.app.demo import DemoRequest, run_demo
+from ism.app.demo import run_demo
+from ism.app.request import RunRequest
 from ism.attacks.adaptive import AdaptiveTarget
 from ism.data.subsets import evenly_spaced, spread
 from ism.defense import FINAL_INPUTS, Defense
@@ -44,7 +45,7 @@ def test_gallery_demo_and_adaptive_attacker_read_through_defense(tiny_defense, m
     x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 2])
     reads, _ = graybox_examples(d, x, y, "fgsm", 8 / 255)["classifier reads"]
     assert torch.all(reads == MARK)
-    *_, last = run_demo(d, x[:1], 1, DemoRequest("fgsm", 8 / 255, 1, "gray-box", 1, 2))
+    *_, last = run_demo(d, x[:1], 1, RunRequest(None, "fgsm", 8 / 255, 1, "gray-box", 1, 2))
     assert last.final.image.min() == last.final.image.max()   # the uniform marked image, displayed
     with torch.no_grad():
         assert torch.equal(AdaptiveTarget(d)(x), d.classifier(torch.full_like(x, MARK)))
@@ -92,7 +93,7 @@ def test_seeded_runs_leave_the_global_rng_alone(tiny_defense):
     torch.manual_seed(123)
     x1, x2 = torch.rand(1, 3, 32, 32), torch.rand(2, 3, 32, 32)
     before = torch.random.get_rng_state()
-    run = list(run_demo(tiny_defense, x1, 1, DemoRequest("pgd", 8 / 255, 2, "gray-box", 1, 2, seed=7)))
+    run = list(run_demo(tiny_defense, x1, 1, RunRequest(None, "pgd", 8 / 255, 2, "gray-box", 1, 2, seed=7)))
     assert run[-1].done
     measure_curves(tiny_defense, x2, torch.tensor([0, 1]), [8 / 255], steps=2, seed=5)
     assert torch.equal(torch.random.get_rng_state(), before)

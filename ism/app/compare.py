@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ism.app.demo import MINIMAL, THREATS, DemoRequest, attack_image
-from ism.attacks.standard import make_attack, seeded
+from ism.app.demo import attack_image
+from ism.app.request import THREATS, RunRequest
 from ism.data.images import to_display
 from ism.defense import Defense
 from ism.eval.curves import ALONE
@@ -146,21 +146,19 @@ def contenders(hardened: Defense, weights_dir: str | Path | None = None, loaded:
     return out
 
 
-def _attack(c: Contender, x, y, req: DemoRequest) -> torch.Tensor:
+def _attack(c: Contender, x, y, req: RunRequest) -> torch.Tensor:
+    """``x`` attacked against one contender by the app's engine: an ISM defense as the demo attacks it, a baseline
+    (differentiable end to end) through its classifier, or through its purifier too when adaptive."""
     if c.defense is not None:
         return attack_image(c.defense, x, y, req)
-    target = c.whole if (req.threat != "gray-box" and c.whole is not None) else c.classifier
-    with seeded(req.seed):
-        if req.eps == 0 and req.attack not in MINIMAL:
-            return x.clone()
-        return make_attack(req.attack, target, req.eps, req.steps, seed=req.seed)(x, y).detach().clamp(0, 1)
+    return attack_image(None, x, y, req, target=c.whole if (req.threat != "gray-box" and c.whole is not None)
+                        else c.classifier)
 
 
-def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[str], req: DemoRequest,
+def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[str], req: RunRequest,
             threats=tuple(THREATS)) -> list[Row]:
     """One ``Row`` per contender and threat model: ``x`` (1, C, H, W) attacked against that contender
     alone (the label ``label`` is the attacker's reference), then read by it."""
-    req = req.validate()
     y = torch.tensor([label])
     before = {}
     for c in rivals:
@@ -168,7 +166,7 @@ def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[
         before[c.name] = classes[int(logits.argmax(1)[0])]
     rows = []
     for threat in threats:
-        r = DemoRequest(**{**asdict(req), "threat": threat}).validate()
+        r = req.but(threat=threat)
         for c in rivals:
             t = time.perf_counter()
             x_adv = _attack(c, x, y, r)

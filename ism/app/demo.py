@@ -8,70 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ism.app.request import RunRequest
 from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack
-from ism.attacks.standard import ATTACKS, make_attack, seeded
+from ism.attacks.standard import MAX_SQUARE_QUERIES, MAX_STEPS, make_attack, seeded
+from ism.attacks.standard import attack as attack_spec
 from ism.data.images import to_display
-from ism.defense import FINAL_INPUTS, Defense
-
-THREATS = {
-    "gray-box": "The attacker knows the classifier's weights but not the defense (the paper's setting).",
-    "adaptive white-box": ("The attacker knows the whole defense and attacks it end to end: exact gradients "
-                           "through the ISM, BPDA through regeneration, EOT over its random restarts."),
-}
-MAX_EPS = 0.4
-MAX_STEPS = 100
-MAX_SEED = 2**32 - 1
-MAX_REGEN_BUDGET = 1200   # restarts x iterations per request; keeps one visitor from hogging the CPU
-MAX_SQUARE_QUERIES = 1000  # Square's queries per run (steps x 100, capped): 5,000 took ~40 s of a core
-
-
-def attack_steps(attack: str, steps: int) -> int:
-    """The steps an attack really runs on this server (Square's queries are capped)."""
-    return min(int(steps), MAX_SQUARE_QUERIES // 100) if attack == "square" else int(steps)
-
-
-@dataclass
-class DemoRequest:
-    attack: str = "pgd"
-    eps: float = 8 / 255
-    steps: int = 10
-    threat: str = "gray-box"
-    restarts: int = 4
-    iterations: int = 30
-    seed: int = 0
-    max_seconds: float | None = None   # stop regenerating after this long (the app's per-request cap)
-    read: str | None = None            # which image the classifier reads for a defended input: None = the
-                                       # defense's choice (config.final_input), or one of FINAL_INPUTS
-
-    def validate(self) -> "DemoRequest":
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
-        if self.threat not in THREATS:
-            raise ValueError(f"unknown threat model {self.threat!r}; choose {' or '.join(THREATS)}")
-        if not 0.0 <= float(self.eps) <= MAX_EPS:
-            raise ValueError(f"epsilon must lie in [0, {MAX_EPS}], got {self.eps}")
-        if not 1 <= int(self.steps) <= MAX_STEPS:
-            raise ValueError(f"attack steps must lie in [1, {MAX_STEPS}], got {self.steps}")
-        if int(self.restarts) < 1 or int(self.iterations) < 0:
-            raise ValueError("regeneration needs at least 1 restart and 0 or more iterations")
-        if int(self.restarts) * max(1, int(self.iterations)) > MAX_REGEN_BUDGET:
-            raise ValueError(f"restarts x iterations is capped at {MAX_REGEN_BUDGET} per request "
-                             f"(asked {int(self.restarts)} x {int(self.iterations)})")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"the seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
-        if self.read not in (None, *FINAL_INPUTS):
-            raise ValueError(f"the classifier reads one of {', '.join(FINAL_INPUTS)}, not {self.read!r}")
-        if self.max_seconds is not None and not float(self.max_seconds) > 0:
-            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
-        return replace(self, eps=float(self.eps), steps=int(self.steps), restarts=int(self.restarts),
-                       iterations=int(self.iterations), seed=int(self.seed))
+from ism.defense import Defense
 
 
 @dataclass
@@ -81,12 +30,12 @@ class Stage:
     seconds: float
     caption: str = ""
     file: str | None = field(default=None, compare=False, repr=False)   # the image encoded for the page, once
-                                                                         # (ism/app/ui.py: stage_file)
+                                                                         # (ism/app/render.py: stage_file)
 
     @property
     def top3(self) -> dict:
         """The top-3 reading. Regeneration frames compute it when first read: the app plays back only
-        some iterations (ism/app/ui.py), so most never need a pass through the classifier."""
+        some iterations (ism/app/render.py), so most never need a pass through the classifier."""
         if callable(self.probs):
             self.probs = self.probs()
         return self.probs
@@ -113,9 +62,6 @@ class DemoState:
     waiting: str = ""                    # before the run starts: the visitor's place in line, in words
     rendered: dict = field(default_factory=dict, compare=False, repr=False)   # what the page made of this state
                                          # once (the frames gallery, the slide picture): every visitor of it shares it
-
-
-MINIMAL = ("cw", "deepfool")   # L2 minimal-perturbation attacks: epsilon does not bound them
 
 
 def top3(defense: Defense, x: torch.Tensor, model=None) -> dict:
@@ -159,29 +105,42 @@ def _input_gradient_is_zero(defense: Defense, x: torch.Tensor, label: torch.Tens
     return bool(g.abs().max() == 0)
 
 
-def attack_image(defense: Defense, x: torch.Tensor, y: torch.Tensor, req: DemoRequest) -> torch.Tensor:
-    """``x`` attacked as ``req`` says: gray-box against the classifier alone, adaptive white-box against
-    the whole defense (PGD: BPDA + EOT; the others through ``AdaptiveTarget``). Seeded, in [0, 1]."""
-    req = replace(req, steps=attack_steps(req.attack, req.steps))
+def no_attack(req: RunRequest) -> bool:
+    """Epsilon 0 on an attack that epsilon bounds: the picture is left as it is."""
+    return req.eps == 0 and attack_spec(req.attack).uses_eps
+
+
+def attack_image(defense: Defense, x: torch.Tensor, y: torch.Tensor, req: RunRequest, target=None) -> torch.Tensor:
+    """``x`` attacked as ``req`` says: gray-box against the classifier alone (or ``target``, a model that stands
+    for it), adaptive white-box against the whole defense (PGD: BPDA + EOT; the others through
+    ``AdaptiveTarget``). Seeded, in [0, 1]."""
+    steps = attack_spec(req.attack).run_steps(req.steps)
     with seeded(req.seed):
-        if req.eps == 0 and req.attack not in MINIMAL:
+        if no_attack(req):
             x_adv = x.clone()
-        elif req.threat == "gray-box":
-            x_adv = make_attack(req.attack, defense.classifier, req.eps, req.steps, seed=req.seed)(x, y)
+        elif target is not None or req.threat == "gray-box":
+            x_adv = make_attack(req.attack, target or defense.classifier, req.eps, steps, seed=req.seed)(x, y)
         elif req.attack == "pgd":
-            x_adv = make_adaptive_attack(defense, req.eps, req.steps, eot_iter=2, seed=req.seed)(x, y)
+            x_adv = make_adaptive_attack(defense, req.eps, steps, eot_iter=2, seed=req.seed)(x, y)
         else:
-            x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, req.steps, seed=req.seed)(x, y)
+            x_adv = make_attack(req.attack, AdaptiveTarget(defense, req.seed), req.eps, steps, seed=req.seed)(x, y)
     return x_adv.detach().clamp(0, 1)
 
 
-def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: DemoRequest):
+def check_cap(max_seconds: float | None) -> None:
+    """A server's cap on a run's seconds is positive (or None: no cap), else a ValueError."""
+    if max_seconds is not None and not float(max_seconds) > 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+
+
+def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunRequest, max_seconds: float | None = None):
     """Yield ``DemoState``s for one image ``x`` (1, C, H, W) in [0, 1].
 
     ``label`` is the true class when known (examples); otherwise the classifier's own prediction
-    on the clean image is what the attacker tries to change.
+    on the clean image is what the attacker tries to change. ``max_seconds``: this server stops regenerating
+    after so long (its per-run cap; None: never).
     """
-    req = request.validate()
+    check_cap(max_seconds)
     x = defense._check(x, "image")
     if len(x) != 1:
         raise ValueError("run_demo takes exactly one image")
@@ -209,7 +168,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         s.target_clean = top3(defense, x, model)
     s.adversarial = Stage(to_display(x_adv), top3(defense, x_adv, model), dt,
                           f"{req.attack.upper()}, {req.threat}: what {s.target.split(' (')[0]} reads")
-    if attack_steps(req.attack, req.steps) < req.steps:
+    if attack_spec(req.attack).run_steps(req.steps) < req.steps:
         s.warnings.append(f"Square asked for {req.steps * 100:,} queries; this server stops it at "
                           f"{MAX_SQUARE_QUERIES:,} per run so that every visitor gets a turn.")
     if req.threat == "gray-box" and _input_gradient_is_zero(defense, x, y):
@@ -243,9 +202,9 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, request: Demo
         if step.done:
             s.regen_stop = "Regeneration " + step.reason + "."
         yield s
-        if req.max_seconds is not None and time.perf_counter() - t_start > req.max_seconds and not step.done:
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds and not step.done:
             s.regen_stop = (f"Regeneration stopped at iteration {step.step} of {req.iterations}: this server caps a "
-                            f"run at {req.max_seconds:g} s so every visitor gets a turn.")
+                            f"run at {max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
     _read_frames(defense, s.regeneration, frame_images)
@@ -298,14 +257,14 @@ def chances(p: float, threshold: float) -> tuple[str, str]:
     return say(p, digits), say(threshold, digits)
 
 
-def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
+def headline(defense: Defense, y: int, s: DemoState, req: RunRequest, label_known: bool = True) -> str:
     """The run in one line of three steps: what the attack did → what the detector did → what the defense
     answered ("Fooled the classifier → caught → answered right again: airplane"). An upload has no true
     label: its answer is compared with the classifier's own answer on the clean picture, never right or wrong."""
     truth, fin, clean = defense.classes[y], top_name(s.final.top3), top_name(s.original.top3)
     who = "the classifier" if req.threat == "gray-box" else "the whole defense"
     fooled = False
-    if req.eps == 0 and req.attack not in MINIMAL:
+    if no_attack(req):
         attack = "No attack (ε = 0)"
     elif s.linf == 0:
         attack = "The attack changed nothing"
@@ -323,7 +282,7 @@ def headline(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_kno
     return f"{attack} → {detector} → {answer}"
 
 
-def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_known: bool = True) -> str:
+def verdict(defense: Defense, y: int, s: DemoState, req: RunRequest, label_known: bool = True) -> str:
     """What happened, in plain words, true for either threat model: what the attacker targeted and
     whether it fooled that target, what the detector did, and what the defense finally said."""
     truth, clean, fin = defense.classes[y], top_name(s.original.top3), top_name(s.final.top3)
@@ -331,7 +290,7 @@ def verdict(defense: Defense, y: int, s: DemoState, req: DemoRequest, label_know
     if label_known and clean != truth:
         parts.append(f"Before any attack the classifier already reads this {truth} as {clean}.")
     attacked = s.linf > 0
-    if req.eps == 0 and req.attack not in MINIMAL:
+    if no_attack(req):
         parts.append("No attack (epsilon 0): this is the defense on a clean image.")
     elif not attacked:
         parts.append("The attack found no perturbation to make (it changed nothing), so there was nothing to catch."

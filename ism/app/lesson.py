@@ -47,7 +47,7 @@ STEPS = (
 EXAMPLES = {"cifar10": "airplane_0", "celeba": "female_0"}
 
 
-def rivals_for(step: Step, available: list[Contender]) -> list[Contender]:
+def contenders_for(step: Step, available: list[Contender]) -> list[Contender]:
     """The step's contenders that this server has, in the step's order; the hardened defense stands in
     for the paper's recipe where that was not trained (the step's text then says so)."""
     by = {c.name: c for c in available}

@@ -18,24 +18,17 @@ notes while the run is queued); ``close()`` it to leave.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import hashlib
 import logging
 import math
-import os
 import queue
-import sys
 import threading
 import time
-import traceback
-import types
 from collections import OrderedDict, deque
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
-import torch
 import torch.multiprocessing as mp
 
-from ism.app.demo import DemoRequest, DemoState, Stage, run_demo
+from ism.app.worker import FINISHED, OverCap, Status, Stopped, Work, _light_main, _worker, defense_digest, run_key
 
 log = logging.getLogger("ism-defense")
 # Set when the interpreter starts to exit. Registered after multiprocessing's own exit hook, so it runs first
@@ -55,14 +48,6 @@ class Full(Exception):
     """Too many runs are waiting already."""
 
 
-class Stopped(Exception):
-    """The run was cancelled: nobody follows it any more."""
-
-
-class OverCap(Exception):
-    """The run computed longer than its ceiling."""
-
-
 @dataclass
 class Waiting:
     """A note for a follower whose run waits for a free worker."""
@@ -70,97 +55,13 @@ class Waiting:
     seconds: float      # expected wait before it starts
 
 
-def defense_digest(defense) -> str:
-    """sha256 over the defense's parameters and buffers (names, shapes, values) and its config."""
-    h = hashlib.sha256(repr(asdict(defense.config)).encode())
-    for name, t in defense.state_dict().items():
-        h.update(name.encode() + str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def run_key(dataset: str, digest: str, x: torch.Tensor, label: int | None, req: DemoRequest, every: int) -> str:
-    """What makes two requests the same run: image pixels, data set, defense weights, settings, seed."""
-    h = hashlib.sha256(f"{dataset}|{digest}|{label}|{every}|{sorted(asdict(req).items())}".encode())
-    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _portable(stage: Stage) -> Stage:
-    """A regeneration frame another process can receive: its reading if computed, else none (the app
-    reads only the frames it plays back, and those are resolved before sending)."""
-    return replace(stage, probs={}) if callable(stage.probs) else stage
-
-
-def shown(state: DemoState, every: int) -> bool:
-    """Whether a streamed state is shown: all but the regeneration iterations between played-back frames."""
-    n = len(state.regeneration)
-    return not (n > 0 and state.final is None and (n - 1) % every and not state.regen_stop)
-
-
-def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
-    """One worker process: compute runs from ``jobs`` one at a time, send each shown state's new part."""
-    torch.set_num_threads(threads)
-    current = {"id": -1, "deadline": math.inf}
-    parent = mp.parent_process()
-
-    def watch_parent():                  # the app was killed (SIGTERM, SIGKILL): do not outlive it
-        while parent is None or parent.is_alive():
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch_parent, daemon=True).start()
-
-    def check(*_):
-        if cancel.value == current["id"]:
-            raise Stopped()
-        if time.monotonic() > current["deadline"]:
-            raise OverCap()
-
-    for d in defenses.values():
-        for m in (d.classifier, d.ism, d.detector, d.generator):
-            m.register_forward_pre_hook(check)
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        job_id, dataset, x, label, req, every, cap = job
-        current.update(id=job_id, deadline=time.monotonic() + cap)
-        sent = 0
-        try:
-            for state in run_demo(defenses[dataset], x, label, req):
-                if not shown(state, every):
-                    continue
-                if state.regeneration:
-                    state.regeneration[-1].top3       # the played-back frame's reading, computed here
-                new = [_portable(f) for f in state.regeneration[sent:]]
-                sent = len(state.regeneration)
-                # the final state carries every frame's reading (run_demo has read them all by then, for the
-                # frames gallery's captions), where the frames sent before went without
-                readings = [f.probs for f in state.regeneration] if state.done else None
-                snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (pickled later, in
-                                   regen_errors=list(state.regen_errors))                 # the queue's thread)
-                results.put((job_id, "state", snapshot, new, readings))
-            results.put((job_id, "done", ""))
-        except Stopped:
-            results.put((job_id, "stopped", ""))
-        except OverCap:
-            results.put((job_id, "cap", f"This run reached the server's limit of {cap:g} s of computing per run "
-                                        "(so that every visitor gets a turn) and was stopped. Try fewer attack steps "
-                                        "or regeneration iterations."))
-        except Exception as e:   # a bug: logged in full by the parent, one sentence for the visitor
-            results.put((job_id, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-        finally:
-            current.update(id=-1, deadline=math.inf)
-
-
 @dataclass
 class Job:
     key: str
-    payload: tuple                                      # (dataset, x, label, req, every)
+    work: Work
     id: int = 0
     states: list = field(default_factory=list)          # DemoState snapshots, in order
-    status: str = "queued"                              # queued, running, done, stopped, cap, failed
+    status: Status = Status.QUEUED
     message: str = ""
     followers: int = 0
     cancelled: bool = False                             # nobody follows it any more: a new request starts anew
@@ -170,24 +71,16 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("done", "stopped", "cap", "failed")
+        return self.status in FINISHED
 
 
-_main_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _light_main():
-    """While a worker is spawned, ``__main__`` is an empty module: "spawn" imports the parent's main script again
-    in the child, and app.py's is gradio, the tabs and their figures (about 2 s of CPU and some hundred MB per
-    worker, on the cores the starting server needs); ``_worker`` needs only this module."""
-    with _main_lock:
-        main = sys.modules["__main__"]
-        sys.modules["__main__"] = types.ModuleType("__main__")
-        try:
-            yield
-        finally:
-            sys.modules["__main__"] = main
+@dataclass
+class Worker:
+    """One worker process, its job queue and cancel flag, and the job it computes (None: idle)."""
+    proc: object
+    jobs: object
+    cancel: object
+    job: Job | None = None
 
 
 class RunPool:
@@ -212,8 +105,8 @@ class RunPool:
         self._reader.start()
 
     # --- visitors ------------------------------------------------------------------------
-    def follow(self, dataset: str, x: torch.Tensor, label: int | None, req: DemoRequest, every: int) -> "Follower":
-        key = run_key(dataset, self.digests[dataset], x, label, req, every)
+    def follow(self, work: Work) -> "Follower":
+        key = run_key(self.digests[work.request.defense], work)
         with self._lock:
             job = self._cache.get(key) or self._running.get(key)
             if job is not None and job.cancelled:
@@ -226,7 +119,7 @@ class RunPool:
                     raise Full(f"The server is full: {len(self._pending)} runs are waiting for a worker. "
                                "Please try again in a minute.")
                 self._ids += 1
-                job = Job(key, (dataset, x, label, req, every), id=self._ids)
+                job = Job(key, work, id=self._ids)
                 self._running[key] = job
                 self._pending.append(job)
                 self._dispatch()
@@ -240,18 +133,18 @@ class RunPool:
             if job.followers > 0 or job.finished:
                 return
             job.cancelled = True
-            if job.status == "queued":
+            if job.status == Status.QUEUED:
                 self._pending.remove(job)
-                self._finish(job, "stopped", "")
+                self._finish(job, Status.STOPPED, "")
             else:
                 for w in self._workers:
-                    if w["job"] is job:
-                        w["cancel"].value = job.id
+                    if w.job is job:
+                        w.cancel.value = job.id
 
     def place(self, job: Job) -> Waiting | None:
         """Place in line and expected wait of a queued job (None once it runs)."""
         with self._lock:
-            if job.status != "queued":
+            if job.status != Status.QUEUED:
                 return None
             place = self._pending.index(job) + 1
             per = sum(self._durations) / len(self._durations)
@@ -261,36 +154,35 @@ class RunPool:
     @property
     def busy(self) -> int:
         with self._lock:
-            return sum(w["job"] is not None for w in self._workers)
+            return sum(w.job is not None for w in self._workers)
 
     def close(self) -> None:
         self._closed = True
         for w in self._workers:
-            w["jobs"].put(None)
+            w.jobs.put(None)
         for w in self._workers:
-            w["proc"].join(timeout=5)
-            if w["proc"].is_alive():
-                w["proc"].kill()
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
 
     # --- internals (hold self._lock) -----------------------------------------------------
     def _dispatch(self) -> None:
         for w in self._workers:
             if not self._pending:
                 return
-            if w["job"] is None and w["proc"].is_alive():
+            if w.job is None and w.proc.is_alive():
                 job = self._pending.popleft()
-                job.status, job.started = "running", time.monotonic()
-                w["job"] = job
+                job.status, job.started = Status.RUNNING, time.monotonic()
+                w.job = job
                 self.computed += 1
-                dataset, x, label, req, every = job.payload
-                w["jobs"].put((job.id, dataset, x, label, req, every, self.max_seconds))
+                w.jobs.put((job.id, job.work, self.max_seconds))
 
-    def _finish(self, job: Job, status: str, message: str) -> None:
-        job.status, job.message = status, message
+    def _finish(self, job: Job, status: Status, message: str) -> None:
+        job.status, job.message = Status(status), message
         if self._running.get(job.key) is job:
             del self._running[job.key]
         cut = bool(job.states) and job.states[-1].regen_stop.startswith("Regeneration stopped at iteration")
-        if status == "done" and not cut and not job.cancelled:   # a run cut short by the clock is not the run
+        if job.status == Status.DONE and not cut and not job.cancelled:   # a run cut short by the clock is not the run
             self._cache[job.key] = job
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -319,10 +211,10 @@ class RunPool:
 
     def _handle(self, job_id: int, kind: str, *rest) -> None:
         with self._lock:
-            w = next((w for w in self._workers if w["job"] is not None and w["job"].id == job_id), None)
+            w = next((w for w in self._workers if w.job is not None and w.job.id == job_id), None)
             if w is None:
                 return
-            job = w["job"]
+            job = w.job
             if kind == "state":
                 state, new, readings = rest
                 if not job.states:
@@ -341,8 +233,8 @@ class RunPool:
                 log.error("run failed in a worker: %s", rest[0])
             if kind == "done":
                 self._durations.append(time.monotonic() - job.started)
-            w["job"] = None
-            self._finish(job, kind, rest[0])
+            w.job = None
+            self._finish(job, Status(kind), rest[0])
             self._dispatch()
 
     def _check_workers(self) -> None:
@@ -352,29 +244,29 @@ class RunPool:
             for i, w in enumerate(self._workers):
                 if self._closed or _exiting.is_set():
                     return
-                job, now = w["job"], time.monotonic()
+                job, now = w.job, time.monotonic()
                 # from its first state (a worker that is still starting up, slow on a loaded machine, is not hung)
                 hung = job is not None and bool(job.states) and now - job.computing > self.max_seconds + HUNG_AFTER
-                if w["proc"].is_alive() and not hung:
+                if w.proc.is_alive() and not hung:
                     continue
                 if hung:
-                    log.error("a run worker is still computing run %d after %.0f s; replacing it", w["job"].id,
-                              time.monotonic() - w["job"].started)
-                    w["proc"].kill()
+                    log.error("a run worker is still computing run %d after %.0f s; replacing it", job.id,
+                              time.monotonic() - job.started)
+                    w.proc.kill()
                 else:
-                    log.error("a run worker exited (code %s); starting another", w["proc"].exitcode)
-                if w["job"] is not None:
-                    self._finish(w["job"], "failed", "the worker computing this run stopped answering")
+                    log.error("a run worker exited (code %s); starting another", w.proc.exitcode)
+                if job is not None:
+                    self._finish(job, Status.FAILED, "the worker computing this run stopped answering")
                 self._workers[i] = self._start_worker()
             self._dispatch()
 
-    def _start_worker(self) -> dict:
+    def _start_worker(self) -> Worker:
         ctx = mp.get_context("spawn")
         jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
         proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, self.threads), daemon=True)
         with _light_main():
             proc.start()
-        return {"proc": proc, "jobs": jobs, "cancel": cancel, "job": None}
+        return Worker(proc, jobs, cancel)
 
 
 class Follower:
@@ -396,7 +288,7 @@ class Follower:
                     states, status = self.job.states[i:], self.job.status
                 if self._left:
                     break
-                if status == "queued":
+                if status == Status.QUEUED:
                     w = self.pool.place(self.job)       # (None once it starts)
                     seen = (w.place, round(w.seconds)) if w else None
                     if w is not None and seen != last_wait and time.monotonic() - waited >= WAIT_GAP:
@@ -414,11 +306,11 @@ class Follower:
                     yield None                 # nothing new this TICK: the caller may leave or send a keep-alive
         finally:
             self.close()
-        if self._left and not self.job.finished or self.job.status == "stopped":
+        if self._left and not self.job.finished or self.job.status == Status.STOPPED:
             raise Stopped()
-        if self.job.status == "cap":
+        if self.job.status == Status.CAP:
             raise OverCap(self.job.message)
-        if self.job.status == "failed":
+        if self.job.status == Status.FAILED:
             raise RuntimeError(self.job.message.split("\n")[0])
 
     def close(self) -> None:
@@ -430,40 +322,3 @@ class Follower:
         self.pool.leave(self.job)
 
 
-class Memo:
-    """Results computed once per key, for the in-process runs (Compare, Lesson): a request whose result is
-    being computed waits for it, a later one gets it from a bounded cache. An exception is not kept."""
-
-    def __init__(self, size: int = 64):
-        self.size, self._lock = size, threading.Lock()
-        self._done: OrderedDict = OrderedDict()
-        self._running: dict = {}
-        self.computed = 0
-
-    def get(self, key, compute):
-        with self._lock:
-            if key in self._done:
-                self._done.move_to_end(key)
-                return self._done[key]
-            event = self._running.get(key)
-            owner = event is None
-            if owner:
-                event = self._running[key] = threading.Event()
-                self.computed += 1
-        if not owner:
-            event.wait()
-            with self._lock:
-                if key in self._done:
-                    return self._done[key]
-            return self.get(key, compute)        # the computation failed: try it ourselves
-        try:
-            value = compute()
-            with self._lock:
-                self._done[key] = value
-                while len(self._done) > self.size:
-                    self._done.popitem(last=False)
-            return value
-        finally:
-            with self._lock:
-                del self._running[key]
-            event.set()

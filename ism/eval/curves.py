@@ -36,6 +36,19 @@ def load_results(path: str | Path) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def results_path(results_dir: str | Path, key: str) -> str:
+    """The evaluation's results for the defense (or results name) ``key``: ``<results_dir>/<key>.json``, else its
+    run on the most test images (``<key>-limit<N>.json``, a seeded subset spread over classes: ``--limit N``)."""
+    full = Path(results_dir) / f"{key}.json"
+
+    def images(f: Path) -> int:
+        n = f.stem.rsplit("limit", 1)[1]
+        return int(n) if n.isdigit() else 0
+
+    subsets = sorted(Path(results_dir).glob(f"{key}-limit*.json"), key=images)
+    return str(full if full.is_file() or not subsets else subsets[-1])
+
+
 def plot_curves(series: dict, title: str):
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.subplots()

@@ -1,40 +1,41 @@
 """The "Attack & defend" tab: pick or upload a picture, attack it, and watch the defense detect, purify and
-regenerate it, stage by stage. Its controls are collected by name into one ``RunSettings``; its outputs are
-updated by name (``OUTPUTS``)."""
+regenerate it, stage by stage. Its settings widgets are named after ``RunRequest``'s fields and collected into
+one request; its outputs are updated by name (``OUTPUTS``)."""
 from __future__ import annotations
+
+import inspect
 
 import gradio as gr
 
-from ism.app.demo import MAX_EPS, MINIMAL, THREATS
+from ism.app.defenses import default_eps
+from ism.app.links import share_query
+from ism.app.render import ITERATION_TICKS, OUTPUTS, state_values
+from ism.app.request import (
+    MAX_EPS,
+    MAX_ITERATIONS,
+    MAX_RESTARTS,
+    MAX_SEED,
+    READS,
+    THREATS,
+    RunRequest,
+)
 from ism.app.tabs.page import (
     ATTACK_LABELS,
     END_PLAYBACK,
     PIXELS,
     Page,
     Setting,
-    attack_name,
     panel_title,
     reading,
     stage_image,
 )
-from ism.app.ui import (
-    ITERATION_TICKS,
-    OUTPUTS,
-    RunSettings,
-    attack_note,
-    default_eps,
-    limits_text,
-    share_query,
-    state_values,
-    threat_help,
-)
+from ism.attacks.standard import LABELS, MAX_SQUARE_QUERIES, MAX_STEPS, TABLE, attack
 
-READS = {"purified image (ISM)": "purified", "regenerated image (GAN)": "regenerated"}
 PRIVACY = ("🔒 Your picture is used for your runs only: it is not logged, not shared with other visitors and "
            "not kept. The server deletes uploaded files and results after 10 minutes (`ISM_DELETE_AFTER`).")
 STOPPED = "### ⏹ Stopped. Press **Run** to start again."
 READY = "*Pick an example and press Run.*"
-ATTACK_STEPS = {"cw": 50}   # an attack's steps when picked (others: 10); measured in results/story.md
+OPTIONAL = ("defense", "read")   # the /defend arguments an API call may leave out
 PANELS = {   # output name -> (panel title, what it shows, in one line)
     "original": ("1 The picture", "what the classifier reads before any attack"),
     "perturbation": ("2 The attack's change", "the pattern the attack adds, made visible: the real one is faint"),
@@ -68,6 +69,17 @@ def play_regeneration(seconds: float) -> str:
         label.textContent = i === list.length - 1 ? '' : 'redrawing: iteration ' + i + ' of ' + (list.length - 1);
     }, i * gap));
 }""" % {"ms": round(max(0.0, float(seconds)) * 1000)}
+
+
+def limits_text(max_seconds: float | None) -> str:
+    """This server's ceilings on one run, in words (shown beside the settings)."""
+    cap = f"; a run stops regenerating after {max_seconds:g} s" if max_seconds else ""
+    return (f"Limits per run on this server, so that every visitor gets a turn: Square at most "
+            f"{MAX_SQUARE_QUERIES:,} queries; regeneration at most {MAX_RESTARTS} restarts × {MAX_ITERATIONS} iterations{cap}.")
+
+
+def threat_help() -> str:
+    return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items())
 
 
 def read_label(defense) -> str:
@@ -117,24 +129,25 @@ class AttackTab:
     def _settings(self, d) -> None:
         c = self.c
         with gr.Row():
-            c["attack"] = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack", min_width=150)
+            c["attack"] = gr.Dropdown(ATTACK_LABELS, value=TABLE["pgd"].label, label="attack", min_width=150)
             c["threat"] = gr.Radio(list(THREATS), value="gray-box", label="the attacker knows", min_width=200,
                                    info="gray-box: the classifier only; adaptive: the whole defense")
         c["eps"] = Setting(0, MAX_EPS, value=round(default_eps(d), 4), step=1 / 255, label="epsilon (attack strength)")
-        c["eps_note"] = gr.Markdown(attack_note("pgd", default_eps(d), 10), elem_id="eps-note")
+        c["eps_note"] = gr.Markdown(TABLE["pgd"].note(default_eps(d), TABLE["pgd"].steps), elem_id="eps-note")
         with gr.Row():
             c["run"] = gr.Button("Run", variant="primary", elem_id="run")
             c["stop"] = gr.Button("Stop", variant="stop")
         with gr.Accordion("more settings", open=False):
-            c["steps"] = Setting(1, 50, value=10, step=1, label="attack steps (iterative attacks)")
+            c["steps"] = Setting(1, MAX_STEPS, value=TABLE["pgd"].steps, step=1, label="attack steps (iterative attacks)")
             c["read"] = gr.Radio(list(READS), value=read_label(d), label="the classifier reads",
                                  info="for an input the defense treats as attacked; the default is what "
                                       "this defense was trained to read")
             with gr.Row():
-                c["restarts"] = Setting(1, 8, value=d.config.regen_restarts, step=1, label="regeneration restarts")
-                c["iterations"] = Setting(0, 100, value=d.config.regen_steps, step=1,
-                                            label="regeneration iterations")
-            c["seed"] = gr.Number(value=0, precision=0, label="seed (0 to 4294967295)")
+                c["restarts"] = Setting(1, MAX_RESTARTS, value=d.config.regen_restarts, step=1,
+                                        label="regeneration restarts")
+                c["iterations"] = Setting(0, MAX_ITERATIONS, value=d.config.regen_steps, step=1,
+                                          label="regeneration iterations")
+            c["seed"] = gr.Number(value=0, precision=0, label=f"seed (0 to {MAX_SEED})")
             gr.Markdown(limits_text(self.page.serve.max_seconds), elem_id="limits")
             gr.Markdown(threat_help())
         with gr.Row():
@@ -190,26 +203,40 @@ class AttackTab:
     # --- handlers ------------------------------------------------------------------------------------
     @property
     def settings(self) -> list:
-        """The run's controls in ``RunSettings`` order (the /defend API's inputs)."""
-        return [self.page.choice if n == "dataset" else self.c[n] for n in RunSettings.names()]
+        """The widgets of ``RunRequest``'s fields, in its order (the /defend API's inputs)."""
+        return [self.page.choice if n == "defense" else self.c[n] for n in RunRequest.names()]
 
-    @staticmethod
-    def request(values) -> tuple[RunSettings, str]:
-        """(RunSettings, data-set key) from the values of ``settings``."""
-        s = RunSettings(**dict(zip(RunSettings.names(), values)))
-        s.attack, s.read = attack_name(s.attack), READS.get(s.read, s.read)
-        return s, s.dataset
+    def request(self, values):
+        """(the request the widgets' ``values`` ask for, the page's handler for its defense). The defense and what
+        the classifier reads may be left out (None, as an API call may: the page's first defense, its own
+        choice); a bad value is one ``UserError`` sentence."""
+        given = dict(zip(RunRequest.names(), values))
+        handler = self.page.handler_for(given.pop("defense", None) or self.page.first)
+        return handler.request(**given), handler
 
-    def defend(self, file, attack, eps, steps, threat, restarts, iterations, seed, dataset=None, read=None,
-               request: gr.Request = None):
-        """The /defend endpoint. Its parameters are named (the API's), in ``RunSettings`` order; gradio fills
-        ``request`` only in a signature without ``*args``. An API call may leave out the data set (the page's
+    def _endpoint(self, work):
+        """``work(values, request)`` as a gradio function whose parameters are ``RunRequest``'s fields (the
+        API's argument names) and a gr.Request (gradio fills it only in a signature without ``*args``)."""
+        def endpoint(*args):
+            values, request = (args[:-1], args[-1]) if args and isinstance(args[-1], gr.Request) else (args, None)
+            return (yield from work(values, request))
+
+        endpoint.__signature__ = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               **({"default": None} if n in OPTIONAL else {})) for n in RunRequest.names()]
+            + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                 annotation=gr.Request)])
+        endpoint.__annotations__ = {"request": gr.Request}    # (gradio reads the type hints, not the signature's)
+        endpoint.__name__ = work.__name__
+        return endpoint
+
+    def defend(self, values, request: gr.Request = None):
+        """The /defend endpoint (``_endpoint``): a run, streamed. An API call may leave out the defense (the page's
         first) and what the classifier reads (the defense's own choice)."""
-        s, key = self.request((file, attack, eps, steps, threat, restarts, iterations, seed,
-                               dataset or self.page.first, read))
-        handler = self.page.handler_for(key)
-        with self.page.one_message(key):
-            for state, picture, label in handler.run(s, session=getattr(request, "session_hash", None)):
+        key = values[RunRequest.names().index("defense")] if len(values) > RunRequest.names().index("defense") else None
+        with self.page.one_message(key or self.page.first):
+            req, handler = self.request(values)
+            for state, picture, label in handler.run(req, session=getattr(request, "session_hash", None)):
                 # every update names every output, and gradio sends the page only what changed since the last
                 # one (its stream is a diff per output); marking unchanged outputs gr.skip() instead costs more
                 # (gradio 6.31 rebuilds each skipped component: 30 different runs at once took 14.3 s of the
@@ -217,9 +244,9 @@ class AttackTab:
                 yield {self.c[k]: v for k, v in state_values(state, picture, label).items()}
 
     def check_settings(self, *values):
-        s, key = self.request(values)
-        with self.page.one_message(key):
-            self.page.handler_for(key).check(s)
+        with self.page.one_message(values[RunRequest.names().index("defense")]):
+            req, handler = self.request(values)
+            handler.prepare(req.file)
 
     def leave(self, request: gr.Request = None) -> None:
         """Leave this visitor's run (cancelled unless another visitor follows it); a run still waiting in
@@ -234,21 +261,21 @@ class AttackTab:
         return STOPPED
 
     def share_link(self, *values):
-        s, key = self.request(values)
-        with self.page.one_message(key):
-            return share_query(self.page.handler_for(key), s)
+        with self.page.one_message(values[RunRequest.names().index("defense")]):
+            req, handler = self.request(values)
+            return share_query(handler, req)
 
     @staticmethod
-    def attack_settings(attack, eps, steps):
+    def attack_settings(name, eps, steps):
         """Epsilon applies to every attack but CW and DeepFool (L2, minimal perturbation): say so."""
-        name = attack_name(attack)
-        return gr.update(interactive=name not in MINIMAL), attack_note(name, eps, steps)
+        spec = attack(name)
+        return gr.update(interactive=spec.uses_eps), spec.note(eps, steps)
 
     @staticmethod
-    def attack_steps_default(attack):
+    def attack_steps_default(name):
         """Picking an attack sets its steps to ones that find a perturbation on the shipped defenses (CW's
         10 Adam steps found none on any gallery example)."""
-        return ATTACK_STEPS.get(attack_name(attack), 10)
+        return attack(name).steps
 
     @staticmethod
     def scrubber(frames):
@@ -274,18 +301,24 @@ class AttackTab:
                 c["camera"]: None, c["restarts"]: d.config.regen_restarts, c["iterations"]: d.config.regen_steps,
                 c["read"]: read_label(d), c["eps"]: round(default_eps(d), 4)}
 
-    def apply_link(self, link) -> dict:
-        """The settings a link asks for, on top of its data set's defaults."""
-        c, out = self.c, {}
-        if link.example:
-            out[c["file"]] = gr.update(value=link.example, label=self.page.upload_label(link.dataset))
-        if link.attack:
-            out[c["attack"]] = next(k for k, v in ATTACK_LABELS.items() if v == link.attack)
-        for name in ("eps", "steps", "threat", "seed"):
-            if getattr(link, name) is not None:
-                out[c[name]] = getattr(link, name)
-        out[c["autorun"]] = link.run
+    def show(self, req: RunRequest) -> dict:
+        """Every settings widget showing ``req`` (a link's request, on its defense's defaults), by field name."""
+        labels = {**{v: k for k, v in LABELS.items()}, **{v: k for k, v in READS.items()}}
+        out = {}
+        for name, value in req.computed().items():
+            if name == "defense":
+                continue
+            out[self.c[name]] = labels.get(value, value) if name in ("attack", "read") else value
+        if req.read is None:
+            out[self.c["read"]] = read_label(self.page.defense(req.defense))
+        if req.file:
+            out[self.c["file"]] = gr.update(value=req.file, label=self.page.upload_label(req.defense))
         return out
+
+    @property
+    def shown(self) -> list:
+        """The widgets ``show`` sets."""
+        return [self.c[n] for n in RunRequest.names() if n != "defense"]
 
     def wire(self) -> None:
         c, page, serve = self.c, self.page, self.page.serve
@@ -303,7 +336,7 @@ class AttackTab:
                                              "'verdict').scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
-        running = checked.success(self.defend, self.settings, outputs, api_name="defend",
+        running = checked.success(self._endpoint(self.defend), self.settings, outputs, api_name="defend",
                                   concurrency_limit=serve.queue_size)
         page.runs += [checked, running]     # (a check cancelled by a switch starts no run)
         c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)

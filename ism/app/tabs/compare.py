@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ism.app.demo import MAX_EPS
-from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, attack_name, result_plot
-from ism.app.ui import RunSettings, default_eps
+from ism.app.defenses import default_eps
+from ism.app.request import MAX_EPS
+from ism.app.tabs.page import ATTACK_LABELS, PIXELS, Page, Setting, result_plot
+from ism.attacks.standard import MAX_STEPS, TABLE
 
 INTRO = ("**One image, one attack, attacked separately against each defense.** Each row is a defense; "
          "each is attacked twice: by a *gray-box* attacker who knows only its classifier, and by an "
@@ -25,10 +26,10 @@ class CompareTab:
                     self.gallery = page.examples_gallery("cmp-examples", label="pick an image")
                 with gr.Column(scale=2, min_width=360):
                     with gr.Row():       # the settings and the button first: above the fold at 1366x768
-                        self.attack = gr.Dropdown(list(ATTACK_LABELS), value="PGD", label="attack")
+                        self.attack = gr.Dropdown(ATTACK_LABELS, value=TABLE["pgd"].label, label="attack")
                         self.eps = Setting(0, MAX_EPS, value=round(8 / 255, 4), step=1 / 255, label="epsilon")
                     with gr.Row():
-                        self.steps = Setting(1, 50, value=10, step=1, label="attack steps")
+                        self.steps = Setting(1, MAX_STEPS, value=TABLE["pgd"].steps, step=1, label="attack steps")
                         self.seed = gr.Number(value=0, precision=0, label="seed")
                     self.run = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Row():
@@ -45,9 +46,8 @@ class CompareTab:
 
     def compare(self, file, attack, eps, steps, seed, key):
         with self.page.one_message(key):
-            self.page.handler_for(key)
-            s = RunSettings(file=file, attack=attack_name(attack), eps=eps, steps=steps, seed=seed, dataset=key)
-            result = self.page.comparers[key].run(s)
+            req = self.page.handler_for(key).request(file=file, attack=attack, eps=eps, steps=steps, seed=seed)
+            result = self.page.comparers[key].run(req)
             return result.summary, result_plot(result.figure), result.table, result.api()
 
     def switch(self, key) -> dict:

@@ -1,17 +1,36 @@
 """The "Robustness curves" tab: accuracy against epsilon from the evaluation's results, and measured live."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 import torch
 
 from ism.app.live import measure_curves
 from ism.app.tabs.page import Page, attack_name, result_plot
-from ism.app.ui import curves_intro
 from ism.data.subsets import evenly_spaced
+from ism.defense import Defense
 from ism.eval.curves import curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
+from ism.folders import paper_recipe_folder
 
 LIVE_EPS = [0.0, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2, 0.3, 0.4]
+
+
+def curves_intro(defense: Defense) -> str:
+    """The Curves tab's first line, true to what was trained for this data set."""
+    root = Path(getattr(defense, "source", "") or ".")
+    baselines = [n for n, sub in (("MagNet", "magnet"), ("DDSA", "ddsa"))
+                 if (root / "baselines" / sub / "model.safetensors").is_file()]
+    ds = defense.config.dataset
+    beside = [f for f in (paper_recipe_folder(root.parent, ds), root.parent / ds) if f.resolve() != root.resolve()]
+    elsewhere = (" (the paper's baselines MagNet and DDSA were trained beside the other defense for this data set, "
+                 "not measured in these curves: the Compare tab attacks them)") \
+        if any((f / "baselines").is_dir() for f in beside) else \
+        " (the paper's baselines MagNet and DDSA were not trained for this data set)"
+    others = f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else elsewhere
+    return (f"Accuracy versus epsilon for no defense, this defense{others}; gray-box (solid: the attacker "
+            "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
 
 
 class CurvesTab:

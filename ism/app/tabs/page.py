@@ -5,60 +5,30 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from unittest import mock
 
 import gradio as gr
+from gradio import component_meta
 
+from ism.app.defenses import default_eps, defense_title
+from ism.app.handlers import CompareHandler, DemoHandler
 from ism.app.live import CAUGHT, adaptive_summary
-from ism.app.runner import RunPool
+from ism.app.request import UserError
 from ism.app.serve import ServeConfig
-from ism.app.ui import CompareHandler, DemoHandler, UserError, default_eps, defense_title
-from ism.attacks.standard import ATTACKS
+from ism.attacks.standard import LABELS, attack
 from ism.data.examples import rule as example_rule
 from ism.data.images import to_display
-from ism.eval.curves import load_results
+from ism.eval.curves import load_results, results_path
 
 log = logging.getLogger("ism-defense")
-HARD_CAP_MARGIN = 30.0   # a run still computing this long after ISM_MAX_SECONDS is stopped (runner.py)
+ATTACK_LABELS = list(LABELS)   # the attack dropdowns' choices, in the attacks table's order
 
 # Images (and figures holding images) are sent as PNG: lossless, so the attacked pixels a visitor sees or
 # downloads are the attack's own (gradio's default, WebP, is lossy: quality 80), and quicker to encode
 # (a 128-pixel stage image: 1.1 ms against 2.4 ms).
 PIXELS = "png"
-ATTACK_LABELS = {"FGSM": "fgsm", "PGD": "pgd", "BIM": "bim", "MI-FGSM": "mifgsm", "CW (L2)": "cw",
-                 "DeepFool (L2)": "deepfool", "Square (black-box)": "square"}
-assert set(ATTACK_LABELS.values()) == set(ATTACKS)
 
-# the examples gallery: all 20 thumbnails in three rows of seven at any width (Gradio's grid keeps each
-# column at least 100 px, which clipped the 7th column and hid the third row behind an inner scroll)
-CSS = """
-#examples .grid-container, #cmp-examples .grid-container, #frames .grid-container {
-    grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
-    grid-template-rows: none !important; grid-auto-rows: auto !important; }
-#examples .grid-wrap, #cmp-examples .grid-wrap { overflow-y: hidden !important; padding-top: 2.4rem !important; }
-#examples .thumbnail-item, #cmp-examples .thumbnail-item, #frames .thumbnail-item { aspect-ratio: 1 / 1 !important; }
-#examples .fixed-height, #cmp-examples .fixed-height { min-height: 0 !important; }
-#examples .caption-label, #cmp-examples .caption-label, #frames .caption-label { max-width: 100% !important; }
-/* a regeneration frame's caption ("#12: automobile 37%") wraps under a narrow frame instead of being cut */
-#frames .caption-label { white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important;
-    font-size: var(--text-xs) !important; line-height: 1.2; }
-/* the panels' top-3 readings: long class names ("automobile") and their percentages fit a narrow panel */
-.top3 .confidence-set { font-size: var(--text-sm) !important; }
-.top3 .confidence-set .line { padding-left: 2px !important; padding-right: 2px !important; min-width: 4px; }
-.top3 .confidence-set .text { overflow-wrap: anywhere; }
-/* panel titles: two lines of caption at most, the same height in every panel, so the images line up */
-.panel-title { height: 6.4em; overflow: hidden; }
-#stages .column { justify-content: flex-start !important; }   /* equal heights, images on one line */
-#regen-live .regen-step { font-size: 0.8em; text-align: center; opacity: 0.8; }
-.panel-title small { color: var(--body-text-color-subdued); line-height: 1.25; display: inline-block; }
-/* a picked or uploaded file's name wraps in a narrow box ("a..png" before); its size and download link, of no
-   use to a visitor who just picked it, make room */
-#own-image .file-preview .stem, #cmp-file .file-preview .stem { white-space: normal !important;
-    overflow-wrap: anywhere; text-overflow: clip !important; }
-#own-image .file-preview td.download, #cmp-file .file-preview td.download { display: none; }
-/* gradio 6 titles an error pop-up with its type, "Error" (gr.Error's title is not drawn): ours says what happened */
-.toast-title.error { font-size: 0 !important; }
-.toast-title.error::before { content: "Cannot run this"; font-size: var(--text-md); }
-"""
+CSS = Path(__file__).with_name("page.css").read_text()   # the page's own styles
 
 # Switching the data set empties every gallery's highlight: gradio 6 keeps the clicked thumbnail highlighted on
 # the new examples although the update sets selected_index=None (a -1 or an emptied gallery selects the first)
@@ -98,21 +68,25 @@ CLEAR_SELECTION = ("(key) => { document.querySelectorAll('.thumbnail-item.select
                    f".forEach(e => e.classList.remove('selected')); {END_PLAYBACK} return key; }}")
 
 
-class Setting(gr.Slider):
-    """A slider whose value typed out of range is one plain sentence naming the setting (gradio's own is
-    "Value 1 is greater than maximum value 0.4" under the title "Error")."""
-    is_template = True      # drawn by gradio's slider
+# gradio writes a stub file (.pyi) beside the source of every component subclass it sees defined, into the source
+# tree (ism/app/tabs/page.pyi); the page's one subclass is defined with that step switched off. (A per-instance
+# check instead of a subclass is lost: gradio rebuilds a visitor's components from their class.)
+with mock.patch.object(component_meta, "create_or_modify_pyi", lambda *args, **kwargs: None):
+    class Setting(gr.Slider):
+        """A slider whose value typed out of range is one plain sentence naming the setting (gradio's own is
+        "Value 1 is greater than maximum value 0.4" under the title "Error")."""
+        is_template = True      # drawn by gradio's slider
 
-    def preprocess(self, payload):
-        if payload is not None and not (self.minimum <= payload <= self.maximum):
-            raise gr.Error(f"The {self.label} goes from {self.minimum:g} to {self.maximum:g}; {payload:g} is outside "
-                           "that range. Move the slider or type a value inside it.", title="Cannot run this")
-        return super().preprocess(payload)
+        def preprocess(self, payload):
+            if payload is not None and not (self.minimum <= payload <= self.maximum):
+                raise gr.Error(f"The {self.label} goes from {self.minimum:g} to {self.maximum:g}; {payload:g} is "
+                               "outside that range. Move the slider or type a value inside it.", title="Cannot run this")
+            return super().preprocess(payload)
 
 
 def attack_name(label: str) -> str:
     """The internal attack name for a dropdown label ("PGD" -> "pgd"); an internal name passes through."""
-    return ATTACK_LABELS.get(label, label)
+    return attack(label).name
 
 
 def panel_title(title: str, caption: str = "") -> gr.Markdown:
@@ -134,19 +108,19 @@ def reading() -> gr.Label:
 
 class Page:
     """The served defenses, keyed by folder name (``cifar10-paper``, ``cifar10``, ...), one ``DemoHandler`` and
-    one ``CompareHandler`` each, and the radio that chooses among them (``choice``, set by app.py)."""
+    one ``CompareHandler`` each, and the radio that chooses among them (``choice``, set by app.py). ``pool``: the
+    RunPool that computes the demo's runs (app.py starts it); None: each run is computed in the server's thread."""
 
-    def __init__(self, defenses: dict, serve: ServeConfig, results_dir: str = "results"):
-        self.serve, self.results_dir = serve, results_dir
-        self.pool = RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
-                            max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size)
+    def __init__(self, defenses: dict, serve: ServeConfig, results_dir: str = "results", pool=None):
+        self.serve, self.results_dir, self.pool = serve, results_dir, pool
         self.handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback,
-                                           pool=self.pool) for name, d in defenses.items()}
-        self.comparers, rivals = {}, {}
+                                           pool=pool) for name, d in defenses.items()}
+        self.comparers, shared = {}, {}
         served = {d.source: d for d in defenses.values() if getattr(d, "source", None)}
         for name, h in self.handlers.items():   # the defenses of one data set share their contenders (loaded once)
-            self.comparers[name] = CompareHandler(h, rivals=rivals.get(h.defense.config.dataset), loaded=served)
-            rivals.setdefault(h.defense.config.dataset, self.comparers[name].rivals)
+            ds = h.defense.config.dataset
+            self.comparers[name] = CompareHandler(h, contenders=shared.get(ds), loaded=served)
+            shared.setdefault(ds, self.comparers[name].contenders)
         self.first = next(iter(self.handlers))
         self.choice: gr.Radio | None = None
         self.runs: list = []    # every tab's computing events: switching the data set cancels them (app.py)
@@ -165,12 +139,8 @@ class Page:
         return defense_title(self.handlers[key].defense) if key in self.handlers else str(key)
 
     def results_path(self, key: str) -> str:
-        """The evaluation's results for ``key``: ``<results>/<key>.json``, else its run on the most test images
-        (``<key>-limit<N>.json``, a seeded subset spread over classes)."""
-        full = Path(self.results_dir) / f"{key}.json"
-        subsets = sorted(Path(self.results_dir).glob(f"{key}-limit*.json"),
-                         key=lambda f: int(f.stem.rsplit("limit", 1)[1]) if f.stem.rsplit("limit", 1)[1].isdigit() else 0)
-        return str(full if full.is_file() or not subsets else subsets[-1])
+        """The evaluation's results for ``key`` (ism/eval/curves.py: ``results_path``)."""
+        return results_path(self.results_dir, key)
 
     def gallery_items(self, key) -> list:
         return [(e.path, e.name) for e in self.handlers[key].examples]

@@ -1,0 +1,186 @@
+"""What the page shows of a run: each streamed ``DemoState`` as the /defend endpoint's named outputs, its pictures
+as PNG files encoded once, and the panels' words."""
+from __future__ import annotations
+
+import io
+import os
+import threading
+import uuid
+from pathlib import Path
+
+from ism.app.demo import DemoState, chances, top_name
+from ism.app.picture import run_picture
+
+# The /defend endpoint's outputs, in this order: the one place the public API's order is written
+# (app.py builds its components from these names; README, tests and benchmarks index by name).
+OUTPUTS = ("original", "original_top3", "perturbation", "perturbation_text", "adversarial", "adversarial_top3",
+           "detector_verdict", "detector_text", "purified", "purified_top3", "regenerated", "regenerated_text",
+           "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings", "final_text",
+           "regeneration_plot", "picture")
+
+
+def output(result, name: str):
+    """One named output from a /defend result (gradio_client's tuple, in ``OUTPUTS`` order)."""
+    return result[OUTPUTS.index(name)]
+
+
+UPLOAD_NOTE = ("Your own picture has no true label here: the attacker targets the classifier's own answer on it, "
+               "and the final answer is compared with that answer, never called right or wrong. The classifier can "
+               "only answer one of its data set's classes, whatever the picture shows.")
+
+
+def png_file(image) -> str | None:
+    """``image`` (H x W x 3 uint8) as a PNG file in gradio's cache folder, named by its content (gradio's own
+    layout) and written under a temporary name then renamed into place. Gradio writes an image output in
+    place at its content's path, so concurrent runs of one example rewrote a file while it was being served
+    (h11 "Too little/much data for declared Content-Length"); a file here is never rewritten."""
+    if image is None:
+        return None
+    from gradio.processing_utils import hash_bytes
+    from gradio.utils import get_upload_folder
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)   # (a third faster than 6; files 10% larger)
+    data = buf.getvalue()
+    folder = Path(get_upload_folder()) / hash_bytes(data)
+    path = folder / "image.png"
+    if _handed_out(str(path)):      # handed out again: not deleted on its first use's schedule
+        return str(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def stage_file(stage) -> str:
+    """A stage's image as a PNG file, encoded once: the same file for every state and visitor of a run (a run
+    computed in a worker shares its stages between its states, ism/app/runner.py), made again only if the
+    server's clean-up deleted it."""
+    if stage.file is None or not _handed_out(stage.file):
+        stage.file = png_file(stage.image)
+    return stage.file
+
+
+def _handed_out(path: str) -> bool:
+    """Whether the file ``path`` still exists; if so it is touched, so that the server's clean-up (by age,
+    ``ISM_DELETE_AFTER``) counts from now: a cached run's pictures are handed out again."""
+    try:
+        os.utime(path)
+        return True
+    except OSError:
+        return False
+
+
+_render_lock = threading.Lock()
+
+
+def _rendered(s: DemoState) -> dict:
+    """What the page shows of a finished run beyond its stages (the frames gallery, the slide picture, the
+    regeneration curve), made once by the first of its visitors (the others wait for it) and made again only
+    if the server's clean-up deleted a file meanwhile."""
+    with _render_lock:
+        lock = s.rendered.setdefault("lock", threading.Lock())
+    with lock:
+        made = s.rendered.get("made")
+        if made and all([_handed_out(f) for f in (made["picture"], *(f for f, _ in made["frames"]))]):
+            return made
+        made = {"frames": [(stage_file(st), frame_caption(st)) for st in s.regeneration],
+                "picture": png_file(run_picture(s, s.adversarial.caption.split(":")[0]
+                                                + f", L∞ {s.linf * 255:.1f}/255")),
+                "plot": regeneration_curve(s.regen_errors) if s.regen_errors else None}
+        s.rendered["made"] = made
+        return made
+
+
+def state_values(s: DemoState, picture, label: int | None) -> dict:
+    """{output name: value} for one streamed state of a run on ``picture``; the frames gallery stays empty until
+    the run is done. Images are PNG files (``png_file``). A picture outside the data set is said under the
+    headline; how it was prepared, in the notes."""
+    regen = s.regeneration[-1] if s.regeneration else None
+    img = stage_file
+    done = _rendered(s) if s.done else {}     # made once per finished run, shared by every visitor who sees it
+    values = {
+        "original": img(s.original) if s.original else None,
+        "original_top3": s.original.top3 if s.original else None,
+        "perturbation": img(s.perturbation) if s.perturbation else None,
+        "perturbation_text": s.perturbation.caption if s.perturbation else "",
+        "adversarial": img(s.adversarial) if s.adversarial else None,
+        "adversarial_top3": s.adversarial.top3 if s.adversarial else None,
+        "detector_verdict": ("ATTACKED" if s.detection["attacked"] else "clean") if s.detection else None,
+        "detector_text": detection_text(s.detection),
+        "purified": img(s.purified) if s.purified else None,
+        "purified_top3": s.purified.top3 if s.purified else None,
+        "regenerated": img(regen) if regen else None,
+        "regenerated_text": (f"iteration {regen.caption} (mean squared difference). The classifier reads "
+                             f"{top3_text(regen.top3)}"
+                             + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
+        "frames": done.get("frames", []),
+        "final": img(s.final) if s.final else None,
+        "final_top3": s.final.top3 if s.final else None,
+        "verdict": (f"### {s.headline}\n\n" + (f"⚠️ {picture.outside}\n\n" if picture.outside else "")
+                    + f"<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
+                    "\n\n</details>") if s.verdict else f"*{s.waiting or 'running…'}*",
+        "notes": (f"ℹ️ {picture.note}" if picture.note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
+        "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
+        "timings": timings_text(s),
+        "final_text": s.final.caption if s.final else "",
+        "regeneration_plot": done.get("plot"),
+        "picture": done.get("picture"),
+    }
+    assert tuple(values) == OUTPUTS
+    return values
+
+
+
+ITERATION_TICKS = [str(i) for i in range(16)]   # a short run's iterations, in order, as the plot's named ticks
+
+
+def regeneration_curve(errors: list[float]):
+    """The regeneration's error (MSE against the purified image) at each iteration, as the table the page
+    draws itself (gr.LinePlot). A matplotlib figure drawn on the server for it took 75 ms of every run.
+    A short run's iterations are names ("0", "1", ..., in ITERATION_TICKS order), one tick each: as numbers
+    the axis ticked 0.5, 1.5; from 16 on, numbers tick at whole steps of 2 or more."""
+    import pandas as pd
+
+    steps = range(len(errors))
+    return pd.DataFrame({"iteration": [str(i) for i in steps] if len(errors) <= len(ITERATION_TICKS) else list(steps),
+                         "difference from panel 5 (mean squared)": [float(e) for e in errors]})
+
+
+def frame_caption(stage) -> str:
+    """A regeneration frame's caption: its iteration and what the classifier reads on it."""
+    step = stage.caption.split(":")[0]
+    if not stage.top3:                       # (not read: a frame from an older worker or a stopped run)
+        return f"#{step}"
+    name = top_name(stage.top3)
+    return f"#{step}: {name} {stage.top3[name]:.0%}"
+
+
+def top3_text(top: dict) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in top.items())
+
+
+def detection_text(det: dict | None) -> str:
+    if not det:
+        return ""
+    verdict = "ATTACKED" if det["attacked"] else "clean"
+    p, t = chances(det["probability"], det["threshold"])
+    return (f"**{verdict}**: chance it was attacked {p} (it says attacked above {t}). Its guess of the attack's "
+            f"strength: about {det['strength'] * 255:.0f}/255.")
+
+
+def timings_text(s: DemoState) -> str:
+    rows = []
+    for name, st in (("classify original", s.original), ("attack", s.adversarial), ("ISM purify", s.purified),
+                     ("final classification", s.final)):
+        if st is not None:
+            rows.append(f"| {name} | {st.seconds * 1000:.0f} ms |")
+    if s.detection:
+        rows.insert(2, f"| detect | {s.detection['seconds'] * 1000:.0f} ms |")
+    if s.regeneration:
+        rows.append(f"| regeneration ({len(s.regeneration) - 1} iterations) | {s.regeneration[-1].seconds * 1000:.0f} ms |")
+    return "| stage | time |\n|---|---|\n" + "\n".join(rows) if rows else ""
+
+
