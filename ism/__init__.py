@@ -15,7 +15,7 @@ Layout, by concern; imports run downwards only (tests/test_layout.py checks it):
     ism/hub.py, ism/checks.py, ism/distributed.py   weights loading and checksums, input checks,
                    torchrun helpers                                                    bottom
 
-``python -m ism.evaluate`` and ``python -m ism.gallery`` are the commands (ism/eval/command.py,
+``python -m ism.eval`` and ``python -m ism.eval.gallery`` are the commands (ism/eval/command.py,
 ism/eval/gallery.py); training lives in the ``train`` package beside this one.
 """
 from ism.attacks.standard import ATTACKS, make_attack

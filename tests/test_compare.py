@@ -54,7 +54,7 @@ def test_every_contender_under_both_threat_models(comparer, defense):
     rows = compare(comparer.contenders, x, 3, defense.classes, RunRequest(eps=8 / 255, steps=5))
     assert [(r.defense, r.threat) for r in rows] == [(n, t) for t in THREATS for n in names]
     for r in rows:
-        assert r.attacked.shape == r.read.shape == (128, 128, 3) and 0 < r.linf <= 8 / 255 + 1e-6
+        assert r.attacked.shape == r.seen.shape == (128, 128, 3) and 0 < r.linf <= 8 / 255 + 1e-6
         assert r.prediction in defense.classes and 0 <= r.confidence <= 1
         assert r.defended == (r.correct or r.detector == "rejected the input")
     by = {(r.defense, r.threat): r for r in rows}

@@ -32,7 +32,7 @@ def _run(args, cwd, processes: int):
 
 @pytest.mark.parametrize("processes", [2])
 def test_evaluation_under_torchrun_equals_one_process(tmp_path, processes):
-    args = ["-m", "ism.evaluate", "--dataset", "cifar10", "--limit", "8", "--weights", str(conftest.WEIGHTS),
+    args = ["-m", "ism.eval", "--dataset", "cifar10", "--limit", "8", "--weights", str(conftest.WEIGHTS),
             "--data", str(conftest.DATA), "--batch-size", "2", "--adaptive-eps", "8/255", "--eps", "8/255", "--small",
             "--threads", "1", "--sections", "graybox,adaptive,regeneration"]   # (every section shards the same way)
     results = {}

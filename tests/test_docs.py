@@ -6,6 +6,9 @@ from pathlib import Path
 from conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# every text that explains a result: the pages, the results' own reports, the research notes, the model cards
+TEXTS = [*PAGES, *sorted((ROOT / "results").glob("*.md")), *sorted((ROOT / "research").glob("*.md")),
+         *sorted((ROOT / "benchmarks").rglob("*.md")), *sorted((ROOT / "weights").glob("*/README.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -29,8 +32,10 @@ def links(page: Path):
 
 
 def test_every_relative_link_resolves():
+    """In README, docs/ and the results' reports: a superseded result removed from results/ (git keeps it) leaves
+    no link behind."""
     broken = []
-    for page in PAGES:
+    for page in TEXTS:
         for target in links(page):
             path, _, anchor = target.partition("#")
             dest = (page.parent / path).resolve() if path else page
@@ -54,3 +59,13 @@ def test_readme_is_a_front_door():
 def test_slug_matches_github():
     assert slug("CelebA (Male, 64x64): the paper's Table 4") == "celeba-male-64x64-the-papers-table-4"
     assert slug("From Python, with `gradio_client`") == "from-python-with-gradio_client"
+
+
+def test_every_result_file_is_named_by_the_text_that_explains_it():
+    """No file in results/ or benchmarks/results/ that nothing explains (an evaluation's report names its raw
+    results and figures, ism/eval/report.py: files_line); superseded runs are removed, not kept beside."""
+    texts = {page: page.read_text() for page in TEXTS}
+    files = sorted(f for d in ("results", "benchmarks/results") for f in (ROOT / d).iterdir() if f.is_file())
+    unnamed = [str(f.relative_to(ROOT)) for f in files if not any(f.name in t for page, t in texts.items() if page != f)]
+    assert unnamed == []
+    assert len(files) > 40        # the check saw the files

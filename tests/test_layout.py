@@ -14,10 +14,10 @@ LAYERS = [
     ("eval", ["ism.eval"]),
     ("app", ["ism.app"]),
     ("app tabs", ["ism.app.tabs"]),     # each tab lays out its widgets and wires them; nothing below imports them
-    ("entry points", ["ism.evaluate", "ism.gallery", "ism.publish", "ism"]),
+    ("entry points", ["ism.eval.__main__", "ism.publish", "ism"]),
 ]
-COMMANDS = {"ism.eval.command", "ism.eval.gallery", "ism.evaluate", "ism.gallery", "ism.publish"}   # have a main(); never imported
-ENTRY_POINTS = {"ism.evaluate": "ism.eval.command", "ism.gallery": "ism.eval.gallery"}
+COMMANDS = {"ism.eval.command", "ism.eval.gallery", "ism.eval.__main__", "ism.publish"}   # have a main(); never imported
+ENTRY_POINTS = {"ism.eval.__main__": "ism.eval.command"}
 
 
 def layer(module: str) -> int:
@@ -146,3 +146,23 @@ def test_importing_and_building_the_app_writes_nothing_into_the_source_tree(tmp_
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300,
                    env={**__import__("os").environ, "GRADIO_TEMP_DIR": str(tmp_path)})
     assert tree() - before == set()
+
+
+def test_no_module_does_work_at_import():
+    """Importing a module of ism/ or train/ defines things; it never runs a loop or a call for its effect (the
+    probe scripts trained at import; they live in research/ now). ``__main__`` modules are the commands."""
+    allowed_calls = {"register", "filterwarnings"}      # atexit.register, warnings.filterwarnings
+
+    def called(node) -> str:
+        f = node.value.func
+        return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "?")
+
+    work = []
+    for f in sorted([*(ROOT / "ism").rglob("*.py"), *(ROOT / "train").rglob("*.py")]):
+        if f.name == "__main__.py":
+            continue
+        for node in ast.parse(f.read_text()).body:
+            if isinstance(node, (ast.For, ast.While, ast.AsyncFor)) or (
+                    isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and called(node) not in allowed_calls):
+                work.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert work == []

@@ -54,7 +54,7 @@ left() { echo $((DEADLINE - SECONDS)); }
 ev() {   # one resumable evaluation call, stopped at the deadline
   [ "$(left)" -gt 20 ] || { step "skip $1 (deadline)"; return; }
   step "evaluate $1"
-  timeout "$(left)" python3 -m ism.evaluate --dataset "$DATASET" --data "$DATA" --weights "$W" --device "$DEVICE" \
+  timeout "$(left)" python3 -m ism.eval --dataset "$DATASET" --data "$DATA" --weights "$W" --device "$DEVICE" \
     --out "$EV" --batch-size 500 --adaptive-images 1000 --autoattack-images 1000 --sections "$1" $EVAL_ARGS
 }
 IFS=';' read -ra GROUPS_ <<< "$EVAL_SECTIONS"

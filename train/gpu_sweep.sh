@@ -38,7 +38,7 @@ done
 ev() {  # ev E SECTION: one resumable evaluation of branch E, stopped at the deadline
   [ "$(left)" -gt 20 ] || { step "r$1: skip $2 (deadline)"; return; }
   step "r$1: evaluate $2"
-  timeout "$(left)" python3 -m ism.evaluate --dataset "$DATASET" --data "$DATA" --weights "$S/r$1" \
+  timeout "$(left)" python3 -m ism.eval --dataset "$DATASET" --data "$DATA" --weights "$S/r$1" \
     --device "$DEVICE" --name "r$1" --out "$S/eval" --batch-size 500 --autoattack-images "$AA_IMAGES" \
     --adaptive-images 1000 --adaptive-eps 8/255 --sections "$2" $EVAL_ARGS
 }

@@ -56,8 +56,8 @@ class Contender:
     def __post_init__(self):
         self.about = self.about or EXPLAIN[self.name]
 
-    def read(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """(logits, the image the classifier read, what the detector did) for one attacked image."""
+    def answer(self, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(logits, the picture its classifier reads, what the detector did) for one attacked image."""
         with torch.no_grad():
             if self.defense is not None:
                 r = self.defense.read(x_adv)
@@ -82,7 +82,7 @@ class Row:
     attacked: object        # H x W x 3 uint8
     linf: float
     detector: str
-    read: object            # the image the classifier read, H x W x 3 uint8
+    seen: object            # the picture its classifier reads (``Defense.read``'s image), H x W x 3 uint8
     prediction: str
     confidence: float
     correct: bool
@@ -92,7 +92,7 @@ class Row:
 
     def public(self) -> dict:
         """The row without its images (the API's JSON)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("attacked", "read")}
+        return {k: v for k, v in asdict(self).items() if k not in ("attacked", "seen")}
 
 
 def contenders(hardened: Defense, weights_dir: str | Path | None = None, loaded: dict | None = None) -> list[Contender]:
@@ -162,7 +162,7 @@ def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[
     y = torch.tensor([label])
     before = {}
     for c in rivals:
-        logits, _, _ = c.read(x)
+        logits, _, _ = c.answer(x)
         before[c.name] = classes[int(logits.argmax(1)[0])]
     rows = []
     for threat in threats:
@@ -170,7 +170,7 @@ def compare(rivals: list[Contender], x: torch.Tensor, label: int, classes: list[
         for c in rivals:
             t = time.perf_counter()
             x_adv = _attack(c, x, y, r)
-            logits, seen, said = c.read(x_adv)
+            logits, seen, said = c.answer(x_adv)
             p = logits.float().softmax(1)[0]
             k = int(p.argmax())
             correct = k == label
@@ -258,7 +258,7 @@ def figure(rows: list[Row], original, truth: str):
             a.imshow(r.attacked)
             a.set_title(f"{t}:\nattacked" if i == 0 else "", fontsize=8)
             a.set_xlabel(f"max pixel change {r.linf * 255:.1f}/255", fontsize=7)
-            b.imshow(r.read)
+            b.imshow(r.seen)
             b.set_title(f"{t}:\nclassifier read" if i == 0 else "", fontsize=8)
             b.set_xlabel(f"{r.prediction} {r.confidence:.0%}\n{fill(r.detector, 24)}", fontsize=7, color=color)
     for ax in axes.flat:

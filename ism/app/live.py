@@ -40,7 +40,7 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
 
 
 # results/<key>-graybox-caught[-limit<N>].json: a gray-box evaluation of its own that measured fooled / caught /
-# restored (``python -m ism.evaluate --sections graybox --eps 8/255 --name <key>-graybox-caught``), where the
+# restored (``python -m ism.eval --sections graybox --eps 8/255 --name <key>-graybox-caught``), where the
 # defense's main results file predates those columns
 CAUGHT = "graybox-caught"
 

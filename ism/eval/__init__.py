@@ -1,1 +1,1 @@
-"""The evaluation: sections, the ``python -m ism.evaluate`` command, report, sanity checks, plots."""
+"""The evaluation: sections, the ``python -m ism.eval`` command, report, sanity checks, plots."""

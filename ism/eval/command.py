@@ -1,10 +1,10 @@
-"""``python -m ism.evaluate --dataset cifar10 [--limit N]``: the evaluation of ``ism.eval.evaluation``.
+"""``python -m ism.eval --dataset cifar10 [--limit N]``: the evaluation of ``ism.eval.evaluation``.
 
 Writes ``results/<dataset>.json``, ``results/<dataset>.md`` and the plots
 ``results/<dataset>-{fgsm,pgd,roc}.png``; resumable (partial results in ``.cache/eval``), seeded.
 Sanity-check failures are printed as warnings and written into the results.
 
-Runs unchanged under ``torchrun --nproc_per_node N python -m ism.evaluate ...``: each process
+Runs unchanged under ``torchrun --nproc_per_node N python -m ism.eval ...``: each process
 evaluates a share of every section's batches (gloo on CPU, nccl with one GPU per process) and
 process 0 writes the merged results, identical to a single-process run.
 """
@@ -25,13 +25,13 @@ from ism.data.datasets import DATASETS, load_split
 from ism.data.subsets import spread
 from ism.defense import load_defense, resolve_weights
 from ism.eval.evaluation import SECTIONS, EvalConfig, evaluate
-from ism.eval.report import markdown, write_figures
+from ism.eval.report import files_line, markdown, write_figures
 from ism.eval.sanity import sanity_checks, warnings_text
 from ism.models.baselines import load_baselines
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m ism.evaluate", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ism.eval", description=__doc__)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--data", default=None, help="data root (default: the shared copy)")
     p.add_argument("--weights", default=None, help="weights folder or Hub repo id (default weights/<dataset>)")
@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    command = "python -m ism.evaluate " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m ism.eval " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     device = distributed.init(a.device)
     root = resolve_weights(a.weights or f"weights/{a.dataset}", None)
     d = load_defense(root, device=device)
@@ -102,8 +102,8 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stem = (a.name or a.dataset) + (f"-limit{a.limit}" if a.limit else "")
     (out / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out / f"{stem}.md").write_text(markdown(res, f"Evaluation: {res['data']}", command))
-    write_figures(res, out, stem, res["data"])
+    figures = write_figures(res, out, stem, res["data"])
+    (out / f"{stem}.md").write_text(markdown(res, f"Evaluation: {res['data']}", command) + files_line(stem, figures))
     print((out / f"{stem}.md").read_text())
     for w in warnings_text(res["sanity_checks"]):
         print(w, file=sys.stderr)

@@ -6,7 +6,7 @@ The evaluation's gray-box numbers say *how often* the defense undoes an attack; 
 the image the pipeline's classifier reads for it (``Defense.read``). Each panel is titled
 with the pipeline's prediction, green when right.
 
-    python -m ism.gallery --dataset celeba --attack pgd --eps 0.3 --out results/celeba-graybox-pgd-0.3.png
+    python -m ism.eval.gallery --dataset celeba --attack pgd --eps 0.3 --out results/celeba-graybox-pgd-0.3.png
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def plot_examples(rows: dict, y: torch.Tensor, classes: list, title: str):
 
 
 def main(argv=None) -> Path:
-    p = argparse.ArgumentParser(prog="python -m ism.gallery", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ism.eval.gallery", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     p.add_argument("--data", default=None, help="data root (default: the shared copy)")

@@ -159,6 +159,13 @@ def markdown(res: dict, title: str, command: str) -> str:
     return "\n".join(L) + "\n"
 
 
+def files_line(stem: str, figures: list[Path]) -> str:
+    """The report's last line: the raw results and every figure written beside it, by name (so that each file in
+    results/ is named by the text that explains it)."""
+    shown = ", ".join(f"[{Path(f).stem.removeprefix(stem + '-')}]({Path(f).name})" for f in figures)
+    return f"\nFiles: raw results [{stem}.json]({stem}.json)" + (f"; figures {shown}" if shown else "") + ".\n"
+
+
 def write_figures(res: dict, out: Path, stem: str, label: str) -> list[Path]:
     """Accuracy-vs-epsilon curves (one figure per attack, all defenses and threat models) and the
     detector's ROC curves. Returns the paths written."""

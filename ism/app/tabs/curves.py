@@ -52,7 +52,7 @@ class CurvesTab:
         res = load_results(path)
         if not res:
             d = self.page.defense(key)
-            return result_plot(None), (f"No evaluation results yet: run `python -m ism.evaluate --dataset "
+            return result_plot(None), (f"No evaluation results yet: run `python -m ism.eval --dataset "
                                        f"{d.config.dataset} --weights {d.source} --name {key}`, or measure live below.")
         n = res.get("clean", {}).get("images", "?")
         figure = plot_curves(curves_from_results(res, attack_name(attack)),

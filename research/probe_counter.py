@@ -1,7 +1,7 @@
 """Probe: push an attacked image away from the class the classifier reads now (a counter-attack), and measure
-what it restores and what it costs. Reads the evaluation set ``train.probe_purifier`` cached:
+what it restores and what it costs. Reads the evaluation set ``research/probe_purifier.py`` cached:
 
-    python -m train.probe_counter weights/cifar10/classifier .cache/probe/eval-cifar10-500.pt
+    python -m research.probe_counter weights/cifar10/classifier .cache/probe/eval-cifar10-500.pt
 
 Figures: results/caught-and-undone-probes.md.
 """

@@ -9,8 +9,8 @@ Gaussians are fitted on 10,000 training pictures):
 - ``layers``: a Mahalanobis distance (one Gaussian) on the mean and standard deviation of every activation layer
   of the classifier, also on uniform noise and flat colours (threshold at 1%).
 
-    python benchmarks/outside_rules.py penultimate
-    python benchmarks/outside_rules.py layers
+    python research/outside_rules.py penultimate
+    python research/outside_rules.py layers
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Probe: can a purifier trained with a classifier-guided loss undo gray-box attacks? (issue: caught and undone)
 
-    python -m train.probe_purifier --clf weights/cifar10-paper/classifier --unet 32 --out .cache/probe/paper-unet \
+    python -m research.probe_purifier --clf weights/cifar10-paper/classifier --unet 32 --out .cache/probe/paper-unet \
         --epochs 8 --lr 2e-3
 
 A quick, self-contained experiment, not a shipped stage: it crafts a gray-box pool once (``--pool-n`` CIFAR-10
