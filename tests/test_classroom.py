@@ -195,6 +195,26 @@ def test_the_worker_is_replaced_if_it_dies(defense):
         p.close()
 
 
+def test_a_worker_killed_mid_run_fails_that_run_only(defense):
+    """A worker killed while it streams a run (out of memory, say) may die in the middle of a message: its run fails
+    with a sentence, and the other worker's runs and the next ones still arrive whole (each worker has its own
+    pipe back; a shared queue's stream was corrupted for everyone, and later runs hung)."""
+    p = RunPool({"cifar10": defense}, workers=2)
+    try:
+        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        stream = h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 12))
+        next(stream)
+        assert wait_until(lambda: any(w.job is not None and w.job.states for w in p._workers))
+        busy = next(w for w in p._workers if w.job is not None)
+        busy.proc.kill()
+        with pytest.raises(RuntimeError, match="stopped answering"):
+            list(stream)
+        for seed in (1, 2, 3):
+            assert final(h.run(RunRequest(DOG, "fgsm", 8 / 255, 1, "gray-box", 1, 2, seed))).done
+    finally:
+        p.close()
+
+
 def test_no_worker_is_started_while_the_interpreter_exits(defense, monkeypatch):
     """At exit multiprocessing terminates the workers; the pool must not start new ones then."""
     from ism.app import runner

@@ -20,11 +20,12 @@ from __future__ import annotations
 import atexit
 import logging
 import math
-import queue
+import signal
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
+from multiprocessing import connection as mp_connection
 
 import torch.multiprocessing as mp
 
@@ -80,6 +81,7 @@ class Worker:
     proc: object
     jobs: object
     cancel: object
+    results: object                  # the receiving end of its pipe
     job: Job | None = None
 
 
@@ -98,7 +100,6 @@ class RunPool:
         self._ids = 0
         self.computed = 0                                  # runs started on a worker
         self._durations = deque([2.0], maxlen=20)          # recent run times, for the expected wait
-        self._results = mp.get_context("spawn").Queue()
         self._closed = False
         self._workers = [self._start_worker() for _ in range(max(1, int(workers)))]
         self._reader = threading.Thread(target=self._read, daemon=True, name="runpool-reader")
@@ -157,6 +158,9 @@ class RunPool:
             return sum(w.job is not None for w in self._workers)
 
     def close(self) -> None:
+        """Stop the workers (each finishes its run's current pass) and close their queues; twice is once."""
+        if self._closed:
+            return
         self._closed = True
         for w in self._workers:
             w.jobs.put(None)
@@ -164,6 +168,10 @@ class RunPool:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
                 w.proc.kill()
+            w.jobs.close()
+        self._reader.join(timeout=2)
+        for w in self._workers:
+            w.results.close()
 
     # --- internals (hold self._lock) -----------------------------------------------------
     def _dispatch(self) -> None:
@@ -189,20 +197,31 @@ class RunPool:
         self._lock.notify_all()
 
     def _read(self) -> None:
-        last_check = time.monotonic()
+        """Reads every worker's own pipe. Each worker has one: a worker killed in the middle of a message (out of
+        memory, hung) leaves a broken message in its own pipe only, which goes with it; a shared queue's stream
+        was corrupted for the others too, and the runs they then sent were lost."""
+        last_check, broken = time.monotonic(), set()
         while not self._closed:
+            with self._lock:
+                conns = [w.results for w in self._workers if w.results not in broken]
             try:
-                msg = self._results.get(timeout=1.0)
-            except queue.Empty:
-                msg = None
-            except (EOFError, OSError):
-                return
-            except Exception:                # a message that cannot be read (a worker killed mid-write)
-                log.exception("unreadable message from a run worker")
-                msg = None
-            try:
-                if msg is not None:
+                ready = mp_connection.wait(conns, timeout=1.0)
+            except (OSError, ValueError):    # a pipe closed meanwhile (close(), a worker replaced)
+                ready = []
+            for conn in ready:
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):  # its worker is gone (_check_workers replaces it)
+                    broken.add(conn)
+                    continue
+                except Exception:            # a message that cannot be read
+                    log.exception("unreadable message from a run worker")
+                    continue
+                try:
                     self._handle(*msg)
+                except Exception:            # never let the reader die: every run would hang
+                    log.exception("run pool reader")
+            try:
                 if time.monotonic() - last_check >= 1.0:   # also while other workers keep sending
                     last_check = time.monotonic()
                     self._check_workers()
@@ -257,16 +276,26 @@ class RunPool:
                     log.error("a run worker exited (code %s); starting another", w.proc.exitcode)
                 if job is not None:
                     self._finish(job, Status.FAILED, "the worker computing this run stopped answering")
+                w.results.close()                    # (its half-written message, if any, goes with it)
                 self._workers[i] = self._start_worker()
             self._dispatch()
 
     def _start_worker(self) -> Worker:
         ctx = mp.get_context("spawn")
         jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
-        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, self._results, cancel, self.threads), daemon=True)
-        with _light_main():
-            proc.start()
-        return Worker(proc, jobs, cancel)
+        results, send = ctx.Pipe(duplex=False)           # this worker's own channel back (``_read``)
+        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, send, cancel, self.threads), daemon=True)
+        # Ctrl+C in a terminal interrupts the whole process group: a worker leaves it to the app, which stops its
+        # workers itself (close()); they would print a KeyboardInterrupt traceback each, mid-import or mid-run.
+        # A signal blocked here stays blocked in the child (any thread may start a worker: no signal.signal).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            with _light_main():
+                proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        send.close()                                     # (the worker's end: its exit is then this pipe's EOF)
+        return Worker(proc, jobs, cancel, results)
 
 
 class Follower:

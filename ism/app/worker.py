@@ -122,18 +122,18 @@ def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
                 # the final state carries every frame's reading (run_demo has read them all by then, for the
                 # frames gallery's captions), where the frames sent before went without
                 readings = [f.probs for f in state.regeneration] if state.done else None
-                snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (pickled later, in
-                                   regen_errors=list(state.regen_errors))                 # the queue's thread)
-                results.put((job_id, "state", snapshot, new, readings))
-            results.put((job_id, "done", ""))
+                snapshot = replace(state, regeneration=[], warnings=list(state.warnings),    # (the run's own
+                                   regen_errors=list(state.regen_errors))                 # state goes on changing)
+                results.send((job_id, "state", snapshot, new, readings))
+            results.send((job_id, "done", ""))
         except Stopped:
-            results.put((job_id, "stopped", ""))
+            results.send((job_id, "stopped", ""))
         except OverCap:
-            results.put((job_id, "cap", f"This run reached the server's limit of {cap:g} s of computing per run "
+            results.send((job_id, "cap", f"This run reached the server's limit of {cap:g} s of computing per run "
                                         "(so that every visitor gets a turn) and was stopped. Try fewer attack steps "
                                         "or regeneration iterations."))
         except Exception as e:   # a bug: logged in full by the parent, one sentence for the visitor
-            results.put((job_id, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            results.send((job_id, "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
         finally:
             current.update(id=-1, deadline=math.inf)
 
