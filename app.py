@@ -83,7 +83,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
             None, attack.c["autorun"], None,
             js="(go) => { if (go) setTimeout(() => document.getElementById('run').click(), 300); }")
         curves = tabs[3]
-        demo.load(curves.saved, [curves.attack, page.choice], [curves.plot, curves.note], api_name=False)
+        demo.load(curves.saved, [curves.attack, page.choice, curves.span], [curves.plot, curves.note], api_name=False)
     demo.handlers = page.handlers   # for tests and benchmarks: handler.active counts runs in progress
     demo.pool = page.pool           # the worker processes (closed by main's caller or at exit)
     demo.handler = page.handlers[page.first]
@@ -107,7 +107,11 @@ def main() -> None:
         print("  " + line)
     demo = build_demo(defenses, serve=serve)
     demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False, **launch_options(serve))
+    try:
+        demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False,
+                    **launch_options(serve))
+    finally:              # Ctrl+C: the workers are stopped and their queues closed (no leaked-semaphore warning)
+        demo.pool.close()
 
 
 if __name__ == "__main__":

@@ -39,9 +39,11 @@ def click_to_final(page) -> float:
     return time.perf_counter() - t0
 
 
-def pick(page, i: int) -> None:
+def pick(page, i: int, dataset: str = "cifar10-paper") -> None:
+    """Click the i-th example and wait until the page says it is picked, by name."""
+    stem = sorted((ROOT / "examples" / dataset.split("-")[0]).glob("*.png"))[i].stem
     page.locator("#examples .thumbnail-item").nth(i).click()
-    page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+    page.get_by_text(f"Picked: {stem}").wait_for(timeout=30_000)
 
 
 def main() -> None:

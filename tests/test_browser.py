@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +43,17 @@ def finished(page, timeout=120_000) -> None:
                            timeout=timeout)
 
 
+def pick(page, k: int, dataset: str = "cifar10") -> None:
+    """Click the k-th example of the main tab's gallery and wait until the page says it is picked (by name: the
+    page starts with the first example picked)."""
+    stem = sorted((ROOT / "examples" / dataset).glob("*.png"))[k].stem
+    page.locator("#examples .thumbnail-item").nth(k).click()
+    page.get_by_text(f"Picked: {stem}").wait_for(timeout=30_000)
+
+
 def start_a_long_run(page, settings=(), threat=None) -> None:
     """On the picked example: 8 x 100 regeneration iterations and ``settings`` ((label, value) pairs), the
     ``threat`` model if given; press Run and wait until the run has begun (the verdict says something)."""
-    page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
     page.get_by_text("more settings").click()
     for name, value in (("regeneration iterations", "100"), ("regeneration restarts", "8"), *settings):
         box = page.get_by_label(name).first
@@ -67,8 +75,7 @@ def overflowing(page, selector: str) -> list[str]:
 
 def test_run_an_example_in_the_browser(app_url, tmp_path):
     with app_page(app_url, tmp_path, 1400, 1100) as (page, shots):
-        page.locator(".thumbnail-item").nth(6).click()          # the 7th example (a cat)
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)   # the preview says the input is set
+        pick(page, 6)                                           # the 7th example (a cat)
         page.get_by_role("button", name="Run", exact=True).click()
         finished(page)
         page.locator("#regen-live img").first.wait_for(timeout=30_000)
@@ -86,8 +93,7 @@ def test_the_page_plays_the_regeneration_back(app_url, tmp_path):
     through them (it visibly converges), ending on the last frame, even for a run the run cache answers."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         for attempt in range(2):                                  # computed, then the same run from the cache
-            page.locator("#examples .thumbnail-item").nth(5).click()
-            page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+            pick(page, 5)
             page.locator("#run").click()
             finished(page)
             seen = page.evaluate("""() => new Promise(done => { const seen = [];
@@ -120,8 +126,7 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
         assert cut == [], f"labels cut: {cut}"
         assert page.locator("#run").bounding_box()["y"] > page.locator("#examples").bounding_box()["y"]
         page.screenshot(path=str(shots / f"first-{width}.png"))
-        thumbs.nth(2).click()                                   # an automobile
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        pick(page, 2)                                           # an automobile
         page.locator("#run").click()
         finished(page)
         page.wait_for_timeout(1500)                             # the smooth scroll to the results
@@ -156,8 +161,7 @@ def test_layout_on_common_screens(app_url, tmp_path, width, height):
 def test_a_bad_setting_is_one_message_and_the_panels_stay(app_url, tmp_path):
     """An empty seed: one message naming it; the results of the previous run stay as they were."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
-        page.locator("#examples .thumbnail-item").nth(0).click()
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        pick(page, 0)
         page.locator("#run").click()
         finished(page)
         page.locator("#scrub-image img").wait_for(timeout=60_000)   # the run's whole chain is over: a click
@@ -198,7 +202,7 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         page.locator("#compare").wait_for()
         assert not page.locator("#compare-plot").is_visible()     # no empty plot box before a comparison
         page.locator("#cmp-examples .thumbnail-item").nth(6).click()       # a cat
-        page.wait_for_function("() => document.querySelector('#compare-note')?.innerText.includes('ready')",
+        page.wait_for_function("() => document.querySelector('#compare-note')?.innerText.includes('Picked: cat_0')",
                                timeout=30_000)
         page.locator("#cmp-file").screenshot(path=str(shots / f"compare-file-{width}.png"))
         assert "".join(page.locator("#cmp-file .file-preview .filename").text_content().split()) == "cat_0.png"
@@ -220,7 +224,7 @@ def test_compare_and_lesson_in_the_browser(app_url, tmp_path, width, height):
         assert page.evaluate("document.documentElement.scrollWidth") <= width
         page.screenshot(path=str(shots / f"lesson-{width}.png"), full_page=True)
         page.get_by_text("CelebA · hardened").first.click()      # CelebA's lesson: its own example
-        page.wait_for_function("() => document.body.innerText.includes('Defense: CelebA · hardened')",
+        page.wait_for_function("() => document.body.textContent.includes('Defense: CelebA · hardened')",
                                timeout=30_000)                        # the switch is done (its updates reset the tab)
         page.locator("#lesson-4").click()
         page.wait_for_function("() => document.querySelector('#lesson-summary')?.innerText.includes('true answer is female')",
@@ -260,7 +264,7 @@ def test_attack_semantics_and_the_curves_tab_in_the_browser(app_url, tmp_path):
 def test_stop_stops_and_the_next_run_starts(app_url, app_demo, tmp_path, request):
     """Stop on a long run: the page says it stopped, the worker is free, and the next Run finishes."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
-        page.locator("#examples .thumbnail-item").nth(3).click()
+        pick(page, 3)
         start_a_long_run(page, (("attack steps (iterative attacks)", "50"),), threat="adaptive white-box")
         page.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Stopped. Press Run to start again.").wait_for(timeout=30_000)
@@ -282,7 +286,7 @@ def test_switching_the_data_set_mid_run_ends_the_run(app_url, app_demo, tmp_path
         pytest.skip("one data set served")
     stopped_before = sum(r.stopped for r in runs.values())
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
-        page.locator("#examples .thumbnail-item").nth(3).click()
+        pick(page, 3)
         start_a_long_run(page)
         page.evaluate("() => window.scrollTo(0, 0)")
         page.locator("#dataset label").last.click()
@@ -308,8 +312,7 @@ def test_a_shared_link_fills_the_settings_and_runs(app_url, tmp_path):
         finished(page)
         verdict = page.locator("#verdict").inner_text()
         assert "ship" in verdict
-        assert "16.0/255" in page.locator("#perturbation-text, body").first.inner_text() or \
-            "0.0627" in page.locator("body").inner_text()
+        assert "16.0 of 255" in page.locator("body").inner_text()      # epsilon 0.0627 = 16/255, said in plain words
         page.get_by_text("more settings").click()
         assert page.get_by_label("seed (0 to 4294967295)").input_value() == "5"
         page.locator("#share").click()
@@ -326,7 +329,7 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
     this" (not gradio's "Error") and does not scroll to empty results; epsilon typed out of range is a sentence, not
     gradio's "Value 1 is greater than maximum value 0.4"; the regeneration plot ticks whole iterations; headings
     are drawn in one complete font (not gradio's few-letter SemiBold mixed with a fallback); switching the
-    data set leaves nothing of the last run (no verdict, no panels, no highlighted thumbnail), and Compare's button is
+    data set leaves nothing of the last run (no verdict, no panels; its first example picked), and Compare's button is
     above the fold."""
     with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
         assert page.locator("[role=tablist]").count() == 1 and page.get_by_role("tab").count() == 5   # one tab bar
@@ -334,19 +337,24 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         assert "Source Sans Pro 700" in faces and not [f for f in faces if f.endswith(" 600")], faces   # (gradio's
         # SemiBold files hold a few letters)
         assert "Drop Media Here" not in page.locator("#frames").inner_text()
-        # a refused run: no picture yet
+        # a refused run (a seed out of range): one plain sentence under a title in words, and no scroll to the
+        # empty results
+        page.get_by_text("more settings").click()
+        seed = page.get_by_label("seed (0 to 4294967295)").first
+        seed.fill("-1")
+        before = page.evaluate("() => window.scrollY")         # (filling the field scrolled it into view)
         page.locator("#run").click()
         toast = page.locator(".toast-body").first
         toast.wait_for(timeout=30_000)
-        assert "No picture yet: click an example picture" in toast.inner_text()   # one plain sentence
+        assert "seed must be a whole number" in toast.inner_text()
         title = page.locator(".toast-title.error").first      # under a title in words, not gradio's "Error"
         assert title.evaluate("e => getComputedStyle(e, '::before').content") == '"Cannot run this"'
         assert title.evaluate("e => getComputedStyle(e).fontSize") == "0px"
         page.wait_for_timeout(800)
-        assert page.evaluate("() => window.scrollY") == 0, "a refused run scrolled to the empty results"
-        # epsilon typed out of range: one plain sentence
-        page.locator(".thumbnail-item").nth(2).click()
-        page.get_by_text("ready", exact=True).wait_for(timeout=30_000)
+        assert page.evaluate("() => window.scrollY") == before, "a refused run scrolled to the empty results"
+        seed.fill("0")
+        page.get_by_text("more settings").click()
+        # epsilon typed out of range: one plain sentence, not gradio's "Value 1 is greater than maximum value 0.4"
         box = page.get_by_label("epsilon (attack strength)").first
         box.fill("1")
         box.press("Enter")
@@ -355,6 +363,7 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         assert "greater than maximum" not in page.locator("body").inner_text()
         box.fill("0.0314")
         box.press("Enter")
+        pick(page, 2)
         page.get_by_text("more settings").click()
         short = page.get_by_label("regeneration iterations").first   # a short run: as numbers its axis ticked 0.5, 1.5
         short.fill("1")
@@ -378,7 +387,9 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
                                timeout=30_000)
         # cleared in the same update as the verdict; the image is drawn a frame later under load
         page.wait_for_function("() => !document.querySelector('#regen-live img')", timeout=10_000)
-        assert page.locator("#examples .thumbnail-item.selected").count() == 0, "a thumbnail stayed highlighted"
+        selected = page.locator("#examples .thumbnail-item.selected")     # the new defense's first example is picked
+        assert selected.count() == 1 and page.locator("#examples .thumbnail-item").nth(0).evaluate(
+            "e => e.classList.contains('selected')"), "the last run's thumbnail stayed highlighted"
         page.locator("#examples .thumbnail-item").nth(2).click()   # the same place as before the switch
         page.wait_for_timeout(500)
         assert page.locator("#examples .thumbnail-item.selected").count() == 1
@@ -387,3 +398,83 @@ def test_a_new_visitor_meets_no_stale_state_and_plain_errors(app_url, tmp_path):
         page.get_by_role("tab", name="Compare defenses").click()
         button = page.locator("#compare").bounding_box()
         assert button["y"] + button["height"] <= 768, f"Compare's button below the fold (y = {button['y']:.0f})"
+
+
+def test_run_before_picking_runs_the_first_example(app_url, tmp_path):
+    """A teacher who presses Run (or "Link to this run") before picking anything gets the first example's run,
+    picked and highlighted, not an error pop-up (issue "a page a teacher can run a lesson from")."""
+    first = sorted((ROOT / "examples" / "cifar10").glob("*.png"))[0].stem          # airplane_0
+    with app_page(app_url, tmp_path, 1366, 768) as (page, shots):
+        assert f"Picked: {first}" in page.locator("#prep-note").inner_text()
+        assert page.locator("#examples .thumbnail-item").nth(0).evaluate("e => e.classList.contains('selected')")
+        page.locator("#share").click()
+        page.wait_for_function("() => document.querySelector('#share-link textarea, #share-link input')?.value"
+                               f".includes('example={first}')", timeout=30_000)
+        page.locator("#run").click()
+        finished(page)
+        assert page.locator(".toast-body").count() == 0
+        assert first.split("_")[0] in page.locator("#verdict").inner_text()     # the headline names its class
+        # plain first: no formula or setting name in what a default run shows unfolded (folded "in numbers")
+        shown = page.locator("#stages").inner_text() + page.locator("#verdict").inner_text()
+        for term in ("L∞", "L2 =", "mean squared", "BPDA", "EOT", "threshold", "says attacked above", "ISM_"):
+            assert term not in shown, term
+        header = page.locator("h2").first.locator("xpath=..").inner_text()
+        assert "%" not in header.split("This defense, its attacker")[0]         # figures folded under the header
+        if "ATTACKED" in page.locator("#stages").inner_text():                 # "caught" said where it appears
+            assert "does not mean refused" in shown
+        page.screenshot(path=str(shots / "run-before-picking-1366.png"), full_page=True)
+
+
+BROKEN_WORDS = """(sel) => {      // words of the cells that a line break cuts in two ("airplan/e")
+    const out = [];
+    for (const td of document.querySelectorAll(sel)) {
+        const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            const re = /\\S+/g; let m;
+            while ((m = re.exec(node.textContent))) {
+                const r = document.createRange(); r.setStart(node, m.index); r.setEnd(node, m.index + m[0].length);
+                const tops = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+                if (tops.size > 1) out.push(m[0]);
+            }
+        }
+    }
+    return out; }"""
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_nothing_is_cut_off_or_mis_wrapped(app_url, tmp_path, width, height):
+    """The teacher's list at both sizes: panel captions sit just above their pictures (no ~60 px gap) and are not
+    cut; panel 7's note is short; the regeneration plot's title and axis title are whole; "Click to Access Webcam"
+    fits its box; the link box's placeholder is one line; Compare's table breaks no word ("airplan/e")."""
+    with app_page(app_url, tmp_path, width, height) as (page, shots):
+        page.locator("#run").click()
+        finished(page)
+        page.wait_for_timeout(1500)
+        titles = page.evaluate("""() => [...document.querySelectorAll('#stages .column')].map(col => {
+            const t = col.querySelector('.panel-title'), img = col.querySelector('img');
+            const text = [...t.querySelectorAll('strong, small')].map(e => e.getBoundingClientRect());
+            const bottom = Math.max(...text.map(x => x.bottom));
+            return {cut: bottom > t.getBoundingClientRect().bottom + 1, gap: img ? img.getBoundingClientRect().top - bottom : 0};
+        })""")
+        assert not [t for t in titles if t["cut"]], titles
+        assert max(t["gap"] for t in titles) <= 35, titles
+        assert page.locator("#final-text").bounding_box()["height"] <= 80           # a short note, not a column
+        plot = page.locator("#regen-plot")
+        assert "how far from the purified picture" in plot.inner_text()             # its title: the block's label
+        box = plot.locator("svg").first.bounding_box()
+        axis = plot.locator("g[aria-label^='Y-axis'] text").last
+        a = axis.bounding_box()
+        assert "difference from panel 5" in axis.text_content() and a["y"] >= box["y"] - 1, a
+        assert page.evaluate("() => { const t = document.querySelector('#share-link textarea, #share-link input');"
+                             " return t.scrollHeight <= t.clientHeight + 2 && t.placeholder.length < 40; }")
+        page.locator("text=…or your own image").click()
+        cam = page.get_by_text("Click to Access Webcam").first
+        cam.wait_for(timeout=10_000)
+        inner, outer = cam.bounding_box(), page.locator("#camera").bounding_box()
+        assert inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1, (inner, outer)
+        page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
+        page.get_by_role("tab", name="Compare defenses").click()
+        page.locator("#compare").click()
+        page.wait_for_function("() => document.querySelectorAll('#compare-table td').length > 5", timeout=240_000)
+        assert page.evaluate(BROKEN_WORDS, "#compare-table td, #compare-table th") == []
+        page.screenshot(path=str(shots / f"compare-{width}.png"), full_page=True)

@@ -30,7 +30,7 @@ EXPLAIN = {
     ALONE: "the defense's adversarially trained classifier, without ISM or detector",
     "MagNet": "auto-encoder detector + reformer (Meng & Chen 2017) around the adversarially trained classifier",
     "DDSA": "denoising sparse auto-encoder (Bakhti et al. 2019) around the adversarially trained classifier",
-    "paper's recipe": "distillation + FGSM adversarial training, ISM by Eq. 3 (Haque & Kang 2021) with a refiner "
+    "paper's recipe": "the paper's defense as the paper trains it (Haque & Kang 2021), with a cleaning network "
                       "trained to undo attacks",
     "hardened": "this project's defense: ISM and classifier adversarially trained together",
 }
@@ -62,8 +62,10 @@ class Contender:
             if self.defense is not None:
                 r = self.defense.read(x_adv)
                 d = r.detection
-                said = (f"{'caught' if bool(d.attacked[0]) else 'missed'} (P = {float(d.probability[0]):.2f})"
-                        + ("" if self.defense.config.gate else ", every input purified"))
+                caught = bool(d.attacked[0])
+                said = (f"{'caught' if caught else 'missed'} (P = {float(d.probability[0]):.2f})"
+                        + ("; every input cleaned, none refused" if not self.defense.config.gate else
+                           "; cleaned, not refused" if caught else ""))
                 return r.logits, r.image, said
             if self.magnet is not None:
                 logits, scores = self.magnet.outputs(x_adv)

@@ -157,8 +157,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
     delta = x_adv - x
     linf, l2 = float(delta.abs().max()), float(delta.flatten().norm())
     amp = 0.5 + delta / (2 * max(linf, 1e-8))
-    s.perturbation = Stage(to_display(amp), {}, dt, f"It changes each pixel by at most {linf * 255:.1f}/255 "
-                           f"(L∞ = {linf:.4f}; overall size L2 = {l2:.2f}). Shown amplified to full contrast.")
+    s.perturbation = Stage(to_display(amp), {}, dt, f"It changes each pixel by at most {linf * 255:.1f} of 255 "
+                           "steps of brightness; shown here made strong enough to see.\n\n<details><summary>in "
+                           f"numbers</summary>\n\nL∞ = {linf:.4f} (the largest change to one pixel, pixels in [0, 1]); "
+                           f"overall size L2 = {l2:.2f}.\n\n</details>")
     s.linf = linf
     if req.threat == "gray-box":
         s.target, model = "the classifier alone (the attacker does not know the defense)", None
@@ -183,7 +185,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
         det = defense.detection(x_adv, purified)
     s.detection = {"probability": float(det.probability), "attacked": bool(det.attacked),
                    "strength": float(det.strength), "threshold": defense.threshold,
-                   "seconds": time.perf_counter() - t}
+                   "gate": bool(defense.config.gate), "seconds": time.perf_counter() - t}
     t = time.perf_counter()
     s.purified = _stage(defense, purified, t, "ISM(x')")
     yield s
@@ -232,15 +234,14 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
         why = (f"{head}: the detector estimated a strong attack (about {float(det.strength) * 255:.0f}/255), so the "
                "classifier reads the ISM's rebuilt (blurry) image, which a perturbation that large does not survive")
     s.final = _stage(defense, final, t, why)
+    s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     if last is not None and source != "regenerated" and s.regeneration:
         redrawn, answer = top_name(s.regeneration[-1].top3), top_name(s.final.top3)
-        if redrawn != answer:   # say why the two can disagree (the answer does not come from panel 6)
-            s.final.caption += (f". The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
-                                + {"purified": "the purified picture (panel 5)", "mean": "the average of panels 5 and "
-                                   "6", "input": "the input"}[source]
-                                + (" (on held-out pictures the purified ones are read right more often)"
-                                   if source == "purified" else ""))
-    s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
+        if redrawn != answer:   # say, step by step, why the two can disagree (the answer does not come from panel 6)
+            s.verdict += (f" The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
+                          + {"purified": "the purified picture (panel 5)", "mean": "the average of panels 5 and 6",
+                             "input": "the input"}[source]
+                          + (", which held-out pictures are read right on more often." if source == "purified" else "."))
     s.headline = headline(defense, int(y), s, req, label_known=label is not None)
     s.done = True
     yield s

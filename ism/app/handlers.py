@@ -29,6 +29,9 @@ MAX_FRAMES_SHOWN = 20     # frames of a regeneration a worker sends while comput
 UPDATE_GAP = 0.3          # a visitor's stream carries the run's latest state at most this often (the final at once)
 KEEP_ALIVE = 2.0          # and, while nothing new comes, the last one again this often
 _clock = time.perf_counter   # (tests replace it with a fake clock)
+FACES_NOTE = ("On faces the classifier answers one question only: CelebA's \"Male\" attribute, as the data set's "
+              "annotators labelled its photos. It says nothing about who a person is or how they see themselves; "
+              "reading someone as the other answer is this classifier's mistake, not a fact about them.")
 
 
 def _digest(path: str) -> str:
@@ -46,6 +49,7 @@ class Picture(NamedTuple):
     tensor: torch.Tensor
     note: str = ""       # how it was prepared (cropped, resized), or ""
     outside: str = ""    # one sentence when it does not look like the served data set, or ""
+    about: str = ""      # what the classifier answers about such a picture, where that needs saying (faces)
 
     def notes(self) -> str:
         return "\n\n".join(n for n in (self.outside, self.note) if n)
@@ -97,7 +101,8 @@ class DemoHandler:
             p = prepare_image(path, self.defense.image_size)
         except ImageInputError as e:
             raise UserError(str(e)) from e
-        return Picture(p.tensor, p.note, self.outside(p.tensor) if self.label_of(path) is None else "")
+        return Picture(p.tensor, p.note, self.outside(p.tensor) if self.label_of(path) is None else "",
+                       FACES_NOTE if self.defense.config.dataset == "celeba" else "")
 
     def request(self, **settings) -> RunRequest:
         """A request on this defense: its defaults (RunRequest.for_defense) with ``settings``."""
@@ -153,7 +158,7 @@ class DemoHandler:
             raise UserError(str(e)) from None
         except Stopped:   # the page already says so (Stop's own answer); a last update says the same
             if not finished:  # (unless the whole run was delivered before the Stop)
-                yield DemoState(waiting="⏹ Stopped. Press Run to start again."), picture, label
+                yield DemoState(waiting="■ Stopped. Press Run to start again."), picture, label
         finally:
             if session and self._sessions.get(session) is states:
                 self._sessions.pop(session, None)      # (Stop may have taken it meanwhile)

@@ -45,23 +45,27 @@ def measure_curves(defense: Defense, images: torch.Tensor, labels: torch.Tensor,
 CAUGHT = "graybox-caught"
 
 
-def caught_summary(results: dict | None) -> str:
+def caught_summary(results: dict | None, eps: float = EPS_8) -> str:
     """One plain sentence on what the defense does with the attacks that fool its classifier (gray-box PGD-10
-    at 8/255, the evaluation's fooled / caught / restored), or "" where those were not measured."""
-    g = (results or {}).get("graybox", {}).get(str(Cell("pgd", EPS_8)), {})
+    at ``eps``, the evaluation's fooled / caught / restored), or "" where those were not measured."""
+    g = (results or {}).get("graybox", {}).get(str(Cell("pgd", eps)), {})
     if "restored" not in g or not g.get("fooled"):
         return ""
     n = g.get("images", results.get("clean", {}).get("images"))
-    return (f"**Measured**{f' on {n:,} test pictures' if n else ''}: gray-box PGD-10 at 8/255 turns {g['fooled']:.0%} of them from right "
+    return (f"**Measured**{f' on {n:,} test pictures' if n else ''}: gray-box PGD-10 at {eps * 255:.0f}/255 turns {g['fooled']:.0%} of them from right "
             f"to wrong; the detector catches {g['caught']:.0%} of those and the defense answers {g['restored']:.0%} of "
             "them right again.\n\n")
 
 
-def adaptive_summary(results: dict | None, caught: dict | None = None) -> str:
+def adaptive_summary(results: dict | None, caught: dict | None = None, eps: float = EPS_8) -> str:
     """Plain sentences on how the defense fares: against the attacks that fool its classifier (gray-box), then
     against an adaptive attacker, from the results. ``caught``: a gray-box evaluation of its own that measured
     fooled / caught / restored, said where ``results`` did not measure them."""
-    return (caught_summary(results) or caught_summary(caught)) + _adaptive_sentence(results)
+    said = caught_summary(results, eps) or caught_summary(caught, eps)
+    if not said and eps != EPS_8:           # not measured at the page's strength: the 8/255 figures, said so
+        said = caught_summary(results) or caught_summary(caught)
+        said = said and said.replace("**Measured**", f"**Measured at 8/255** (this page attacks at {eps * 255:.0f}/255)", 1)
+    return said + _adaptive_sentence(results)
 
 
 def _adaptive_sentence(results: dict | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -113,16 +114,20 @@ def state_values(s: DemoState, picture, label: int | None) -> dict:
         "purified": img(s.purified) if s.purified else None,
         "purified_top3": s.purified.top3 if s.purified else None,
         "regenerated": img(regen) if regen else None,
-        "regenerated_text": (f"iteration {regen.caption} (mean squared difference). The classifier reads "
-                             f"{top3_text(regen.top3)}"
-                             + (f"\n\n{s.regen_stop}" if s.regen_stop else "")) if regen else "",
+        "regenerated_text": (f"iteration {regen.caption.split(':')[0]}. The classifier reads {top3_text(regen.top3)}"
+                             + (f"\n\n{re.sub(r' [(]mean squared[^)]*[)]', '', s.regen_stop)}" if s.regen_stop else "")
+                             + f"\n\n<details><summary>in numbers</summary>\n\nHow far the drawing is from panel 5: "
+                               f"{regen.caption.split(': ', 1)[-1].split(' from')[0]} (the mean over pixels of the "
+                               f"squared difference). {s.regen_stop}\n\n</details>") if regen else "",
         "frames": done.get("frames", []),
         "final": img(s.final) if s.final else None,
         "final_top3": s.final.top3 if s.final else None,
-        "verdict": (f"### {s.headline}\n\n" + (f"⚠️ {picture.outside}\n\n" if picture.outside else "")
+        "verdict": (f"### {s.headline}\n\n" + (f"*{CAUGHT_MEANS}*\n\n" if s.detection and s.detection["attacked"] else "")
+                    + (f"⚠️ {picture.outside}\n\n" if picture.outside else "")
                     + f"<details><summary>What happened, step by step</summary>\n\n{s.verdict}"
                     "\n\n</details>") if s.verdict else f"*{s.waiting or 'running…'}*",
-        "notes": (f"ℹ️ {picture.note}" if picture.note else "") + ("" if label is not None else "\n\nℹ️ " + UPLOAD_NOTE),
+        "notes": "\n\n".join(f"ℹ️ {n}" for n in (picture.note, "" if label is not None else UPLOAD_NOTE,
+                                                   getattr(picture, "about", "")) if n),
         "warnings": "\n".join(f"- ⚠️ {w}" for w in s.warnings),
         "timings": timings_text(s),
         "final_text": s.final.caption if s.final else "",
@@ -162,13 +167,24 @@ def top3_text(top: dict) -> str:
     return ", ".join(f"{k} {v:.0%}" for k, v in top.items())
 
 
+CAUGHT_MEANS = ("Caught does not mean refused: the picture is still cleaned (panel 5) and answered, so a caught "
+                "attack can still get through.")
+
+
 def detection_text(det: dict | None) -> str:
+    """Panel 4 in plain words: its verdict, its chance, and what a verdict of attacked does; the threshold folded.
+    (Its guess of the attack's strength is not shown: on uploaded photos it read an 8/255 attack as 26-28/255.)"""
     if not det:
         return ""
     verdict = "ATTACKED" if det["attacked"] else "clean"
     p, t = chances(det["probability"], det["threshold"])
-    return (f"**{verdict}**: chance it was attacked {p} (it says attacked above {t}). Its guess of the attack's "
-            f"strength: about {det['strength'] * 255:.0f}/255.")
+    does = CAUGHT_MEANS if det["attacked"] else "It lets the picture through as it is."
+    if not det.get("gate", True):
+        does = ("It only reports: every picture is cleaned (panel 5) and answered whatever it says, so a caught "
+                "attack can still get through.")
+    return (f"**{verdict}**: chance it was attacked {p}. {does}\n\n<details><summary>in numbers</summary>\n\n"
+            f"It says attacked above {t}. It cannot tell how strong the attack was: its own guess is not calibrated "
+            "(on uploaded photos it read an 8/255 attack as 26-28/255), so it is not shown.\n\n</details>")
 
 
 def timings_text(s: DemoState) -> str:

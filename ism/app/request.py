@@ -21,9 +21,10 @@ MAX_ITERATIONS = 100      # so that one visitor cannot hog the CPU
 
 THREATS = {
     "gray-box": "The attacker knows the classifier's weights but not the defense (the paper's setting).",
-    "adaptive white-box": ("The attacker knows the whole defense and attacks it end to end: exact gradients "
-                           "through the ISM, BPDA through regeneration, EOT over its random restarts."),
+    "adaptive white-box": "The attacker knows the whole defense and attacks it end to end.",
 }
+THREAT_DETAILS = {"adaptive white-box": "exact gradients through the ISM, BPDA through regeneration (its search "
+                  "counted as passing its input through), EOT over its random restarts (gradients averaged)"}
 THREAT_SHORT = {"gray-box": "gray-box", "adaptive": "adaptive white-box"}   # a link's names for them
 READS = {"purified image (ISM)": "purified", "regenerated image (GAN)": "regenerated"}   # the page's names
 

@@ -52,11 +52,13 @@ class Attack:
         if self.name == "deepfool":
             return (f"**{self.label}** steps to the nearest decision boundary and {DEEPFOOL_OVERSHOOT:.0%} past it: "
                     f"epsilon does not apply. Its own settings: at most {steps} steps, overshoot {DEEPFOOL_OVERSHOOT}.")
-        units = f"ε = {eps:.4f} = {eps * 255:.1f}/255 ({self.norm}, pixel values in [0, 1])"
+        units = (f"Each pixel may change by at most {eps * 255:.1f} of 255 brightness steps.\n\n<details><summary>in "
+                 f"numbers</summary>\n\nε = {eps:.4f} = {eps * 255:.1f}/255 ({self.norm}, pixel values in [0, 1])."
+                 "\n\n</details>")
         if self.max_queries:
-            return units + (f". **Square** is black-box: it only queries the outputs, "
-                            f"{self.run_steps(steps) * SQUARE_QUERIES_PER_STEP:,} queries (steps x "
-                            f"{SQUARE_QUERIES_PER_STEP}; at most {self.max_queries:,} per run on this server).")
+            return (f"**Square** is black-box: it only queries the outputs, "
+                    f"{self.run_steps(steps) * SQUARE_QUERIES_PER_STEP:,} queries (steps x {SQUARE_QUERIES_PER_STEP}; at "
+                    f"most {self.max_queries:,} per run on this server). " + units)
         return units
 
 

@@ -13,6 +13,8 @@ ALONE = "classifier alone (adversarially trained)"
 COLORS = {ALONE: "#999999", "this defense": "#1f77b4", "MagNet": "#2ca02c", "DDSA": "#ff7f0e"}
 MARKERS = {ALONE: "o", "this defense": "s", "MagNet": "D", "DDSA": "v"}
 COLUMNS = ((ALONE, "base_no_defense"), ("this defense", "defense"), ("MagNet", "magnet"), ("DDSA", "ddsa"))
+CLEAN = {ALONE: "base_classifier", "this defense": "pipeline", "MagNet": "magnet", "DDSA": "ddsa"}   # at ε = 0
+NARROW = 16.5      # the curves show 0 to 16/255 by default (the page's strengths); ``full`` shows every epsilon
 
 
 def curves_from_results(results: dict, attack: str = "pgd") -> dict:
@@ -28,6 +30,11 @@ def curves_from_results(results: dict, attack: str = "pgd") -> dict:
                 if col not in r or (name == ALONE and threat == "adaptive"):
                     continue  # the classifier alone has no defense to adapt to: same as gray-box
                 series.setdefault(f"{name}, {label}", []).append((r["eps"], r[col]))
+    clean = results.get("clean", {})
+    for name, pts in series.items():        # every curve starts at its clean accuracy (no attack: either threat)
+        key = CLEAN.get(name.split(",")[0])
+        if key in clean and not any(e == 0 for e, _ in pts):
+            pts.append((0.0, clean[key]))
     return {k: sorted(v) for k, v in series.items()}
 
 
@@ -49,14 +56,30 @@ def results_path(results_dir: str | Path, key: str) -> str:
     return str(full if full.is_file() or not subsets else subsets[-1])
 
 
-def plot_curves(series: dict, title: str):
+def story_examples(results_dir: str | Path, key: str, eps: float) -> set[str] | None:
+    """The gallery examples whose run at the page's defaults tells the whole story (the attack fools the classifier,
+    the detector catches it, the defense answers right again), from ``<results_dir>/story-<key>.json``
+    (benchmarks/story.py, results/story.md); None where that was not measured at strength ``eps``."""
+    res = load_results(Path(results_dir) / f"story-{key}.json")
+    if not res or f"at {eps * 255:.1f}/255" not in res.get("settings", ""):
+        return None
+    return {r["example"] for r in res.get("runs", []) if r.get("story")}
+
+
+def plot_curves(series: dict, title: str, full: bool = False):
+    """Accuracy against the attack's strength in /255, as the rest of the app says it: 0 to 16/255 (the page's
+    strengths), or every epsilon measured with ``full``. Adaptive curves dashed, hollow markers, drawn on top."""
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.subplots()
     for name, pts in series.items():
-        who = name.split(",")[0]
-        ax.plot([e for e, _ in pts], [a for _, a in pts], marker=MARKERS.get(who, "o"), color=COLORS.get(who),
-                ls="--" if "adaptive" in name else "-", label=name)
-    ax.set_xlabel("epsilon (L∞, images in [0, 1])")
+        who, adaptive = name.split(",")[0], "adaptive" in name
+        ax.plot([e * 255 for e, _ in pts], [a for _, a in pts], marker=MARKERS.get(who, "o"), color=COLORS.get(who),
+                ls="--" if adaptive else "-", lw=2.2 if adaptive else 1.5, label=name, zorder=3 if adaptive else 2,
+                markerfacecolor="white" if adaptive else None, markersize=7 if adaptive else 6)
+    if not full:
+        ax.set_xlim(-0.3, NARROW)
+        ax.set_xticks([0, 2, 4, 6, 8, 10, 12, 14, 16])
+    ax.set_xlabel("attack strength ε (/255: the largest change to one pixel, of 255 brightness steps)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)

@@ -16,6 +16,7 @@ from ism.app.request import (
     MAX_RESTARTS,
     MAX_SEED,
     READS,
+    THREAT_DETAILS,
     THREATS,
     RunRequest,
 )
@@ -32,18 +33,18 @@ from ism.app.tabs.page import (
 from ism.attacks.standard import LABELS, MAX_SQUARE_QUERIES, MAX_STEPS, TABLE, attack
 
 PRIVACY = ("🔒 Your picture is used for your runs only: it is not logged, not shared with other visitors and "
-           "not kept. The server deletes uploaded files and results after 10 minutes (`ISM_DELETE_AFTER`).")
-STOPPED = "### ⏹ Stopped. Press **Run** to start again."
-READY = "*Pick an example and press Run.*"
+           "not kept. The server deletes uploaded files and results after 10 minutes.")
+STOPPED = "### ■ Stopped. Press **Run** to start again."   # (⏹ draws as an empty box in Chromium)
+READY = "*Pick an example and press Run (the first one is picked for you).*"
 OPTIONAL = ("defense", "read")   # the /defend arguments an API call may leave out
 PANELS = {   # output name -> (panel title, what it shows, in one line)
     "original": ("1 The picture", "what the classifier reads before any attack"),
-    "perturbation": ("2 The attack's change", "the pattern the attack adds, made visible: the real one is faint"),
+    "perturbation": ("2 The attack's change", "its pattern, made strong enough to see"),
     "adversarial": ("3 The attacked picture", "what the attacker's target reads on it"),
-    "detector": ("4 The detector", "attacked or clean? It reads what the ISM took out of the picture"),
-    "purified": ("5 Purified by the ISM", "the picture rebuilt without the attack's pattern (if it worked)"),
-    "regenerated": ("6 Redrawn by the GAN", "a generator searches, step by step, for a clean picture like panel 5"),
-    "final": ("7 The defense's answer", "the picture the classifier reads in the end, and its answer"),
+    "detector": ("4 The detector", "attacked or clean? It reads what the ISM removed"),
+    "purified": ("5 Purified by the ISM", "the attack taken out (if it worked)"),
+    "regenerated": ("6 Redrawn by the GAN", "a generator redraws panel 5, step by step"),
+    "final": ("7 The defense's answer", "what the classifier reads in the end"),
 }
 
 
@@ -79,7 +80,10 @@ def limits_text(max_seconds: float | None) -> str:
 
 
 def threat_help() -> str:
-    return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items())
+    """The threat models in plain words; how the adaptive attacker does it, folded."""
+    how = "".join(f"\n\n<details><summary>how the {k} attacker does it</summary>\n\n{v}.\n\n</details>"
+                  for k, v in THREAT_DETAILS.items())
+    return "\n".join(f"- **{k}**: {v}" for k, v in THREATS.items()) + how
 
 
 def read_label(defense) -> str:
@@ -98,19 +102,22 @@ class AttackTab:
         with gr.Tab("Attack & defend"):
             with gr.Row():
                 with gr.Column(scale=3, min_width=520):
-                    c["gallery"] = page.examples_gallery("examples")
+                    c["gallery"] = page.examples_gallery("examples", selected=0)   # the first is picked
+                    first = page.first_example(page.first)
+                    seen, note = page.preview(first, page.first)
                     with gr.Accordion("…or your own image: upload a file, take a webcam photo or paste one",
                                       open=False):
                         with gr.Row():
-                            c["file"] = gr.File(label=page.upload_label(page.first), file_types=["image"],
+                            c["file"] = gr.File(first, label=page.upload_label(page.first), file_types=["image"],
                                                 type="filepath", height=150, elem_id="own-image")
                             c["camera"] = gr.Image(label="webcam photo, or paste (Ctrl+V)",
                                                    sources=["webcam", "clipboard"], type="filepath", format="png",
-                                                   height=150, elem_id="camera")
-                            c["seen"] = gr.Image(label="what the model sees", interactive=False, height=130,
+                                                   height=250, elem_id="camera")   # ("Click to Access Webcam" fits)
+                            c["seen"] = gr.Image(seen, label="what the model sees", interactive=False, height=130,
                                                  width=130, format=PIXELS)
                         gr.Markdown(PRIVACY)
-                    c["prep_note"] = gr.Markdown()
+                    c["prep_note"] = gr.Markdown(note, elem_id="prep-note")
+                    c["story_note"] = gr.Markdown(page.story_note(page.first), elem_id="story-note")
                 with gr.Column(scale=2, min_width=360):
                     self._settings(d)
             c["verdict"] = gr.Markdown(READY, elem_id="verdict")
@@ -151,8 +158,8 @@ class AttackTab:
             gr.Markdown(limits_text(self.page.serve.max_seconds), elem_id="limits")
             gr.Markdown(threat_help())
         with gr.Row():
-            c["share"] = gr.Button("Link to this run", size="sm", elem_id="share")
-            c["link"] = gr.Textbox(show_label=False, placeholder="a link that opens these settings and runs them "
+            c["share"] = gr.Button("Link to this run", variant="secondary", elem_id="share")
+            c["link"] = gr.Textbox(show_label=False, placeholder="the link appears here "
                                    "(examples only)", interactive=False, buttons=["copy"], elem_id="share-link",
                                    min_width=200, scale=3)
 
@@ -196,8 +203,9 @@ class AttackTab:
                     c["scrub_image"] = gr.Image(label="that iteration", interactive=False, height=130, width=130,
                                                 format=PIXELS, show_label=True, elem_id="scrub-image", scale=1)
             c["regeneration_plot"] = gr.LinePlot(x="iteration", y="difference from panel 5 (mean squared)",
-                                                 title="redrawing: how far from the purified picture",
-                                                 label="regeneration: error against iteration", show_label=False,
+                                                 y_title="difference from panel 5", x_title="iteration",
+                                                 label="redrawing: how far from the purified picture (panel 5)",
+                                                 show_label=True,
                                                  sort=ITERATION_TICKS, scale=2, height=230, elem_id="regen-plot")
 
     # --- handlers ------------------------------------------------------------------------------------
@@ -293,13 +301,15 @@ class AttackTab:
     def switch(self, key) -> dict:
         """What changes with the data set and defense: examples, upload, defaults."""
         d, c, page = self.page.defense(key), self.c, self.page
+        first = page.first_example(key)            # picked for the visitor: Run before picking runs it
+        seen, note = page.preview(first, key)
         cleared = {c[k]: None for k in OUTPUTS if k not in ("frames", "verdict")}   # nothing of the last run stays
         return {**cleared, c["verdict"]: READY, c["frames"]: [], c["link"]: "",
                 c["scrub"]: gr.update(value=0, maximum=1, interactive=False), c["scrub_image"]: None,
-                c["gallery"]: gr.update(value=page.gallery_items(key), label=page.gallery_label(key), selected_index=None),
-                c["file"]: gr.update(value=None, label=page.upload_label(key)), c["seen"]: None, c["prep_note"]: "",
+                c["gallery"]: gr.update(value=page.gallery_items(key), label=page.gallery_label(key), selected_index=0),
+                c["file"]: gr.update(value=first, label=page.upload_label(key)), c["seen"]: seen, c["prep_note"]: note,
                 c["camera"]: None, c["restarts"]: d.config.regen_restarts, c["iterations"]: d.config.regen_steps,
-                c["read"]: read_label(d), c["eps"]: round(default_eps(d), 4)}
+                c["read"]: read_label(d), c["eps"]: round(default_eps(d), 4), c["story_note"]: page.story_note(key)}
 
     def show(self, req: RunRequest) -> dict:
         """Every settings widget showing ``req`` (a link's request, on its defense's defaults), by field name."""

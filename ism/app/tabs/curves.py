@@ -10,11 +10,12 @@ from ism.app.live import measure_curves
 from ism.app.tabs.page import Page, attack_name, result_plot
 from ism.data.subsets import evenly_spaced
 from ism.defense import Defense
-from ism.eval.curves import curves_from_results, load_results, plot_curves
+from ism.eval.curves import ALONE, curves_from_results, load_results, plot_curves
 from ism.eval.report import curves_note
 from ism.folders import paper_recipe_folder
 
 LIVE_EPS = [0.0, 4 / 255, 8 / 255, 16 / 255, 0.1, 0.2, 0.3, 0.4]
+SPANS = {"0 to 16/255 (this page's strengths)": False, "the whole range (to 0.4, about 100/255)": True}
 
 
 def curves_intro(defense: Defense) -> str:
@@ -29,8 +30,9 @@ def curves_intro(defense: Defense) -> str:
         if any((f / "baselines").is_dir() for f in beside) else \
         " (the paper's baselines MagNet and DDSA were not trained for this data set)"
     others = f", and the paper's baselines {' and '.join(baselines)}, trained here" if baselines else elsewhere
-    return (f"Accuracy versus epsilon for no defense, this defense{others}; gray-box (solid: the attacker "
-            "knows the classifier only) and adaptive white-box (dashed: it knows the whole defense).")
+    return (f"How often each is right as the attack grows stronger: the {ALONE} (grey), this defense{others}; "
+            "gray-box (solid: the attacker knows the classifier only) and adaptive white-box (dashed: it knows the "
+            "whole defense). Strength 0 is no attack.")
 
 
 class CurvesTab:
@@ -38,7 +40,10 @@ class CurvesTab:
         self.page = page
         with gr.Tab("Robustness curves"):
             self.intro = gr.Markdown(curves_intro(page.defense(page.first)))
-            self.attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
+            with gr.Row():
+                self.attack = gr.Dropdown(["FGSM", "PGD"], value="PGD", label="attack")
+                self.span = gr.Radio(list(SPANS), value=next(iter(SPANS)), label="attack strengths shown",
+                                     elem_id="curves-span")
             self.plot = gr.Plot(label="from the evaluation results")
             self.note = gr.Markdown()
             with gr.Row():
@@ -47,7 +52,7 @@ class CurvesTab:
             # shown with a measurement, not as an empty box before one
             self.live = gr.Plot(label="measured live", visible=False, elem_id="curves-live")
 
-    def saved(self, attack, key):
+    def saved(self, attack, key, span=None):
         path = self.page.results_path(key)
         res = load_results(path)
         if not res:
@@ -56,10 +61,11 @@ class CurvesTab:
                                        f"{d.config.dataset} --weights {d.source} --name {key}`, or measure live below.")
         n = res.get("clean", {}).get("images", "?")
         figure = plot_curves(curves_from_results(res, attack_name(attack)),
-                             f"{attack} on {self.page.title(key)}: accuracy against epsilon ({n} test images)")
+                             f"{attack} on {self.page.title(key)}: accuracy against attack strength ({n} test images)",
+                             full=SPANS.get(span, False))
         return result_plot(figure), curves_note(res, path)
 
-    def measure(self, attack, n, key, progress=gr.Progress()):
+    def measure(self, attack, n, key, span=None, progress=gr.Progress()):
         handler = self.page.handler_for(key)
         ex = [handler.examples[i] for i in evenly_spaced(len(handler.examples), int(n))]   # every class
         if not ex:
@@ -69,16 +75,17 @@ class CurvesTab:
         series = measure_curves(handler.defense, x, y, LIVE_EPS, attack_name(attack), adaptive=True, progress=progress)
         title = (f"{attack} on {self.page.title(key)}, measured live on {len(ex)} example images "
                  f"({len({e.label for e in ex})} classes)")
-        return result_plot(plot_curves(series, title))
+        return result_plot(plot_curves(series, title, full=SPANS.get(span, False)))
 
     def switch(self, key) -> dict:
         plot, note = self.saved("PGD", key)
         return {self.plot: plot, self.note: note, self.intro: curves_intro(self.page.defense(key)),
-                self.live: result_plot(None), self.attack: "PGD"}
+                self.live: result_plot(None), self.attack: "PGD", self.span: next(iter(SPANS))}
 
     def wire(self) -> None:
         page = self.page
-        self.attack.change(self.saved, [self.attack, page.choice], [self.plot, self.note], api_name=False)
-        measuring = self.run.click(self.measure, [self.attack, self.n, page.choice], self.live, api_name="curves",
+        for control in (self.attack, self.span):
+            control.change(self.saved, [self.attack, page.choice, self.span], [self.plot, self.note], api_name=False)
+        measuring = self.run.click(self.measure, [self.attack, self.n, page.choice, self.span], self.live, api_name="curves",
                                    concurrency_limit=page.serve.curves_concurrency)
         page.runs.append(measuring)

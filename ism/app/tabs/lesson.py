@@ -24,7 +24,7 @@ class LessonTab:
             self.summary = gr.Markdown(elem_id="lesson-summary")
             # shown with a step's result: an empty plot box before the first step says nothing
             self.plot = gr.Plot(label="this step, live", format=PIXELS, visible=False, elem_id="lesson-plot")
-            self.table = gr.Markdown()
+            self.table = gr.Markdown(elem_id="lesson-table", elem_classes="result-table")
 
     def step(self, index, key):
         with self.page.one_message(key):

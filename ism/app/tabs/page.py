@@ -18,7 +18,7 @@ from ism.app.serve import ServeConfig
 from ism.attacks.standard import LABELS, attack
 from ism.data.examples import rule as example_rule
 from ism.data.images import to_display
-from ism.eval.curves import load_results, results_path
+from ism.eval.curves import load_results, results_path, story_examples
 
 log = logging.getLogger("ism-defense")
 ATTACK_LABELS = list(LABELS)   # the attack dropdowns' choices, in the attacks table's order
@@ -143,10 +143,22 @@ class Page:
         return results_path(self.results_dir, key)
 
     def gallery_items(self, key) -> list:
-        return [(e.path, e.name) for e in self.handlers[key].examples]
+        """The examples, each captioned with its class, and a ★ where its run at the page's defaults was measured
+        to tell the whole story (``story_examples``); the others are kept, not hidden."""
+        story = story_examples(self.results_dir, key, default_eps(self.defense(key))) or set()
+        return [(e.path, e.name + (" ★" if Path(e.path).stem in story else "")) for e in self.handlers[key].examples]
 
     def gallery_label(self, key) -> str:
         return f"Examples (click one): {example_rule(self.defense(key).config.dataset)}"
+
+    def story_note(self, key) -> str:
+        """What the gallery's ★ means, under it (where the examples were measured)."""
+        story = story_examples(self.results_dir, key, default_eps(self.defense(key)))
+        if story is None:
+            return ""
+        return (f"★ {len(story)} of {len(self.handlers[key].examples)} examples tell the whole story at the default "
+                "settings: the attack fools the classifier, the detector catches it and the defense answers right "
+                "again (measured: results/story.md). The others show where it does not.")
 
     def upload_label(self, key) -> str:
         d = self.defense(key)
@@ -154,14 +166,20 @@ class Page:
         return f"upload ({crop}centre-cropped, resized to {d.image_size}x{d.image_size} as in training)"
 
     def header(self, key) -> str:
+        """One plain sentence, then the defense, its default attacker and what was measured, folded."""
         d = self.defense(key)
+        eps = default_eps(d)
+        change = ("A faint change to a picture, too small to see" if eps <= 8 / 255 else
+                  f"A small change to a picture (at this page's {eps * 255:.0f}/255 you can see it if you look closely)")
         return (f"## Watch an adversarial attack being caught and undone\n"
-                f"A tiny, invisible change to an image fools a classifier; the Instance Sparsity Mapping (ISM) defense "
-                f"(Haque & Kang, 2021) tries to catch and undo it. Pick an image, press **Run**.\n\n"
-                f"**Defense:** {self.title(key)}. **Default attacker:** PGD-10 at ε = {default_eps(d) * 255:.0f}/255, "
-                "knowing the classifier but not the defense (gray-box).\n\n"
+                f"{change}, fools a classifier; the ISM defense (Haque & Kang, 2021) tries to catch it and undo it. "
+                "Pick an image and press **Run**.\n\n"
+                "<details><summary>This defense, its attacker and what was measured</summary>\n\n"
+                f"**Defense:** {self.title(key)}. **Default attacker:** PGD-10 at {eps * 255:.0f}/255, knowing the "
+                "classifier but not the defense (gray-box).\n\n"
                 + adaptive_summary(load_results(self.results_path(key)),
-                                   load_results(self.results_path(f"{key}-{CAUGHT}"))))
+                                   load_results(self.results_path(f"{key}-{CAUGHT}")), eps)
+                + "\n\n</details>")
 
     # --- shared behaviour -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -189,11 +207,21 @@ class Page:
         except UserError as e:
             gr.Warning(str(e))
             return None, f"❌ {e}"
-        return to_display(picture.tensor), ("ℹ️ " + picture.notes() if picture.notes() else "ready")
+        example = self.handler_for(key).example_of(file)
+        picked = (f"✓ Picked: {Path(example.path).stem}. Press **Run**." if example else
+                  "✓ Your picture is picked. Press **Run**.")
+        return to_display(picture.tensor), picked + ("\n\nℹ️ " + picture.notes() if picture.notes() else "")
 
     def pick_example(self, key, evt: gr.SelectData):
         return self.handler_for(key).examples[evt.index].path
 
-    def examples_gallery(self, elem_id: str, label: str | None = None) -> gr.Gallery:
+    def first_example(self, key) -> str | None:
+        """The picture a visitor's page starts with (and a switch of defense picks): its first example, so that Run
+        pressed before picking anything runs it."""
+        examples = self.handler_for(key).examples
+        return examples[0].path if examples else None
+
+    def examples_gallery(self, elem_id: str, label: str | None = None, selected: int | None = None) -> gr.Gallery:
         return gr.Gallery(value=self.gallery_items(self.first), label=label or self.gallery_label(self.first),
-                          columns=7, rows=3, height="auto", allow_preview=False, object_fit="contain", elem_id=elem_id)
+                          columns=7, rows=3, height="auto", allow_preview=False, object_fit="contain", elem_id=elem_id,
+                          selected_index=selected)
