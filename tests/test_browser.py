@@ -445,7 +445,7 @@ BROKEN_WORDS = """(sel) => {      // words of the cells that a line break cuts i
 def test_nothing_is_cut_off_or_mis_wrapped(app_url, tmp_path, width, height):
     """The teacher's list at both sizes: panel captions sit just above their pictures (no ~60 px gap) and are not
     cut; panel 7's note is short; the regeneration plot's title and axis title are whole; "Click to Access Webcam"
-    fits its box; the link box's placeholder is one line; Compare's table breaks no word ("airplan/e")."""
+    fits its box; the link box's placeholder is one line; Compare's table breaks no word ("airplan/e", at 1366)."""
     with app_page(app_url, tmp_path, width, height) as (page, shots):
         page.locator("#run").click()
         finished(page)
@@ -473,6 +473,8 @@ def test_nothing_is_cut_off_or_mis_wrapped(app_url, tmp_path, width, height):
         inner, outer = cam.bounding_box(), page.locator("#camera").bounding_box()
         assert inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 1, (inner, outer)
         page.screenshot(path=str(shots / f"run-{width}.png"), full_page=True)
+        if width > 1366:          # (the table's narrowest columns are at 1366: one comparison is enough)
+            return
         page.get_by_role("tab", name="Compare defenses").click()
         page.locator("#compare").click()
         page.wait_for_function("() => document.querySelectorAll('#compare-table td').length > 5", timeout=240_000)
