@@ -87,6 +87,7 @@ def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None
     demo.handlers = page.handlers   # for tests and benchmarks: handler.active counts runs in progress
     demo.pool = page.pool           # the worker processes (closed by main's caller or at exit)
     demo.handler = page.handlers[page.first]
+    demo.page = page
     return demo
 
 

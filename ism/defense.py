@@ -145,9 +145,15 @@ class Defense(InferenceOnly):
         restarts = c.regen_restarts if restarts is None else int(restarts)
         with torch.no_grad():
             tgt = self.ism(x) if target == "purified" else x
-            z0 = self.ism.encode(tgt)
+            z0 = self.start_latent(tgt)
         return regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
                                 lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)
+
+    def start_latent(self, image: torch.Tensor) -> torch.Tensor:
+        """The latent regeneration starts from: the generator's own code of ``image`` when it has an encoder,
+        else the ISM's code."""
+        g = self.generator
+        return g.encode(image) if g.encoder is not None else self.ism.encode(image)
 
     def regenerate(self, x: torch.Tensor, steps: int | None = None, restarts: int | None = None,
                    seed: int | None = None, target: str = "purified"):

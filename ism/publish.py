@@ -55,6 +55,17 @@ FIGURES = (
            "the share the detector catches", ("graybox", EPS_KEY, "images"), metric="recall"),
     Figure(("graybox", EPS_KEY, "restored"), "of the images gray-box PGD-10 (L-inf 8/255) turns from right to wrong, "
            "the share the defense answers right again", ("graybox", EPS_KEY, "images")),
+    # what the eye sees (issue "the pictures tell the truth"), on the images the same attack fools
+    *(Figure(("graybox", EPS_KEY, "pictures", f"psnr_{k}_db"), f"PSNR to the original of the {k} picture (dB), on the "
+             "images gray-box PGD-10 (L-inf 8/255) turns from right to wrong", ("graybox", EPS_KEY, "images"), "psnr")
+      for k in ("attacked", "purified", "regenerated")),
+    Figure(("graybox", EPS_KEY, "pictures", "largest_counter_change_255"), "largest change the purifier makes to an "
+           "attacked picture (L-inf, /255), gray-box PGD-10 (L-inf 8/255)", ("graybox", EPS_KEY, "images"), "linf"),
+    *(Figure(("graybox", EPS_KEY, f"restored_{k}"), f"of the images gray-box PGD-10 (L-inf 8/255) turns from right to "
+             f"wrong, the share read right on the {k} picture", ("graybox", EPS_KEY, "images"))
+      for k in ("purified", "regenerated")),
+    Figure(("clean", "purified_psnr_db"), "PSNR of a clean picture through the purifier (dB)", ("clean", "images"),
+           "psnr"),
 )
 
 

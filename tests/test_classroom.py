@@ -27,7 +27,7 @@ def pool(defense):
 
 @pytest.fixture(scope="module")
 def handler(defense, pool):
-    return DemoHandler(defense, "cifar10", pool=pool, playback=0)
+    return DemoHandler(defense, "cifar10", pool=pool)
 
 
 def wait_until(cond, limit=60.0):
@@ -105,7 +105,7 @@ def test_stop_ends_the_run_and_frees_the_worker(handler, pool):
 def test_a_run_past_its_ceiling_ends_with_a_sentence(defense):
     p = RunPool({"cifar10": defense}, workers=1, max_seconds=0.5)
     try:
-        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        h = DemoHandler(defense, "cifar10", pool=p)
         with pytest.raises(UserError, match="limit of 0.5 s"):
             list(h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 5)))
         assert wait_until(lambda: p.busy == 0)
@@ -116,7 +116,7 @@ def test_a_run_past_its_ceiling_ends_with_a_sentence(defense):
 def test_a_visitor_waiting_sees_a_place_in_line(defense):
     p = RunPool({"cifar10": defense}, workers=1, queue_size=1)
     try:
-        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        h = DemoHandler(defense, "cifar10", pool=p)
         busy = h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 6), session="a")
         next(busy)
         assert wait_until(lambda: p.busy == 1)
@@ -185,7 +185,7 @@ def test_result_files_are_never_rewritten(monkeypatch, tmp_path):
 def test_the_worker_is_replaced_if_it_dies(defense):
     p = RunPool({"cifar10": defense}, workers=1)
     try:
-        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        h = DemoHandler(defense, "cifar10", pool=p)
         assert final(h.run(RunRequest(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 1, 0))).done
         old = p._workers[0].proc
         old.kill()
@@ -201,7 +201,7 @@ def test_a_worker_killed_mid_run_fails_that_run_only(defense):
     pipe back; a shared queue's stream was corrupted for everyone, and later runs hung)."""
     p = RunPool({"cifar10": defense}, workers=2)
     try:
-        h = DemoHandler(defense, "cifar10", pool=p, playback=0)
+        h = DemoHandler(defense, "cifar10", pool=p)
         stream = h.run(RunRequest(CAT, "pgd", 8 / 255, 50, "adaptive white-box", 8, 100, 12))
         next(stream)
         assert wait_until(lambda: any(w.job is not None and w.job.states for w in p._workers))
@@ -267,7 +267,7 @@ def test_in_process_runs_are_computed_once():
 def test_a_lesson_step_is_computed_once_for_a_class(defense):
     from ism.app.handlers import CompareHandler
 
-    h = CompareHandler(DemoHandler(defense, "cifar10", playback=0))
+    h = CompareHandler(DemoHandler(defense, "cifar10"))
     first, _ = h.lesson(0)
     again, _ = h.lesson(0)
     assert h.memo.computed == 1 and again.summary == first.summary

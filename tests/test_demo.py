@@ -42,6 +42,30 @@ def test_graybox_run_names_the_classifier_as_target(defense, real_images):
                       f"answered wrong: {fin} (true: {truth})")
 
 
+def test_panel_5_shows_the_isms_change_on_the_attacks_scale(defense, real_images):
+    """The purifier's counter-change beside the attack's (issue "the pictures tell the truth"): drawn on panel 2's
+    scale, its size said in /255 beside the attack's, in the panel and in the story."""
+    import numpy as np
+
+    from ism.app.demo import counter_change
+
+    change = torch.zeros(1, 3, 32, 32)
+    change[0, 0, 0, 0], change[0, 1, 5, 5], change[0, 2, 9, 9] = 4 / 255, -4 / 255, 12 / 255
+    stage, size = counter_change(change, 4 / 255)      # the attack's largest change is full contrast, more saturates
+    assert abs(size - 12 / 255) < 1e-7 and stage.image.min() == 0 and stage.image.max() == 255
+    assert np.median(stage.image) in (127, 128)
+    assert "at most 12.0 of 255 per pixel (the attack's: 4.0). Far larger than the attack" in stage.caption
+    x, y = real_images
+    s = final_state(defense, x[:1], int(y[0]), attack="pgd", threat="gray-box", eps=8 / 255)
+    assert s.counter.image.shape == s.perturbation.image.shape and 0 < s.counter_linf <= 1
+    said = f"at most {s.counter_linf * 255:.1f} of 255 per pixel (the attack's: {s.linf * 255:.1f})"
+    assert said in s.counter.caption
+    assert (f"The attack changed each pixel by at most {s.linf * 255:.1f}/255; the ISM answered with a change of "
+            f"at most {s.counter_linf * 255:.1f}/255 (panel 5)") in s.verdict
+    clean = final_state(defense, x[:1], int(y[0]), attack="fgsm", eps=0.0)
+    assert "(the attack's" not in clean.counter.caption and "the ISM answered" not in clean.verdict
+
+
 def test_no_attack_is_not_called_a_failed_defense(defense, real_images):
     x, y = real_images
     wrong = torch.tensor(int(y[0]) + 1) % 10       # a label the classifier does not give: wrong before any attack
@@ -128,7 +152,7 @@ def test_regeneration_frames_are_read_only_when_shown(tiny_defense, monkeypatch)
     import ism.app.handlers as ui
     from ism.app.render import frame_caption, state_values
 
-    handler = ui.DemoHandler(tiny_defense, "cifar10", playback=0)
+    handler = ui.DemoHandler(tiny_defense, "cifar10")
     calls = []
     real = demo.top3
     monkeypatch.setattr(demo, "top3", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -147,7 +171,10 @@ def test_playback_comes_from_the_serving_settings(tiny_defense):
     from ism.app.serve import ServeConfig
 
     demo = app.build_demo({"cifar10": tiny_defense}, serve=ServeConfig.from_env({"ISM_PLAYBACK": "0"}))
-    assert demo.handler.playback == 0.0
+    assert demo.page.serve.playback == 0.0
+    script = next(d["js"] for d in demo.config["dependencies"] if "regen-live" in str(d.get("js"))
+                  and "gap" in str(d.get("js")))
+    assert "!(0 > 0)" in script           # the page's playback script, made with the server's 0 s: no playback
 
 
 def test_the_honest_note_gives_each_figure_its_own_image_count():

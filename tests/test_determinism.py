@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(f"""
     from ism.app.handlers import DemoHandler
     from ism.app.request import RunRequest
 
-    h = DemoHandler(load_defense({str(WEIGHTS)!r}), playback=0)   # (pacing is tested in test_demo.py)
+    h = DemoHandler(load_defense({str(WEIGHTS)!r}))
     digest = hashlib.sha256()
     for attack, eps, steps, threat in [("pgd", 8 / 255, 10, "gray-box"), ("pgd", 0.1, 5, "adaptive white-box"),
                                        ("square", 0.1, 2, "gray-box")]:

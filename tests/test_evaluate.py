@@ -36,6 +36,12 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     story = res["graybox"]["pgd@0.0314"]
     if story["fooled"]:
         assert 0 <= story["restored_purified"] <= 1 and 0 <= story["restored_regenerated"] <= 1
+        # what the eye sees on them: each picture's distance to the original, and the purifier's largest change
+        eye = story["pictures"]
+        assert 5 < eye["psnr_attacked_db"] < 60 and 5 < eye["psnr_purified_db"] < 99 and 5 < eye["psnr_regenerated_db"]
+        assert 0 <= eye["closer_purified"] <= 1 and 0 <= eye["closer_regenerated"] <= 1
+        assert 0 < eye["largest_counter_change_255"] <= 255
+    assert 5 < c["purified_psnr_db"] <= 99 and 0 <= c["classifier_on_purified"] <= 1
     assert all("restored_regenerated" not in r for k, r in res["graybox"].items() if k != "pgd@0.0314")
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
     assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())

@@ -1,6 +1,7 @@
 """Every component: output shapes and value ranges (tiny configs), and the paper-size layers."""
+import pytest
 import torch
-from conftest import tiny_parts
+from conftest import pipeline_parts, tiny_parts
 
 from ism import Classifier, ClassifierConfig, ISMConfig, ISMNetwork
 
@@ -178,3 +179,64 @@ def test_picture_figures_say_what_the_eye_sees():
     assert f["fooled"] == 2 and f["closer"] == 0.5 and f["restored"] == 0.5
     assert f["psnr_purified"] < f["psnr_attacked"] + 10 and abs(f["largest_change_255"] - 6) < 0.01
     assert f["psnr_clean"] == 99 and f["clean_accuracy"] == 1.0
+
+
+def test_a_generator_with_its_own_encoder_starts_regeneration_from_its_code(tmp_path):
+    """enc_widths: the generator carries a detail-path encoder, so a defense whose ISM keeps Table 2's 128-d code
+    (the paper's recipe) regenerates from the generator's own code of the target, not the ISM's; the encoder
+    round-trips through the Hub format."""
+    from ism import Defense, Generator
+    from ism.models.gan import GeneratorConfig
+
+    parts = pipeline_parts()
+    src = ISMNetwork(ISMConfig(latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8], detail_channels=4)).eval()
+    G = Generator(GeneratorConfig(16, widths=[8, 8, 8, 8], detail_channels=4, enc_widths=[8, 8, 8, 8])).eval()
+    G.load_state_dict({**src.decoder.state_dict(), **{f"encoder.{k}": v for k, v in src.encoder.state_dict().items()}})
+    G.save_pretrained(tmp_path)
+    G = Generator.from_pretrained(tmp_path).eval()
+    d = Defense(**{**parts, "generator": G})
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        z = d.start_latent(x)
+        assert z.shape == (2, 16 + 4 * 8 * 8) and torch.allclose(z, src.encode(x), atol=1e-6)
+        first = next(iter(d.regenerate_steps(x, steps=0, restarts=1, target="input")))
+        assert torch.allclose(first.image, src(x), atol=1e-5)    # restart 0 is G(its own code of x)
+    with pytest.raises(ValueError, match="no encoder"):
+        parts["generator"].encode(x)
+    assert torch.equal(Defense(**parts).start_latent(x), parts["ism"].encode(x))
+
+
+def test_pictures_row_says_what_the_eye_sees_on_the_fooled_pictures():
+    from ism.eval.evaluation import pictures_row
+
+    eye = {"psnr_attacked": torch.tensor([30.0, 31.0]), "psnr_purified": torch.tensor([32.0, 29.0]),
+           "psnr_regenerated": torch.tensor([20.0, 25.0]), "counter_change": torch.tensor([0.02, 12 / 255, 0.01])}
+    row = pictures_row(eye)
+    assert row == {"psnr_attacked_db": 30.5, "psnr_purified_db": 30.5, "psnr_regenerated_db": 22.5,
+                   "closer_purified": 0.5, "closer_regenerated": 0.0, "largest_counter_change_255": 12.0}
+
+
+def test_a_generator_started_from_another_defense_draws_what_that_defense_drew(tmp_path):
+    """train/gan.py start_from: the generator becomes that defense's detail-path ISM encoder + generator, and
+    G(its own code of x) is what that defense's generator drew from its ISM's code; a source without a detail path
+    is refused."""
+    from types import SimpleNamespace
+
+    from ism import Generator
+    from train.gan import start_generator
+
+    src = ISMNetwork(ISMConfig(latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8], detail_channels=4))
+    gen = Generator(src.generator_config())
+    torch.nn.init.normal_(gen.fc[0].weight)              # a generator of its own, not the ISM's decoder
+    src.save_pretrained(tmp_path / "src/ism")
+    gen.save_pretrained(tmp_path / "src/generator")
+    run = SimpleNamespace(device="cpu")
+    G = start_generator(run, None, str(tmp_path / "src")).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(G(G.encode(x)), gen.eval()(src.encode(x)), atol=1e-6)
+    plain = ISMNetwork(ISMConfig(latent_dim=16, enc_widths=[8, 8, 8, 8], dec_widths=[8, 8, 8, 8]))
+    plain.save_pretrained(tmp_path / "plain/ism")
+    Generator(plain.generator_config()).save_pretrained(tmp_path / "plain/generator")
+    with pytest.raises(ValueError, match="detail-path"):
+        start_generator(run, None, str(tmp_path / "plain"))

@@ -16,12 +16,14 @@ Recipe:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ism.data.subsets import evenly_spaced
 from ism.eval.metrics import auroc, psnr
+from ism.hub import WEIGHTS_NAME, sha256
 from ism.models.gan import Discriminator, DiscriminatorConfig, Generator
 
 from .advpool import build_pool, load_classifier
@@ -39,6 +41,10 @@ class GANTrainConfig:
     adv_weight: float = 0.005
     eq2_eps: float = 0.1      # Eq. 2 epsilon for adversarial generated samples
     eq2_phi: float = 0.5      # Eq. 2 noise factor
+    start_from: str = ""      # a defense folder whose ISM has a detail path (the hardened CIFAR-10 one): the generator
+                              # starts as that ISM's encoder + that defense's generator, carried as its own encoder,
+                              # for a defense whose ISM keeps Table 2's 128-d code (issue "the pictures tell the
+                              # truth": that code caps a redrawn picture near 19 dB); epochs = 0 takes it as it is
 
 
 GAN_RECIPES = {"cpu": GANTrainConfig(epochs=1)}   # --recipe cpu (train/common.py: CPU_RECIPE)
@@ -54,12 +60,31 @@ def eq2_adversarial(gen_images, clf, eps, phi, run: Run):
     return (x + step * g.sign()).clamp(0, 1).detach()
 
 
+def start_generator(run: Run, ism, source: str) -> Generator:
+    """The generator regeneration uses: the ISM's decoder (its code is the starting latent), or with ``source``
+    another defense's detail-path ISM encoder and generator, carried by the generator as its own encoder."""
+    if not source:
+        G = Generator(ism.generator_config())
+        G.load_state_dict(ism.decoder.state_dict())
+        return G.to(run.device)
+    from ism.models.ism_net import ISMNetwork
+
+    # another defense's weights: not this defense's lineage (its card names them and their sha256 instead)
+    src_ism = ISMNetwork.from_pretrained(str(Path(source) / "ism"))
+    src_gen = Generator.from_pretrained(str(Path(source) / "generator"))
+    if src_gen.encoder is not None or not src_gen.config.detail_channels:
+        raise ValueError(f"{source}: start_from needs a detail-path generator that starts from its ISM's code")
+    G = Generator(replace(src_gen.config, enc_widths=list(src_ism.config.enc_widths)))
+    G.load_state_dict({**src_gen.state_dict(), **{f"encoder.{k}": v for k, v in src_ism.encoder.state_dict().items()}})
+    return G.to(run.device)
+
+
 @torch.no_grad()
-def fit_prior(run: Run, gen: Generator, ism, n: int = 10000) -> None:
+def fit_prior(run: Run, gen: Generator, encode, n: int = 10000) -> None:
     codes = []
     for x, _ in run.batches(run.train.subset(evenly_spaced(len(run.train), n)), False, 500):
         with run.autocast():
-            codes.append(ism.encode(x).float())
+            codes.append(encode(x).float())
     codes = torch.cat(codes)
     gen.z_mean.copy_(codes.mean(0)); gen.z_std.copy_(codes.std(0).clamp_min(1e-3))
 
@@ -69,14 +94,15 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
     clf = load_classifier(run)
     ism = load_ism(run)
     pool = build_pool(run, clf, run.train, "train")
-    G = Generator(ism.generator_config()).to(run.device)
-    G.load_state_dict(ism.decoder.state_dict())
-    fit_prior(run, G, ism)
+    G = start_generator(run, ism, tc.start_from)
+    encode = G.encode if G.encoder is not None else ism.encode
+    if not tc.start_from:
+        fit_prior(run, G, encode)   # a started generator keeps the prior fitted to its own encoder's codes
     D = Discriminator(DiscriminatorConfig(image_size=ism.config.image_size, channels=ism.config.channels)).to(run.device)
     opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=(0.5, 0.999))
     steps_per_epoch = -(-len(run.train) // tc.batch_size)
-    total = max(1, int(run.epochs(tc.epochs) * steps_per_epoch))
+    total = int(run.epochs(tc.epochs) * steps_per_epoch) if tc.start_from else max(1, int(run.epochs(tc.epochs) * steps_per_epoch))
     start, state = 0, run.load_ckpt()
     if state:
         G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
@@ -100,7 +126,7 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
         opt_d.zero_grad(set_to_none=True); loss_d.backward(); opt_d.step()
         # generator
         with torch.no_grad(), run.autocast():
-            codes = ism.encode(torch.cat([x, xa])).float()
+            codes = encode(torch.cat([x, xa])).float()
         D.requires_grad_(False)   # the generator step updates G only (and leaves D's replicas alone)
         with run.autocast():
             d_gen = D(fake).float()
@@ -115,9 +141,12 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
             run.save_ckpt(G=G.state_dict(), D=D.state_dict(), opt_g=opt_g.state_dict(),
                           opt_d=opt_d.state_dict(), step=step + 1)
     G.eval(); D.eval()
-    metrics = measure_gan(run, G, D, ism, clf)
-    summary = (f"Generator: z ({G.config.z_dim}) -> image in [0, 1], initialised from the ISM decoder, latent prior fitted to "
-               "ISM codes; used by regeneration. Discriminator: image -> logit of 'clean real image', trained "
+    metrics = measure_gan(run, G, D, encode, clf)
+    start = (f"started as {tc.start_from}'s detail-path ISM encoder (carried as its own encoder: regeneration starts "
+             f"from its code) and generator (sha256 {sha256(Path(tc.start_from) / 'ism' / WEIGHTS_NAME)[:12]} and "
+             f"{sha256(Path(tc.start_from) / 'generator' / WEIGHTS_NAME)[:12]})" if tc.start_from else
+             "initialised from the ISM decoder, latent prior fitted to ISM codes")
+    summary = (f"Generator: z ({G.config.z_dim}) -> image in [0, 1], {start}; used by regeneration. Discriminator: image -> logit of 'clean real image', trained "
                "against generated, adversarial and Eq. 2 samples. Both written by the same command.")
     for name, model, title in (("generator", G, "GAN generator"), ("discriminator", D, "GAN discriminator")):
         run.publish(model, title, summary, metrics, tc, folder=run.out.parent / name)
@@ -125,14 +154,14 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
 
 
 @torch.no_grad()
-def measure_gan(run: Run, G, D, ism, clf) -> dict:
+def measure_gan(run: Run, G, D, encode, clf) -> dict:
     sub = run.measure_set(2000)
     pool = build_pool(run, clf, sub, "test-sample")
     d_clean, d_adv, ps, acc = [], [], 0.0, 0
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):
         with run.autocast():
             d_clean.append(D(x).float().cpu()); d_adv.append(D(xa).float().cpu())
-            rec = G(ism.encode(x)).float()
+            rec = G(encode(x)).float()
             acc += (clf(rec).argmax(1) == y).sum().item()
         ps += psnr(rec, x).sum().item()
     m = {f"discriminator AUROC clean vs attacked (pool mix) [{len(sub)} test]": round(

@@ -48,6 +48,8 @@ class DemoState:
     adversarial: Stage | None = None
     detection: dict | None = None        # probability, attacked, strength, threshold, seconds
     purified: Stage | None = None
+    counter: Stage | None = None         # the ISM's change to the attacked picture, on panel 2's scale
+    counter_linf: float = 0.0            # its size: the largest change to one pixel
     regeneration: list = field(default_factory=list)   # list[Stage], one per iteration
     final: Stage | None = None
     verdict: str = ""                    # what happened, sentence by sentence
@@ -188,6 +190,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
                    "gate": bool(defense.config.gate), "seconds": time.perf_counter() - t}
     t = time.perf_counter()
     s.purified = _stage(defense, purified, t, "ISM(x')")
+    s.counter, s.counter_linf = counter_change(purified - x_adv, linf)
     yield s
 
     # regeneration, streamed
@@ -235,16 +238,23 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
                "classifier reads the ISM's rebuilt (blurry) image, which a perturbation that large does not survive")
     s.final = _stage(defense, final, t, why)
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
-    if last is not None and source != "regenerated" and s.regeneration:
-        redrawn, answer = top_name(s.regeneration[-1].top3), top_name(s.final.top3)
-        if redrawn != answer:   # say, step by step, why the two can disagree (the answer does not come from panel 6)
-            s.verdict += (f" The redrawn picture (panel 6) reads {redrawn}, but the answer comes from "
-                          + {"purified": "the purified picture (panel 5)", "mean": "the average of panels 5 and 6",
-                             "input": "the input"}[source]
-                          + (", which held-out pictures are read right on more often." if source == "purified" else "."))
     s.headline = headline(defense, int(y), s, req, label_known=label is not None)
     s.done = True
     yield s
+
+
+def counter_change(change: torch.Tensor, attack_linf: float) -> tuple[Stage, float]:
+    """The ISM's change to the picture it was given (purified - attacked), drawn on panel 2's scale (the attack's
+    largest change is full contrast; larger changes saturate), with its size in words beside the attack's."""
+    c = float(change.abs().max())
+    scale = max(attack_linf if attack_linf > 0 else c, 1e-8)
+    image = to_display((0.5 + change / (2 * scale)).clamp(0, 1))
+    words = f"The ISM's change to panel 3, drawn like panel 2: at most {c * 255:.1f} of 255 per pixel"
+    if attack_linf > 0:
+        words += f" (the attack's: {attack_linf * 255:.1f})"
+        if c > 2 * attack_linf:
+            words += ". Far larger than the attack: it redraws the picture rather than answering the attack"
+    return Stage(image, {}, 0.0, words + "."), c
 
 
 def chances(p: float, threshold: float) -> tuple[str, str]:
@@ -310,6 +320,10 @@ def verdict(defense: Defense, y: int, s: DemoState, req: RunRequest, label_known
             "; it only reports here: every input is purified whatever it says")
     chance, threshold = chances(det["probability"], det["threshold"])
     parts.append(f"The detector {seen} (chance it was attacked {chance}, it says attacked above {threshold}){gate}.")
+    if attacked and s.counter is not None:   # the two changes side by side, in /255 (panels 2 and 5)
+        parts.append(f"The attack changed each pixel by at most {s.linf * 255:.1f}/255; the ISM answered with a change "
+                     f"of at most {s.counter_linf * 255:.1f}/255 (panel 5), which the classifier reads as "
+                     f"{top_name(s.purified.top3)}.")
     if label_known:
         parts.append(f"The defense's final answer: {fin} ({'right' if fin == truth else 'wrong'}: the true label, "
                      f"{truth}).")

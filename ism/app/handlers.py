@@ -20,11 +20,10 @@ from ism.app.lesson import EXAMPLES, STEPS, contenders_for, stand_in_note
 from ism.app.memo import Memo
 from ism.app.request import THREATS, RunRequest, UserError
 from ism.app.runner import Follower, Full, OverCap, Stopped, Waiting, Work
-from ism.app.serve import ActiveRuns, ServeConfig
+from ism.app.serve import ActiveRuns
 from ism.data.images import ImageInputError, prepare_image, to_display
 from ism.defense import Defense
 
-PLAYBACK_SECONDS = ServeConfig.playback   # the page plays regeneration back over this long (ISM_PLAYBACK)
 MAX_FRAMES_SHOWN = 20     # frames of a regeneration a worker sends while computing: at most this many, evenly spaced
 UPDATE_GAP = 0.3          # a visitor's stream carries the run's latest state at most this often (the final at once)
 KEEP_ALIVE = 2.0          # and, while nothing new comes, the last one again this often
@@ -58,9 +57,8 @@ class Picture(NamedTuple):
 class DemoHandler:
     """Holds one loaded defense (served as ``key``); one instance serves every visitor (no per-visitor state)."""
 
-    def __init__(self, defense: Defense, key: str = "cifar10", max_seconds: float | None = None,
-                 playback: float = PLAYBACK_SECONDS, pool=None):
-        self.defense, self.max_seconds, self.playback = defense, max_seconds, playback
+    def __init__(self, defense: Defense, key: str = "cifar10", max_seconds: float | None = None, pool=None):
+        self.defense, self.max_seconds = defense, max_seconds
         self.key = key               # the defense's name on this server ("cifar10-paper"): RunRequest.defense
         self.pool = pool             # a RunPool (ism/app/runner.py): runs computed in worker processes; None: here
         self.active = ActiveRuns()   # runs in progress; a cancelled run leaves it at once

@@ -17,7 +17,7 @@ from ism.app.picture import run_picture
 OUTPUTS = ("original", "original_top3", "perturbation", "perturbation_text", "adversarial", "adversarial_top3",
            "detector_verdict", "detector_text", "purified", "purified_top3", "regenerated", "regenerated_text",
            "frames", "final", "final_top3", "verdict", "notes", "warnings", "timings", "final_text",
-           "regeneration_plot", "picture")
+           "regeneration_plot", "picture", "counter", "counter_text")
 
 
 def output(result, name: str):
@@ -133,6 +133,8 @@ def state_values(s: DemoState, picture, label: int | None) -> dict:
         "final_text": s.final.caption if s.final else "",
         "regeneration_plot": done.get("plot"),
         "picture": done.get("picture"),
+        "counter": img(s.counter) if s.counter else None,
+        "counter_text": s.counter.caption if s.counter else "",
     }
     assert tuple(values) == OUTPUTS
     return values

@@ -40,7 +40,7 @@ def latent_attack(defense: Defense, x: torch.Tensor, y: torch.Tensor, eps: float
     cfg = cfg or LatentAttackConfig()
     G, clf = defense.generator, defense.classifier
     with torch.no_grad():
-        z = defense.ism.encode(x).float()
+        z = defense.start_latent(x).float()
     z.requires_grad_(True)
     opt = torch.optim.Adam([z], lr=cfg.lr)
     best_z, best = z.detach().clone(), torch.full((len(x),), float("inf"), device=x.device)

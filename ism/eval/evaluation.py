@@ -163,8 +163,11 @@ class Evaluation:
         def batch(x, y):
             c = {"classifier": self.correct(self.d.classifier, x, y), "base_classifier": self.correct(self.base, x, y)}
             with torch.no_grad():
-                logits, det, _ = self.d.predict_all(x)
+                logits, det, purified = self.d.predict_all(x)
                 c["pipeline"] = (logits.argmax(1) == y).sum().item()
+                # the clean pass: how far the purifier moves a clean picture, and how it is read then
+                c["purified_psnr_db"] = psnr(purified, x).clamp(max=99).sum().item()
+                c["classifier_on_purified"] = self.correct(self.d.classifier, purified, y)
                 if self.magnet is not None:
                     lm, sm = self.magnet.outputs(x)
                     c["magnet"] = (lm.argmax(1) == y).sum().item()
@@ -214,12 +217,16 @@ class Evaluation:
                         fooled = (self.d.classifier(x).argmax(1) == y) & (self.d.classifier(xa).argmax(1) != y)
                         c.update(fooled=fooled.sum().item(), fooled_caught=(fooled & det.attacked).sum().item(),
                                  fooled_restored=(fooled & right).sum().item())
-                        if story and fooled.any():   # purified vs regenerated, read on the fooled images
-                            yf = y[fooled]
-                            c["fooled_purified_right"] = self.correct(self.d.classifier, purified[fooled], yf)
+                        if story:   # the largest counter-change: how much the purifier changes its input
+                            c["counter_change"] = (purified.float() - xa.float()).abs().flatten(1).amax(1)
+                        if story and fooled.any():   # purified vs regenerated, read and seen on the fooled images
+                            xf, yf, pf = x[fooled], y[fooled], purified[fooled]
+                            c["fooled_purified_right"] = self.correct(self.d.classifier, pf, yf)
                             with torch.enable_grad():
                                 *_, last = self.d.regenerate_steps(xa[fooled])
                             c["fooled_regenerated_right"] = self.correct(self.d.classifier, last.image, yf)
+                            for name, img in (("attacked", xa[fooled]), ("purified", pf), ("regenerated", last.image)):
+                                c[f"psnr_{name}"] = psnr(img, xf)
                         if self.magnet is not None:
                             lm, sm = self.magnet.outputs(xb)
                             ok, rej = lm.argmax(1) == y, self.magnet.rejected(xb, sm)
@@ -235,11 +242,14 @@ class Evaluation:
                 fooled = cnt.pop("fooled")
                 caught, restored = cnt.pop("fooled_caught"), cnt.pop("fooled_restored")
                 read = {k: cnt.pop(f"fooled_{k}_right", 0) for k in ("purified", "regenerated")}
+                eye = {k: cnt.pop(k) for k in ("counter_change", "psnr_attacked", "psnr_purified", "psnr_regenerated")
+                       if k in cnt}
                 row = {m: v / self.n for m, v in cnt.items()}
                 row.update(fooled=fooled / self.n, caught=caught / fooled if fooled else None,
                            restored=restored / fooled if fooled else None)
                 if story and fooled:   # of the fooled images, read right on the ISM output / on the regenerated one
                     row.update(restored_purified=read["purified"] / fooled, restored_regenerated=read["regenerated"] / fooled)
+                    row["pictures"] = pictures_row(eye)
                 row["detector_auroc"] = auroc(self._clean_probs(), p)
                 row["roc"] = roc_points(self._clean_probs(), p)
                 row.update(attack=attack, eps=eps, steps=cfg.steps if attack != "fgsm" else 1,
@@ -420,6 +430,18 @@ class Evaluation:
             self.save()
         self.res["autoattack"] = self.res.pop("autoattack_part")
         self.save()
+
+
+def pictures_row(eye: dict) -> dict:
+    """What the eye sees on the fooled pictures (issue "the pictures tell the truth"): mean PSNR to the original of
+    the attacked, purified and regenerated pictures, the share of purified / regenerated pictures closer to the
+    original than the attacked one, and the largest change the purifier made to any attacked input (/255)."""
+    att = eye["psnr_attacked"]
+    row = {f"psnr_{k}_db": round(eye[f"psnr_{k}"].mean().item(), 2) for k in ("attacked", "purified", "regenerated")}
+    row.update({f"closer_{k}": round((eye[f"psnr_{k}"] > att).float().mean().item(), 3)
+                for k in ("purified", "regenerated")})
+    row["largest_counter_change_255"] = round(eye["counter_change"].max().item() * 255, 2)
+    return row
 
 
 def _predict(stage: Stage):

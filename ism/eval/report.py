@@ -54,6 +54,9 @@ def markdown(res: dict, title: str, command: str) -> str:
           f"| {_f(c['classifier'])} | {_f(c['pipeline'])} | {_f(c.get('base_classifier'))} | {_f(c.get('magnet'))} | "
           f"{_f(c.get('ddsa'))} | {c['false_positive_rate']:.4f} |", "",
           f"{c['images']} test images. MagNet rejects {_f(c.get('magnet_rejected'))} of clean images."]
+    if "purified_psnr_db" in c:
+        L += ["", f"A clean picture through the purifier: {c['purified_psnr_db']:.1f} dB PSNR to itself (capped at 99), "
+              f"read right by the classifier on {_f(c['classifier_on_purified'])}."]
     gray = res.get("graybox", {})
     table, paper_head, paper_note, paper = PAPER[res.get("dataset", "cifar10")]
     if gray:
@@ -86,6 +89,17 @@ def markdown(res: dict, title: str, command: str) -> str:
                   "|---|---|---|---|---|"]
             L += [f"| {_name(r)} | {_eps(r['eps'])} | {_f(r['fooled'])} | {_f(r['restored_purified'])} | "
                   f"{_f(r['restored_regenerated'])} |" for r in story]
+            seen = [r for r in story if "pictures" in r]
+            if seen:
+                L += ["", "What the eye sees on the same fooled images: PSNR to the original (higher is closer) of the "
+                      "attacked, purified and regenerated picture, the share of purified / regenerated pictures "
+                      "closer to the original than the attacked one, and the largest change the purifier made to "
+                      "any attacked picture (the counter-change, /255; the attack's is at most eps):", "",
+                      "| attack | eps | PSNR attacked | purified | regenerated | closer: purified | regenerated "
+                      "| largest counter-change (/255) |", "|---|---|---|---|---|---|---|---|"]
+                L += [f"| {_name(r)} | {_eps(r['eps'])} | {p['psnr_attacked_db']:.1f} dB | {p['psnr_purified_db']:.1f} dB "
+                      f"| {p['psnr_regenerated_db']:.1f} dB | {_f(p['closer_purified'])} | {_f(p['closer_regenerated'])} "
+                      f"| {p['largest_counter_change_255']:.1f} |" for r in seen for p in [r["pictures"]]]
     adp = res.get("adaptive", {})
     if adp:
         any_r = next(iter(adp.values()))

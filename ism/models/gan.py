@@ -10,6 +10,8 @@ With ``detail_channels > 0`` the latent is richer than the 128-d code: z = [code
 detail map (detail_channels x s/4 x s/4), flattened], and the detail map joins the decoder at
 s/4 resolution (concatenated to its features). The ISM encoder provides both; the detail is the
 spatial information a 128-d code cannot hold (paper Table 2 code alone caps CIFAR-10 at ~18 dB).
+With ``enc_widths`` the generator carries its own encoder, so a defense whose ISM keeps Table 2's code (the
+paper's recipe) can still regenerate with a detail-path generator.
 
 Discriminator: a DCGAN-style critic; during GAN training it learns real = clean images and
 fake = generated images *and* adversarial examples (paper Sec. III).
@@ -31,6 +33,9 @@ class GeneratorConfig:
     channels: int = 3
     widths: list = field(default_factory=lambda: [256, 256, 128, 64])  # mirror of the Table 2 encoder
     detail_channels: int = 0       # 0: z is the code alone (Table 2); > 0: + a detail map at s/4
+    enc_widths: list | None = None # None: regeneration starts from the ISM's code of its target; a list: the
+                                   # generator has its own encoder (ISM Table 2 widths) and starts from its code
+                                   # (a generator that can draw the data set beside an ISM whose code cannot)
 
     DETAIL_BLOCK = 2               # the detail map joins after this many up-sampling blocks (s/16 -> s/4)
 
@@ -65,6 +70,12 @@ class Generator(HubModule):
             layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(w[-1], c.channels, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
+        self.encoder = None
+        if c.enc_widths is not None:
+            from ism.models.ism_net import Encoder, ISMConfig  # ism_net builds its decoder from this module
+
+            self.encoder = Encoder(ISMConfig(c.image_size, c.channels, c.latent_dim, list(c.enc_widths),
+                                             detail_channels=c.detail_channels))
         self.register_buffer("z_mean", torch.zeros(c.z_dim))
         self.register_buffer("z_std", torch.ones(c.z_dim))
 
@@ -76,6 +87,12 @@ class Generator(HubModule):
         detail = z[:, c.latent_dim:].reshape(len(z), c.detail_channels, c.detail_size, c.detail_size)
         j = 3 * c.DETAIL_BLOCK                    # each block is ConvTranspose, BatchNorm, ReLU
         return self.net[j:](torch.cat([self.net[:j](h), detail.to(h.dtype)], 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, z_dim): the generator's own code of images x (only with ``config.enc_widths``)."""
+        if self.encoder is None:
+            raise ValueError("this generator has no encoder: its latent is the ISM's code (ISMNetwork.encode)")
+        return self.encoder(x)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         eps = torch.randn(n, self.config.z_dim, generator=generator, device=self.z_mean.device

@@ -48,6 +48,12 @@ PANELS = {   # output name -> (panel title, what it shows, in one line)
 }
 
 
+def defense_of(values) -> str | None:
+    """The defense named by the settings ``values`` (``RunRequest``'s fields in order), or None if left out."""
+    at = RunRequest.names().index("defense")
+    return values[at] if len(values) > at else None
+
+
 def play_regeneration(seconds: float) -> str:
     """The page's own playback of a finished run's regeneration: panel 6 shows every frame of the frames
     gallery in turn over ``seconds``, ending on the last, with the iteration under it. The server sends the
@@ -182,6 +188,9 @@ class AttackTab:
             with gr.Column(min_width=120):
                 c["purified"] = stage_image(*PANELS["purified"])
                 c["purified_top3"] = reading()
+                c["counter"] = gr.Image(label="the ISM's change", show_label=True, interactive=False, height=110,
+                                        format=PIXELS, elem_id="counter")
+                c["counter_text"] = gr.Markdown(elem_id="counter-text")
             with gr.Column(min_width=120):
                 c["regenerated"] = stage_image(*PANELS["regenerated"], elem_id="regen-live")
                 c["regenerated_text"] = gr.Markdown()
@@ -241,8 +250,7 @@ class AttackTab:
     def defend(self, values, request: gr.Request = None):
         """The /defend endpoint (``_endpoint``): a run, streamed. An API call may leave out the defense (the page's
         first) and what the classifier reads (the defense's own choice)."""
-        key = values[RunRequest.names().index("defense")] if len(values) > RunRequest.names().index("defense") else None
-        with self.page.one_message(key or self.page.first):
+        with self.page.one_message(defense_of(values) or self.page.first):
             req, handler = self.request(values)
             for state, picture, label in handler.run(req, session=getattr(request, "session_hash", None)):
                 # every update names every output, and gradio sends the page only what changed since the last
@@ -252,7 +260,7 @@ class AttackTab:
                 yield {self.c[k]: v for k, v in state_values(state, picture, label).items()}
 
     def check_settings(self, *values):
-        with self.page.one_message(values[RunRequest.names().index("defense")]):
+        with self.page.one_message(defense_of(values)):
             req, handler = self.request(values)
             handler.prepare(req.file)
 
@@ -269,7 +277,7 @@ class AttackTab:
         return STOPPED
 
     def share_link(self, *values):
-        with self.page.one_message(values[RunRequest.names().index("defense")]):
+        with self.page.one_message(defense_of(values)):
             req, handler = self.request(values)
             return share_query(handler, req)
 

@@ -113,7 +113,7 @@ class Page:
 
     def __init__(self, defenses: dict, serve: ServeConfig, results_dir: str = "results", pool=None):
         self.serve, self.results_dir, self.pool = serve, results_dir, pool
-        self.handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds, playback=serve.playback,
+        self.handlers = {name: DemoHandler(d, name, max_seconds=serve.max_seconds,
                                            pool=pool) for name, d in defenses.items()}
         self.comparers, shared = {}, {}
         served = {d.source: d for d in defenses.values() if getattr(d, "source", None)}
