@@ -17,11 +17,12 @@ def test_defend_returns_every_stage(client):
     out = client.predict(handle_file(str(ROOT / "examples/cifar10/cat_0.png")), "PGD", 0.3, 5, "gray-box", 2, 6, 0,
                          api_name="/defend")
     (orig, orig_lab, pert, pert_txt, adv, adv_lab, det, det_txt, pur, pur_lab, regen, regen_txt, frames,
-     final, final_lab, verdict, notes, warnings, timings, final_txt, regen_plot, picture) = out
-    for img in (orig, pert, adv, pur, regen, final):
+     final, final_lab, verdict, notes, warnings, timings, final_txt, regen_plot, picture, counter, counter_txt) = out
+    for img in (orig, pert, adv, pur, regen, final, counter):
         assert img and img.endswith(".png")   # lossless: the attacked pixels as the attack made them
     assert orig_lab["label"] and len(orig_lab["confidences"]) == 3
     assert "L∞ = 0.3" in pert_txt
+    assert "The ISM's change to panel 3" in counter_txt and "(the attack's: 76.5)" in counter_txt   # panel 5's change
     assert det["label"] in ("ATTACKED", "clean") and "chance it was attacked" in det_txt
     assert 1 <= len(frames) <= 7
     assert "final answer" in verdict and ("caught the attack" in verdict or "missed the attack" in verdict)

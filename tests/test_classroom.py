@@ -302,8 +302,8 @@ def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch
         values = ui.state_values(state, picture, label)
     assert first[-1].done
     frames = len(first[-1].regeneration)
-    assert len(encoded) == 5 + frames + 1       # each once: panels 1-5 and 7, every regeneration frame (panel 6 is
-    encoded.clear()                             # one of them), the slide picture
+    assert len(encoded) == 6 + frames + 1       # each once: panels 1-5, panel 5's change and panel 7, every
+    encoded.clear()                             # regeneration frame (panel 6 is one of them), the slide picture
     again = [s for s, _, _ in handler.run(settings)]
     assert [s.done for s in again] == [True] and again[0] is first[-1]     # shared: one state, the final one
     assert ui.state_values(again[0], picture, label) == values and not encoded, "encoded again"

@@ -14,11 +14,11 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     import conftest
 
     args = ["--dataset", "cifar10", "--limit", "12", "--weights", str(conftest.WEIGHTS), "--data", str(conftest.DATA),
-            "--out", str(tmp_path / "results"), "--batch-size", "6", "--adaptive-eps", "8/255,0.3", "--small"]
+            "--out", str(tmp_path / "results"), "--batch-size", "6", "--eps", "8/255,0.3", "--adaptive-eps", "8/255,0.3", "--small"]
     res = main(args)
     c = res["clean"]
     assert c["images"] == 12 and 0 <= c["pipeline"] <= 1 and 0 <= c["false_positive_rate"] <= 1
-    assert len(res["graybox"]) == 10   # FGSM and PGD-10 at five epsilons
+    assert len(res["graybox"]) == 4   # FGSM and PGD-10 at the two epsilons asked for
     for r in res["graybox"].values():
         assert 0 <= r["no_defense"] <= 1 and 0 <= r["defense"] <= 1 and 0 <= r["detector_auroc"] <= 1
         assert r["roc"]["fpr"][0] == 1.0 and r["roc"]["tpr"][-1] == 0.0   # ROC runs from (1, 1) to (0, 0)

@@ -75,6 +75,17 @@ def test_the_api_takes_the_requests_fields(app_demo):
     assert [p["parameter_name"] for p in params] == list(RunRequest.names())
 
 
+def test_a_setting_left_out_is_the_defenses_own(handler):
+    """None for the strength or the regeneration (sent through the API) means the defense's page default."""
+    from ism.app.defenses import default_eps
+
+    d = handler.defense
+    req = handler.request(eps=None, restarts=None, iterations=None, attack="fgsm")
+    assert (req.eps, req.restarts, req.iterations) == (default_eps(d), d.config.regen_restarts, d.config.regen_steps)
+    faces = type(d)(d.classifier, d.ism, d.detector, d.generator, config=type(d.config)(dataset="celeba"))
+    assert RunRequest.for_defense("f", faces, eps=None).eps == default_eps(faces) == 16 / 255
+
+
 def test_an_attacks_facts_are_one_row():
     """The dropdowns show the table's labels, picking one sets its steps, and its builder makes its attack."""
     assert list(LABELS.values()) == list(TABLE)

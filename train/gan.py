@@ -141,14 +141,17 @@ def train_gan(run: Run, tc: GANTrainConfig | None = None) -> Generator:
             run.save_ckpt(G=G.state_dict(), D=D.state_dict(), opt_g=opt_g.state_dict(),
                           opt_d=opt_d.state_dict(), step=step + 1)
     G.eval(); D.eval()
-    metrics = measure_gan(run, G, D, encode, clf)
+    trained = total > 0            # a started generator taken as it is (epochs 0): no discriminator to speak of
+    metrics = measure_gan(run, G, D if trained else None, encode, clf)
     start = (f"started as {tc.start_from}'s detail-path ISM encoder (carried as its own encoder: regeneration starts "
              f"from its code) and generator (sha256 {sha256(Path(tc.start_from) / 'ism' / WEIGHTS_NAME)[:12]} and "
              f"{sha256(Path(tc.start_from) / 'generator' / WEIGHTS_NAME)[:12]})" if tc.start_from else
              "initialised from the ISM decoder, latent prior fitted to ISM codes")
-    summary = (f"Generator: z ({G.config.z_dim}) -> image in [0, 1], {start}; used by regeneration. Discriminator: image -> logit of 'clean real image', trained "
-               "against generated, adversarial and Eq. 2 samples. Both written by the same command.")
-    for name, model, title in (("generator", G, "GAN generator"), ("discriminator", D, "GAN discriminator")):
+    summary = f"Generator: z ({G.config.z_dim}) -> image in [0, 1], {start}; used by regeneration."
+    if trained:
+        summary += (" Discriminator: image -> logit of 'clean real image', trained against generated, adversarial and "
+                    "Eq. 2 samples. Both written by the same command.")
+    for name, model, title in (("generator", G, "GAN generator"), ("discriminator", D, "GAN discriminator"))[:1 + trained]:
         run.publish(model, title, summary, metrics, tc, folder=run.out.parent / name)
     return G
 
@@ -160,13 +163,14 @@ def measure_gan(run: Run, G, D, encode, clf) -> dict:
     d_clean, d_adv, ps, acc = [], [], 0.0, 0
     for x, xa, y, _ in pairs(run, sub, pool, False, 500):
         with run.autocast():
-            d_clean.append(D(x).float().cpu()); d_adv.append(D(xa).float().cpu())
+            if D is not None:
+                d_clean.append(D(x).float().cpu()); d_adv.append(D(xa).float().cpu())
             rec = G(encode(x)).float()
             acc += (clf(rec).argmax(1) == y).sum().item()
         ps += psnr(rec, x).sum().item()
-    m = {f"discriminator AUROC clean vs attacked (pool mix) [{len(sub)} test]": round(
-            auroc(-torch.cat(d_clean), -torch.cat(d_adv)), 4),
-         "PSNR G(ISM code) vs clean x (dB)": round(ps / len(sub), 2),
-         "classifier accuracy on G(ISM code), clean": round(acc / len(sub), 4)}
+    m = {} if D is None else {f"discriminator AUROC clean vs attacked (pool mix) [{len(sub)} test]": round(
+            auroc(-torch.cat(d_clean), -torch.cat(d_adv)), 4)}
+    m.update({"PSNR G(ISM code) vs clean x (dB)": round(ps / len(sub), 2),
+              "classifier accuracy on G(ISM code), clean": round(acc / len(sub), 4)})
     run.log(**{k.split(" [")[0]: v for k, v in m.items()})
     return m

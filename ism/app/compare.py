@@ -223,7 +223,8 @@ def table(rows: list[Row]) -> str:
     """The comparison as a Markdown table, one line per contender, both threat models side by side."""
     threats = list(dict.fromkeys(r.threat for r in rows))
     by = {(r.defense, r.threat): r for r in rows}
-    head = "| defense | no attack | " + " | ".join(f"{t}: detector | {t}: answer" for t in threats) + " |"
+    nobreak = {t: t.replace("-", "\u2011") for t in threats}   # "white-box" never broken at its hyphen in a narrow column
+    head = "| defense | no attack | " + " | ".join(f"{nobreak[t]}: detector | {nobreak[t]}: answer" for t in threats) + " |"
     lines = [head, "|---|---|" + "---|---|" * len(threats)]
     for name in dict.fromkeys(r.defense for r in rows):
         cells = [by[(name, threats[0])].clean_prediction]

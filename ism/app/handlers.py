@@ -49,6 +49,7 @@ class Picture(NamedTuple):
     note: str = ""       # how it was prepared (cropped, resized), or ""
     outside: str = ""    # one sentence when it does not look like the served data set, or ""
     about: str = ""      # what the classifier answers about such a picture, where that needs saying (faces)
+    example: object = None   # the shipped example it is (by content), or None: an upload
 
     def notes(self) -> str:
         return "\n\n".join(n for n in (self.outside, self.note) if n)
@@ -99,8 +100,9 @@ class DemoHandler:
             p = prepare_image(path, self.defense.image_size)
         except ImageInputError as e:
             raise UserError(str(e)) from e
-        return Picture(p.tensor, p.note, self.outside(p.tensor) if self.label_of(path) is None else "",
-                       FACES_NOTE if self.defense.config.dataset == "celeba" else "")
+        example = self.example_of(path)
+        return Picture(p.tensor, p.note, self.outside(p.tensor) if example is None else "",
+                       FACES_NOTE if self.defense.config.dataset == "celeba" else "", example)
 
     def request(self, **settings) -> RunRequest:
         """A request on this defense: its defaults (RunRequest.for_defense) with ``settings``."""
@@ -123,7 +125,7 @@ class DemoHandler:
         req = req.but(defense=self.key)
         picture = self.prepare(req.file)
         x = picture.tensor
-        label = self.label_of(req.file)
+        label = picture.example.label if picture.example is not None else None
         every = -(-(req.iterations + 1) // MAX_FRAMES_SHOWN)       # ceil: show every k-th iteration (and the last)
         last, finished, previous, pending = None, False, DemoState(), None
         if self.pool is not None:

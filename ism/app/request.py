@@ -112,11 +112,13 @@ class RunRequest:
     @classmethod
     def for_defense(cls, key: str, served, **settings) -> "RunRequest":
         """The page's defaults on ``served``, the Defense served as ``key`` (its attack strength and
-        regeneration), with ``settings`` (a ``defense`` among them must be ``key``)."""
+        regeneration), with ``settings`` (a ``defense`` among them must be ``key``; a strength or regeneration
+        setting of None is the defense's own, as the /defend API's defaults say)."""
         from ism.app.defenses import default_eps
 
         if settings.pop("defense", None) not in (None, key):
             raise UserError(f"this request is for another defense than {key!r}")
+        settings = {k: v for k, v in settings.items() if v is not None or k not in ("eps", "restarts", "iterations")}
         base = dict(eps=default_eps(served), restarts=served.config.regen_restarts,
                     iterations=served.config.regen_steps)
         return cls(**{**base, **settings, "defense": key})

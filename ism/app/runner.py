@@ -42,7 +42,7 @@ TICK = 1.0          # a follower with nothing new hears from its run at least th
 HUNG_AFTER = 60.0   # a worker still on one run this long after the run's ceiling is replaced
 
 
-SHARED = ("original", "perturbation", "adversarial", "purified")   # stages that never change once a run has them
+SHARED = ("original", "perturbation", "adversarial", "purified", "counter")   # stages that never change once a run has them
 
 
 class Full(Exception):

@@ -249,7 +249,8 @@ class AttackTab:
 
     def defend(self, values, request: gr.Request = None):
         """The /defend endpoint (``_endpoint``): a run, streamed. An API call may leave out the defense (the page's
-        first) and what the classifier reads (the defense's own choice)."""
+        first) and what the classifier reads (the defense's own choice); a strength or regeneration setting sent as
+        None is the defense's own (``RunRequest.for_defense``)."""
         with self.page.one_message(defense_of(values) or self.page.first):
             req, handler = self.request(values)
             for state, picture, label in handler.run(req, session=getattr(request, "session_hash", None)):

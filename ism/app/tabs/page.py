@@ -207,7 +207,7 @@ class Page:
         except UserError as e:
             gr.Warning(str(e))
             return None, f"❌ {e}"
-        example = self.handler_for(key).example_of(file)
+        example = picture.example
         picked = (f"✓ Picked: {Path(example.path).stem}. Press **Run**." if example else
                   "✓ Your picture is picked. Press **Run**.")
         return to_display(picture.tensor), picked + ("\n\nℹ️ " + picture.notes() if picture.notes() else "")
