@@ -42,7 +42,7 @@ PANELS = {   # output name -> (panel title, what it shows, in one line)
     "perturbation": ("2 The attack's change", "its pattern, made strong enough to see"),
     "adversarial": ("3 The attacked picture", "what the attacker's target reads on it"),
     "detector": ("4 The detector", "attacked or clean? It reads what the ISM removed"),
-    "purified": ("5 Purified by the ISM", "the attack taken out (if it worked)"),
+    "purified": ("5 Purified by the ISM", "its answer to the attack; below, its change"),
     "regenerated": ("6 Redrawn by the GAN", "a generator redraws panel 5, step by step"),
     "final": ("7 The defense's answer", "what the classifier reads in the end"),
 }
@@ -188,8 +188,8 @@ class AttackTab:
             with gr.Column(min_width=120):
                 c["purified"] = stage_image(*PANELS["purified"])
                 c["purified_top3"] = reading()
-                c["counter"] = gr.Image(label="the ISM's change", show_label=True, interactive=False, height=110,
-                                        format=PIXELS, elem_id="counter")
+                c["counter"] = gr.Image(label="the ISM's change", show_label=False, interactive=False, height=110,
+                                        format=PIXELS, elem_id="counter", buttons=[])
                 c["counter_text"] = gr.Markdown(elem_id="counter-text")
             with gr.Column(min_width=120):
                 c["regenerated"] = stage_image(*PANELS["regenerated"], elem_id="regen-live")
