@@ -108,12 +108,15 @@ def test_ctrl_c_stops_the_app_without_a_traceback(tmp_path):
     (no KeyboardInterrupt traceback each), and no leaked-semaphore warning is printed."""
     import os
     import signal
+    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    port = "7893"
+    with socket.socket() as sock:      # a free port: a fixed one may be held by a server an earlier test launched
+        sock.bind(("127.0.0.1", 0))    # (gradio takes 7860 and up), which then answered for this app while it
+        port = str(sock.getsockname()[1])   # was still starting, and Ctrl+C came before it was up
     log = tmp_path / "app.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -122,10 +125,12 @@ def test_ctrl_c_stops_the_app_without_a_traceback(tmp_path):
         try:
             for _ in range(120):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                    break
+                    if "Running on" in log.read_text():          # this app, not another one
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                        break
                 except OSError:
-                    time.sleep(1)
+                    pass
+                time.sleep(1)
             time.sleep(2)
             os.killpg(proc.pid, signal.SIGINT)            # what a terminal's Ctrl+C does
             proc.wait(timeout=60)
