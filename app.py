@@ -15,6 +15,7 @@ import torch
 
 from ism.app.defenses import load_defenses, startup_report
 from ism.app.links import parse_link
+from ism.app.render import upload_folder
 from ism.app.request import UserError
 from ism.app.runner import RunPool
 from ism.app.serve import ServeConfig
@@ -33,7 +34,8 @@ def start_pool(defenses: dict, serve: ServeConfig) -> RunPool:
     """The worker processes that compute the demo's runs (one per core; identical runs shared, finished ones
     cached): the service the page is handed."""
     return RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
-                   max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size)
+                   max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size,
+                   files=upload_folder())
 
 
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:

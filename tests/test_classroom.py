@@ -295,7 +295,7 @@ def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch
     settings = RunRequest(DOG, "pgd", 6 / 255, 3, "gray-box", 2, 12, 41)
     encoded = []
     real = ui.png_file
-    monkeypatch.setattr(ui, "png_file", lambda image: encoded.append(1) or real(image))
+    monkeypatch.setattr(ui, "png_file", lambda image, folder=None: encoded.append(1) or real(image, folder))
     first = []
     for state, picture, label in handler.run(settings):       # the first visitor: what the page renders of it
         first.append(state)
@@ -308,3 +308,25 @@ def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch
     assert [s.done for s in again] == [True] and again[0] is first[-1]     # shared: one state, the final one
     assert ui.state_values(again[0], picture, label) == values and not encoded, "encoded again"
     assert len(values["frames"]) == frames and all(f.endswith(".png") for f, _ in values["frames"])
+
+
+def test_the_workers_encode_the_pictures_the_server_only_hands_them_out(defense, monkeypatch, tmp_path):
+    """With ``files`` (app.py: gradio's cache folder) a run's worker encodes its pictures, the frames gallery and
+    the slide picture included: the server's one Python thread, which a class keeps busy, encodes none."""
+    import ism.app.render as ui
+
+    p = RunPool({"cifar10": defense}, workers=1, files=str(tmp_path))
+    try:
+        h = DemoHandler(defense, "cifar10", pool=p)
+        encoded = []
+        real = ui.png_file
+        monkeypatch.setattr(ui, "png_file", lambda image, folder=None: encoded.append(1) or real(image, folder))
+        for state, picture, label in h.run(RunRequest(DOG, "pgd", 6 / 255, 3, "gray-box", 2, 12, 43)):
+            values = ui.state_values(state, picture, label)
+        assert state.done and not encoded, "the server encoded pictures"
+        files = [values[k] for k in ("original", "perturbation", "adversarial", "purified", "counter", "final",
+                                     "regenerated", "picture")] + [f for f, _ in values["frames"]]
+        assert len(values["frames"]) == len(state.regeneration) > 1
+        assert all(f.startswith(str(tmp_path)) and f.endswith(".png") for f in files)
+    finally:
+        p.close()

@@ -2,6 +2,7 @@
 as PNG files encoded once, and the panels' words."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -30,38 +31,67 @@ UPLOAD_NOTE = ("Your own picture has no true label here: the attacker targets th
                "only answer one of its data set's classes, whatever the picture shows.")
 
 
-def png_file(image) -> str | None:
-    """``image`` (H x W x 3 uint8) as a PNG file in gradio's cache folder, named by its content (gradio's own
-    layout) and written under a temporary name then renamed into place. Gradio writes an image output in
-    place at its content's path, so concurrent runs of one example rewrote a file while it was being served
-    (h11 "Too little/much data for declared Content-Length"); a file here is never rewritten."""
+def png_file(image, folder: str | None = None) -> str | None:
+    """``image`` (H x W x 3 uint8) as a PNG file in ``folder`` (default: gradio's cache folder, which it serves
+    from without copying), named by its content and written under a temporary name then renamed into place.
+    Gradio writes an image output in place at its content's path, so concurrent runs of one example rewrote a
+    file while it was being served (h11 "Too little/much data for declared Content-Length"); a file here is
+    never rewritten."""
     if image is None:
         return None
-    from gradio.processing_utils import hash_bytes
-    from gradio.utils import get_upload_folder
     from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)   # (a third faster than 6; files 10% larger)
     data = buf.getvalue()
-    folder = Path(get_upload_folder()) / hash_bytes(data)
-    path = folder / "image.png"
+    path = Path(folder or upload_folder()) / hashlib.sha256(data).hexdigest() / "image.png"
     if _handed_out(str(path)):      # handed out again: not deleted on its first use's schedule
         return str(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return str(path)
 
 
-def stage_file(stage) -> str:
+def upload_folder() -> str:
+    """Gradio's cache folder: the files the page is given from here are served as they are."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
+def stage_file(stage, folder: str | None = None) -> str:
     """A stage's image as a PNG file, encoded once: the same file for every state and visitor of a run (a run
-    computed in a worker shares its stages between its states, ism/app/runner.py), made again only if the
-    server's clean-up deleted it."""
+    computed in a worker shares its stages between its states, ism/app/runner.py; the worker encodes them,
+    ``encode``), made again only if the server's clean-up deleted it."""
     if stage.file is None or not _handed_out(stage.file):
-        stage.file = png_file(stage.image)
+        stage.file = png_file(stage.image, folder)
     return stage.file
+
+
+def encode(s: DemoState, frames: list, folder: str) -> None:
+    """What a run worker does before it sends a state: encode the pictures of its stages and of the new
+    regeneration ``frames`` into ``folder`` and, once the run is done, its frames gallery and slide picture
+    (``finished_files``). The server's one Python thread then only checks that the files are there: with the
+    workers encoding, it serves more visitors (benchmarks/results/serving.md)."""
+    for st in (s.original, s.perturbation, s.adversarial, s.purified, s.counter, s.final, *frames):
+        if st is not None and st.file is None:
+            st.file = png_file(st.image, folder)
+    if s.done:
+        s.rendered["files"] = finished_files(s, folder)
+
+
+def finished_files(s: DemoState, folder: str | None = None) -> dict:
+    """A finished run's frames gallery (file, caption) and its slide picture, as files."""
+    return {"frames": [(stage_file(st, folder), frame_caption(st)) for st in s.regeneration],
+            "picture": png_file(run_picture(s, s.adversarial.caption.split(":")[0] + f", L∞ {s.linf * 255:.1f}/255"),
+                                folder)}
+
+
+def _there(files: dict | None) -> bool:
+    """Whether every file of ``finished_files`` is still there (and touched: handed out again)."""
+    return bool(files) and all([_handed_out(f) for f in (files["picture"], *(f for f, _ in files["frames"]))])
 
 
 def _handed_out(path: str) -> bool:
@@ -85,11 +115,10 @@ def _rendered(s: DemoState) -> dict:
         lock = s.rendered.setdefault("lock", threading.Lock())
     with lock:
         made = s.rendered.get("made")
-        if made and all([_handed_out(f) for f in (made["picture"], *(f for f, _ in made["frames"]))]):
+        if made and _there(made):
             return made
-        made = {"frames": [(stage_file(st), frame_caption(st)) for st in s.regeneration],
-                "picture": png_file(run_picture(s, s.adversarial.caption.split(":")[0]
-                                                + f", L∞ {s.linf * 255:.1f}/255")),
+        files = s.rendered.get("files")           # (encoded by the run's worker)
+        made = {**(files if _there(files) else finished_files(s)),
                 "plot": regeneration_curve(s.regen_errors) if s.regen_errors else None}
         s.rendered["made"] = made
         return made

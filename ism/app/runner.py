@@ -89,8 +89,11 @@ class RunPool:
     """Computes demo runs in ``workers`` processes; see the module's docstring."""
 
     def __init__(self, defenses: dict, workers: int = 2, threads: int = 1, cache_size: int = 64,
-                 max_seconds: float = 60.0, queue_size: int = 64):
+                 max_seconds: float = 60.0, queue_size: int = 64, files: str | None = None):
+        """``files``: the folder the workers encode each run's pictures into (the page's gradio cache folder,
+        ism/app/render.py: ``encode``); None: the server encodes them when it renders a state."""
         self.defenses, self.max_seconds, self.cache_size = defenses, float(max_seconds), cache_size
+        self.files = files
         self.queue_size, self.threads = queue_size, threads
         self.digests = {name: defense_digest(d) for name, d in defenses.items()}
         self._lock = threading.Condition()
@@ -284,7 +287,7 @@ class RunPool:
         ctx = mp.get_context("spawn")
         jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
         results, send = ctx.Pipe(duplex=False)           # this worker's own channel back (``_read``)
-        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, send, cancel, self.threads), daemon=True)
+        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, send, cancel, self.threads, self.files), daemon=True)
         # Ctrl+C in a terminal interrupts the whole process group: a worker leaves it to the app, which stops its
         # workers itself (close()); they would print a KeyboardInterrupt traceback each, mid-import or mid-run.
         # A signal blocked here stays blocked in the child (any thread may start a worker: no signal.signal).

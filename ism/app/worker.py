@@ -82,9 +82,12 @@ class Status(str, Enum):
 
 FINISHED = (Status.DONE, Status.STOPPED, Status.CAP, Status.FAILED)
 
-def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
-    """One worker process: compute runs from ``jobs`` one at a time, send each shown state's new part."""
+def _worker(defenses: dict, jobs, results, cancel, threads: int, files: str | None = None) -> None:
+    """One worker process: compute runs from ``jobs`` one at a time, send each shown state's new part, its
+    pictures encoded as PNG files in the folder ``files`` (the server's gradio cache; None: the server encodes)."""
     torch.set_num_threads(threads)
+    if files is not None:
+        from ism.app.render import encode
     current = {"id": -1, "deadline": math.inf}
     parent = mp.parent_process()
 
@@ -117,6 +120,8 @@ def _worker(defenses: dict, jobs, results, cancel, threads: int) -> None:
                     continue
                 if state.regeneration:
                     state.regeneration[-1].top3       # the played-back frame's reading, computed here
+                if files is not None:
+                    encode(state, state.regeneration[sent:], files)
                 new = [_portable(f) for f in state.regeneration[sent:]]
                 sent = len(state.regeneration)
                 # the final state carries every frame's reading (run_demo has read them all by then, for the
