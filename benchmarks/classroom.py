@@ -16,6 +16,7 @@ it (PGD at its default epsilon, 10 steps, gray-box, its regeneration restarts x 
 - **again**: one visitor asks for a run, then for the same run three more times (the run cache answers):
   seconds to the final result of each repeat;
 - **different runs**: ``--students`` runs with no two alike (a seed each) at once: runs a minute;
+- for each class: the CPU seconds the server process, its run workers and the clients (this process) used;
 - with ``--hundred``: the class again with 100 students, 60 on the first example;
 - **stop then run**: a visitor starts that Square run, presses Stop (/stop, as the page's button does) two
   seconds later, then Run (FGSM): seconds from Stop to the new run's first result and to its final one;
@@ -91,21 +92,51 @@ def run_once(url: str, image: Path, settings=DEFAULT, seed: int = 0, barrier: th
         return time.perf_counter() - t0, f"{type(e).__name__}: {e}"
 
 
+SERVER: list = []     # the app's process (with_app), whose CPU seconds the_class reports
+
+
+def cpu_seconds() -> dict:
+    """CPU seconds so far (user + system, /proc) of the app's server process, of its run workers (its child
+    processes) and of this benchmark's own clients."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid) -> list:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    def used(f) -> float:
+        return (int(f[11]) + int(f[12])) / tick
+
+    out = {"clients": time.process_time()}
+    if SERVER and Path("/proc").is_dir():
+        out["server"] = used(stat(SERVER[0]))
+        workers = 0.0
+        for p in Path("/proc").glob("[0-9]*"):
+            try:
+                f = stat(p.name)
+            except OSError:
+                continue
+            workers += used(f) if int(f[1]) == SERVER[0] else 0.0
+        out["workers"] = workers
+    return out
+
+
 def the_class(url: str, students: int, same: int, seed: int = 0, settings=DEFAULT, distinct: bool = False) -> dict:
     """``same`` students on the first example, the rest one example each; ``distinct``: every student
-    a seed of its own too (no two runs alike: nothing shared or cached)."""
+    a seed of its own too (no two runs alike: nothing shared or cached). With the CPU seconds each side used
+    (``cpu_seconds``), connecting included."""
     images = [EXAMPLES[0]] * same + [EXAMPLES[1 + i % (len(EXAMPLES) - 1)] for i in range(students - same)]
     seeds = [seed + i if distinct else seed for i in range(students)]
     barrier = threading.Barrier(students)
-    t0 = time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     with ThreadPoolExecutor(students) as pool:
         res = list(pool.map(lambda i: run_once(url, images[i], settings, seeds[i], barrier), range(students)))
-    wall = time.perf_counter() - t0
+    wall, cpu1 = time.perf_counter() - t0, cpu_seconds()
     lat = [s for s, _ in res]
     errors = [e for _, e in res if e]
     return {"students": students, "same_example": same, "distinct_runs": len(set(zip(images, seeds))),
             "p50_s": round(statistics.median(lat), 2), "p95_s": round(pct(lat, 95), 2), "max_s": round(max(lat), 2),
-            "failed": len(errors), "failures": errors[:5], "runs_per_min": round(students / wall * 60, 1)}
+            "failed": len(errors), "failures": errors[:5], "runs_per_min": round(students / wall * 60, 1),
+            "wall_s": round(wall, 2), "cpu_s": {k: round(cpu1[k] - cpu0[k], 1) for k in cpu1}}
 
 
 def lesson(url: str, students: int) -> dict:
@@ -183,11 +214,13 @@ def with_app(env_extra: dict, fn, root: Path = ROOT):
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_ANALYTICS_ENABLED": "False", **{k: str(v) for k, v in env_extra.items()}}
     proc = start_app(port, env, root)
+    SERVER[:] = [proc.pid]
     url = f"http://127.0.0.1:{port}/"
     try:
         run_once(url, EXAMPLES[-1], ("FGSM", 0.05, 1, "gray-box", 1, 2), seed=999)   # warm-up (workers up)
         out = fn(url)
     finally:
+        SERVER.clear()
         proc.terminate()
         try:
             log = proc.communicate(timeout=30)[0]

@@ -1,11 +1,11 @@
 """Load test: many visitors at once, through the app's public API, as on a busy Space.
 
-    python benchmarks/load.py [--clients 20 --requests 5] [--concurrency 2 --threads 1]
+    python benchmarks/load.py [--defense KEY] [--clients 20 --requests 5] [--concurrency 2 --threads 1]
 
 Starts ``app.py`` in a subprocess on localhost (with ISM_CONCURRENCY / ISM_THREADS set from the
 options), then runs ``--clients`` independent ``gradio_client`` clients at once, each sending
 ``--requests`` demo runs with mixed attacks, epsilons and threat models (some adaptive), each on
-its own example image. Checks that every request succeeds and that each client gets back its own
+its own example image of the served defense ``--defense`` (default: the app's default). Checks that every request succeeds and that each client gets back its own
 results (its image's true label and the epsilon it asked for), and reports latency p50/p95/max,
 throughput and the server's peak resident memory. Writes the numbers to ``--out`` as JSON.
 """
@@ -100,7 +100,8 @@ def start_app(port: int, env: dict, root: Path = ROOT) -> subprocess.Popen:
     raise SystemExit("the app did not start within 300 s")
 
 
-def one_client(url: str, index: int, requests: int, examples: list[Path], restarts: int, iterations: int):
+def one_client(url: str, index: int, requests: int, examples: list[Path], restarts: int, iterations: int,
+               defense: str):
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False, download_files=False)
@@ -112,7 +113,7 @@ def one_client(url: str, index: int, requests: int, examples: list[Path], restar
         t0 = time.perf_counter()
         try:
             res = client.predict(handle_file(str(image)), attack, round(eps, 4), steps, threat, restarts, iterations,
-                                 index * 100 + r, "cifar10", api_name="/defend")   # the hardened defense
+                                 index * 100 + r, defense, api_name="/defend")
             pert, verdict = output(res, "perturbation_text"), output(res, "verdict")
             linf = float(re.search(r"L∞ = ([0-9.]+)", pert).group(1))
             own = f"true label, {truth}" in verdict and abs(linf - round(eps, 4)) <= 1.5 / 255
@@ -126,6 +127,11 @@ def one_client(url: str, index: int, requests: int, examples: list[Path], restar
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ism.app.defenses import defense_keys
+
+    keys = defense_keys(ROOT / "weights")
+    ap.add_argument("--defense", default=keys[0], choices=keys,
+                    help=f"the served defense the clients use (default: the app's default, {keys[0]})")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--requests", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=None, help="ISM_CONCURRENCY (default: the app's)")
@@ -141,7 +147,7 @@ def main() -> None:
     for name, value in (("ISM_CONCURRENCY", a.concurrency), ("ISM_THREADS", a.threads)):
         if value is not None:
             env[name] = str(value)
-    examples = sorted((ROOT / "examples/cifar10").glob("*.png"))
+    examples = sorted((ROOT / "examples" / a.defense.split("-")[0]).glob("*.png"))
     proc = start_app(port, env)
     peak, stop = [0], threading.Event()
 
@@ -152,13 +158,13 @@ def main() -> None:
 
     try:
         url = f"http://127.0.0.1:{port}/"
-        one_client(url, 0, 1, examples, a.restarts, a.iterations)  # warm-up
+        one_client(url, 0, 1, examples, a.restarts, a.iterations, a.defense)  # warm-up
         rss_start = rss_kib(proc.pid, "VmRSS")
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(a.clients) as pool:
-            results = [r for rs in pool.map(lambda i: one_client(url, i, a.requests, examples, a.restarts, a.iterations),
+            results = [r for rs in pool.map(lambda i: one_client(url, i, a.requests, examples, a.restarts, a.iterations, a.defense),
                                             range(a.clients)) for r in rs]
         wall = time.perf_counter() - t0
         stop.set()
