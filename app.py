@@ -9,6 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+
+
+def _stopped_while_starting(signum, frame):
+    """Ctrl+C while the app starts (importing, loading and checking weights, starting its workers): one line and
+    a quiet exit, not a KeyboardInterrupt traceback from deep inside an import. ``main`` hands Ctrl+C back to
+    gradio once the app is built."""
+    print("ism-defense: stopped (Ctrl+C) while starting.", file=sys.stderr, flush=True)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _stopped_while_starting)   # (a Ctrl+C the shell ignores, a background job's, stays so)
 
 import gradio as gr
 import torch
@@ -38,12 +52,14 @@ def start_pool(defenses: dict, serve: ServeConfig) -> RunPool:
                    files=upload_folder())
 
 
-def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None) -> gr.Blocks:
-    """``defenses``: one Defense, or {key: Defense} (``load_defenses``); the first is shown first."""
+def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None,
+               pool: RunPool | None = None) -> gr.Blocks:
+    """``defenses``: one Defense, or {key: Defense} (``load_defenses``); the first is shown first. ``pool``: the
+    run workers (``start_pool``), started here if not given."""
     serve = serve or ServeConfig()
     if not isinstance(defenses, dict):
         defenses = {defenses.config.dataset: defenses}
-    page = Page(defenses, serve, results_dir, pool=start_pool(defenses, serve))
+    page = Page(defenses, serve, results_dir, pool=pool or start_pool(defenses, serve))
     with gr.Blocks(title="ISM defense: watch an adversarial attack being caught and undone",
                    delete_cache=(serve.delete_after, serve.delete_after)) as demo:
         head = gr.Markdown(page.header(page.first))
@@ -104,17 +120,24 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)   # not one line per internal request
     serve = ServeConfig.from_env()
     torch.set_num_threads(serve.threads)
-    defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
-    print(f"ism-defense: serving {', '.join(defenses)}; {serve}")
-    for line in startup_report(defenses):
-        print("  " + line)
-    demo = build_demo(defenses, serve=serve)
-    demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
-    try:
+    pool = None
+    try:       # (Ctrl+C until launch: _stopped_while_starting; the workers are stopped whenever they were started)
+        defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
+        print(f"ism-defense: serving {', '.join(defenses)}; {serve}")
+        for line in startup_report(defenses):
+            print("  " + line)
+        pool = start_pool(defenses, serve)
+        demo = build_demo(defenses, serve=serve, pool=pool)
+        demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
+        if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)   # gradio's launch closes on Ctrl+C
         demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False,
                     **launch_options(serve))
-    finally:              # Ctrl+C: the workers are stopped and their queues closed (no leaked-semaphore warning)
-        demo.pool.close()
+    except KeyboardInterrupt:   # (one in the moment before gradio waits for it)
+        print("ism-defense: stopped (Ctrl+C).", file=sys.stderr)
+    finally:   # Ctrl+C: the workers are stopped and their queues closed (no leaked-semaphore warning)
+        if pool is not None:
+            pool.close()
 
 
 if __name__ == "__main__":

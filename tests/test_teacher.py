@@ -141,6 +141,37 @@ def test_ctrl_c_stops_the_app_without_a_traceback(tmp_path):
     assert "Running on" in text and "Traceback" not in text and "leaked" not in text, text[-3000:]
 
 
+def test_ctrl_c_while_the_app_starts_exits_quietly(tmp_path):
+    """Ctrl+C while the app imports, loads its weights or starts its workers: one line and a quiet exit (it printed a
+    KeyboardInterrupt traceback from deep inside an import), no leaked-semaphore warning."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for moment in ("importing", "ism-defense: serving"):   # (during the imports; once the weights are loaded)
+        log = tmp_path / "app.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "GRADIO_SERVER_PORT": "0", "GRADIO_TEMP_DIR": str(tmp_path)},
+                                    start_new_session=True)
+            try:
+                for _ in range(600):
+                    if moment == "importing" or moment in log.read_text() or proc.poll() is not None:
+                        break
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        text = log.read_text()
+        assert "stopped (Ctrl+C)" in text and "Traceback" not in text and "leaked" not in text, (moment, text[-3000:])
+        assert "Running on" not in text and proc.returncode != 0
+
+
 def test_a_figure_above_clean_accuracy_is_not_put_in_the_header():
     """CelebA's paper recipe under gray-box PGD-10 at 16/255 reads 0.948 of the faces right against 0.940 clean
     (label leaking, results/celeba-paper-graybox-caught-limit500.md): the header says its 8/255 figures, and why."""

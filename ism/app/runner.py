@@ -104,7 +104,13 @@ class RunPool:
         self.computed = 0                                  # runs started on a worker
         self._durations = deque([2.0], maxlen=20)          # recent run times, for the expected wait
         self._closed = False
-        self._workers = [self._start_worker() for _ in range(max(1, int(workers)))]
+        self._workers: list[Worker] = []
+        try:
+            for _ in range(max(1, int(workers))):
+                self._workers.append(self._start_worker())
+        except BaseException:          # (Ctrl+C while the app starts: the workers started so far are stopped)
+            self._stop_workers()
+            raise
         self._reader = threading.Thread(target=self._read, daemon=True, name="runpool-reader")
         self._reader.start()
 
@@ -165,6 +171,9 @@ class RunPool:
         if self._closed:
             return
         self._closed = True
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         for w in self._workers:
             w.jobs.put(None)
         for w in self._workers:
@@ -172,7 +181,8 @@ class RunPool:
             if w.proc.is_alive():
                 w.proc.kill()
             w.jobs.close()
-        self._reader.join(timeout=2)
+        if hasattr(self, "_reader"):
+            self._reader.join(timeout=2)
         for w in self._workers:
             w.results.close()
 
