@@ -242,3 +242,19 @@ def test_the_detectors_chance_is_said_plainly():
     assert chances(0.00002, 0.45) == ("under 0.1%", "45.0%")
     assert chances(0.4504, 0.45) == ("45.04%", "45.00%")
     assert chances(0.7, 0.45) == ("70%", "45%")
+
+
+def test_the_header_says_what_refusing_every_caught_picture_would_give():
+    """Issue 41: the paper's third strategy (detection), measured under an attacker who knows about the refusal; said
+    only where the evaluation measured it."""
+    from ism.app.live import adaptive_summary
+
+    results = {"clean": {"images": 1000}, "adaptive": {"pgd@0.0314": {"defense": 0.07, "images": 200}}}
+    assert "Refusing" not in adaptive_summary(results)
+    results["refusal"] = {"pgd@0.0314": {"images": 200, "clean_refused": 0.01, "graybox_stopped": 0.995,
+                                         "adaptive_stopped": 0.32, "noise1_refused": 0.84}}
+    text = adaptive_summary(results)
+    assert ("**Refusing every caught picture instead** (answering nothing to it; measured on 200 test pictures at "
+            "8/255): it would stop over 99% of gray-box attacks and 32% against the attacker we tried who knows about "
+            "the refusal") in text
+    assert "refuse 1% of clean pictures" in text and "refuse 84% of the same pictures with a harmless random noise" in text

@@ -45,6 +45,14 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert all("restored_regenerated" not in r for k, r in res["graybox"].items() if k != "pgd@0.0314")
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
     assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
+    # refusing every flagged picture: clean ones answered right or refused; attacked ones stopped (refused, or
+    # let through and answered right), against gray-box PGD and an adaptive PGD that knows about the refusal
+    ref = res["refusal"]["pgd@0.0314"]
+    assert ref["images"] == 12 and ref["clean_right_let_through"] + ref["clean_refused"] <= 1
+    assert 0 <= ref["noise1_refused"] <= 1 and 0 <= ref["noise2_refused"] <= 1   # the cost: faint random noise
+    for threat in ("graybox", "adaptive"):
+        assert 0 <= ref[f"{threat}_refused"] <= ref[f"{threat}_stopped"] <= 1
+        assert ref[f"{threat}_stopped"] == pytest.approx(ref[f"{threat}_right_let_through"] + ref[f"{threat}_refused"])
     assert [round(r["eps"], 4) for r in res["latent"].values()] == [0.0314, 0.3]
     stages = [r["stage"] for r in res["ablation"]["rows"]]
     # the hardened CIFAR-10 recipe has no plain or distilled classifier: those rows are skipped, said so
@@ -58,7 +66,8 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert "| fooled | caught | restored |" in md
     if story["fooled"]:
         assert "| read right on the purified image | on the regenerated image |" in md
-    for section in ("Table 3", "Adaptive white-box", "Latent-space attack", "Per-stage ablation", "Sanity checks"):
+    for section in ("Table 3", "Adaptive white-box", "Refusing every caught picture", "Latent-space attack",
+                    "Per-stage ablation", "Sanity checks"):
         assert section in md
     written = json.loads((tmp_path / "results" / "cifar10-limit12.json").read_text())
     assert written["graybox"] == res["graybox"]

@@ -123,3 +123,27 @@ def test_concurrent_seeded_attacks_do_not_reseed_each_other(tiny_defense):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not bad
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_the_refusing_target_reads_what_the_defense_reads_and_counts_a_refusal_as_the_attack_failing(
+        tiny_defense, marked, gate):
+    """RefusalTarget (the defense that refuses what its detector flags): a picture the detector lets through is
+    read as the defense reads it (with a gate: the input; without: the defended image); a flagged one counts as the
+    true label, so an attacker must both fool the classifier and slip past the detector."""
+    import torch.nn.functional as F
+
+    from ism.attacks.adaptive import RefusalTarget, make_refusal_attack
+
+    d = variant(tiny_defense, gate=gate)
+    x, y = torch.rand(3, 3, 32, 32), torch.tensor([1, 2, 3])
+    t = RefusalTarget(d)
+    t.labels = y
+    with torch.no_grad():
+        t._shift = 100.0                                       # the detector never flags: the defense's reading
+        read = x if gate else torch.full_like(x, MARK)
+        assert torch.allclose(t(x), F.log_softmax(d.classifier(read).float(), 1), atol=1e-4)
+        t._shift = -100.0                                      # it always flags: refused, the attack failed
+        assert torch.allclose(t(x)[torch.arange(3), y], torch.zeros(3), atol=1e-4)
+    xa = make_refusal_attack(d, 8 / 255, steps=2)(x, y)
+    assert xa.shape == x.shape and (xa - x).abs().max() <= 8 / 255 + 1e-6

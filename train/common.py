@@ -53,6 +53,8 @@ class RunConfig:
 
 
 SMOKE_MEASURE = 16
+SMOKE_REFINE_EPOCHS = 2     # a --limit smoke run's refiner passes at most (the recipe's 24, each measured, took
+                            # 3 of the paper recipe's 4 smoke-test minutes)
 
 # CPU_RECIPE, ``python -m train all --recipe cpu`` (CIFAR-10): the hardened recipe cut to fit four hours on
 # two CPU cores without bf16 (the shipped recipe takes about 11 h on an AVX2-only EPYC, README: Retrain).

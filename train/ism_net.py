@@ -33,7 +33,7 @@ from ism.eval.metrics import psnr
 from ism.models.ism_net import ISMConfig, ISMNetwork
 
 from .advpool import ATTACKS, LEVELS, UNDO_ATTACKS, UNDO_LEVELS, build_pool, load_classifier
-from .common import Run
+from .common import SMOKE_REFINE_EPOCHS, Run
 
 
 @dataclass
@@ -189,8 +189,9 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, cl
     for part in (model.encoder, model.decoder):
         part.requires_grad_(False)
     model.eval()                                # the frozen auto-encoder's batch norms keep their statistics
+    epochs = min(tc.refine_epochs, SMOKE_REFINE_EPOCHS) if run.cfg.limit else tc.refine_epochs
     opt, sched, steps_per_epoch, total, start = run.one_cycle(
-        model.refiner, tc.refine_lr, tc.refine_epochs, tc.refine_batch, pct_start=0.1, n=len(split),
+        model.refiner, tc.refine_lr, epochs, tc.refine_batch, pct_start=0.1, n=len(split),
         state=state and {**state, "model": model.refiner.state_dict()})   # (the refiner: loaded just above)
     probe = restore_probe(run, clf)
     batches = run.loop(lambda seed: pairs(run, split, pool, True, tc.refine_batch, seed=seed),

@@ -76,7 +76,24 @@ def adaptive_summary(results: dict | None, caught: dict | None = None, eps: floa
                "back, so they are not a result" if leaks(results, eps) or leaks(caught, eps) else "")
         said = said and said.replace("**Measured**", f"**Measured at 8/255** (this page attacks at "
                                                       f"{eps * 255:.0f}/255{why})", 1)
-    return said + _adaptive_sentence(results)
+    return said + _adaptive_sentence(results) + _refusal_sentence(results)
+
+
+def _refusal_sentence(results: dict | None) -> str:
+    """What refusing every caught picture would give (the evaluation's ``refusal`` section), where measured."""
+    r = (results or {}).get("refusal", {}).get(str(Cell("pgd", EPS_8)))
+    if not r:
+        return ""
+    def pct(v: float) -> str:               # never "100%" or "0%" for what is not all or none
+        return "over 99%" if 0.995 <= v < 1 else "under 1%" if 0 < v < 0.005 else f"{v:.0%}"
+
+    return (f"\n\n**Refusing every caught picture instead** (answering nothing to it; measured on {r['images']:,} test "
+            f"pictures at 8/255): it would stop {pct(r['graybox_stopped'])} of gray-box attacks and "
+            f"{pct(r['adaptive_stopped'])} against the attacker we tried who knows about the refusal and tries to slip "
+            f"past the detector too (PGD-10; stopped: refused, or let through and answered right), and refuse {pct(r['clean_refused'])} "
+            f"of clean pictures. But the detector reacts to any faint noise, not only to attacks: it would also refuse "
+            f"{pct(r['noise1_refused'])} of the same pictures with a harmless random noise of at most 1/255 per pixel "
+            "added, as a camera's sensor adds.")
 
 
 def _adaptive_sentence(results: dict | None) -> str:

@@ -8,12 +8,16 @@
 - The detector's hard gate is replaced by its probability: logits = p * defended + (1 - p) *
   undefended, so the attacker is pushed both to fool the classifier and to slip past the detector.
   Without a gate (``config.gate = False``) the target is simply classifier(final image).
+- A defense that **refuses** every picture its detector flags (``RefusalTarget``, ``make_refusal_attack``): the
+  attacker must fool the classifier and slip past the detector at once.
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
+import torch.nn.functional as F
 import torchattacks
 
 from ism.defense import Defense
@@ -54,3 +58,55 @@ def make_adaptive_attack(defense: Defense, eps: float, steps: int = 10, eot_iter
     alpha = alpha if alpha is not None else 2.5 * eps / steps
     return torchattacks.EOTPGD(AdaptiveTarget(defense, seed), eps=eps, alpha=alpha, steps=steps,
                                eot_iter=eot_iter, random_start=True)
+
+
+class RefusalTarget(InferenceOnly):
+    """The defense that refuses every picture its detector flags, as a target: x -> log-probabilities
+    (1 - p) * softmax(classifier(what the defense reads)) + p * onehot(label), p the detector's probability
+    moved so that it is 1/2 at its threshold. A refused picture counts as the attack failing, so an attacker that
+    raises the loss on the true label must fool the classifier and stay below the detector's threshold at once.
+    Set ``labels`` before each call (``make_refusal_attack`` does)."""
+
+    def __init__(self, defense: Defense, seed: int = 0):
+        super().__init__()
+        self.defense, self.labels = defense, None
+        self._seeds = itertools.count(seed)
+        t = min(max(defense.threshold, 1e-6), 1 - 1e-6)
+        self._shift = math.log(t / (1 - t))
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.defense
+        purified = d.ism(x)
+        logit, _ = d.detector(x - purified)
+        s = (logit.float() - self._shift).unsqueeze(1)         # > 0: flagged (refused)
+        # what the defense reads when the detector lets the picture through: with a gate, the input as it is
+        read = x if d.config.gate else d.defended_image(x, purified, bpda=True, seed=next(self._seeds))
+        logq = torch.log_softmax(d.classifier(read).float(), 1)
+        # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for
+        # every class, and for the true label log((1 - p) q_y + p)
+        out = F.logsigmoid(-s) + logq
+        y = self.labels.view(-1, 1)
+        return out.scatter(1, y, torch.logaddexp(out.gather(1, y), F.logsigmoid(s)))
+
+
+def make_refusal_attack(defense: Defense, eps: float, steps: int = 10, eot_iter: int = 2,
+                        alpha: float | None = None, seed: int = 0):
+    """``attack(x, y)``: PGD against the defense that refuses what its detector flags (``RefusalTarget``; BPDA
+    and EOT through regeneration as in ``make_adaptive_attack``). ``attack.eot_iter``: the EOT samples used."""
+    if not 0.0 <= eps <= 1.0 or steps < 1 or eot_iter < 1:
+        raise ValueError(f"need 0 <= eps <= 1, steps >= 1, eot_iter >= 1; got {eps}, {steps}, {eot_iter}")
+    target = RefusalTarget(defense, seed)
+    pgd = torchattacks.EOTPGD(target, eps=eps, alpha=alpha if alpha is not None else 2.5 * eps / steps, steps=steps,
+                              eot_iter=1 if defense.config.final_input == "purified" or defense.config.gate
+                              else eot_iter, random_start=True)
+
+    def attack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target.labels = y
+        try:
+            return pgd(x, y)
+        finally:
+            target.labels = None
+
+    attack.eot_iter = pgd.eot_iter
+    return attack

@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ism import distributed
-from ism.attacks.adaptive import make_adaptive_attack
+from ism.attacks.adaptive import make_adaptive_attack, make_refusal_attack
 from ism.attacks.latent import LatentAttackConfig, latent_attack
 from ism.attacks.standard import make_attack
 from ism.data.subsets import spread
@@ -69,10 +69,13 @@ class EvalConfig:
     regen_images: int = 500         # clean test images regenerated for PSNR / accuracy
     autoattack_images: int = 500    # AutoAttack (standard) subset; slow on a CPU, minutes on a GPU
     autoattack_eps: float = 8 / 255
-    seed: int = 0
+    refusal_eps: list = field(default_factory=lambda: [8 / 255])   # the refusing defense (``refusal``), on the
+    seed: int = 0                                                   # adaptive subset
 
 
-SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration", "autoattack")
+NOISE_255 = (1, 2)   # the refusal section's random noise, in /255
+
+SECTIONS = ("clean", "graybox", "adaptive", "latent", "ablation", "sanity", "regeneration", "autoattack", "refusal")
 
 
 class Evaluation:
@@ -306,6 +309,51 @@ class Evaluation:
                               "auto-encoder + classifier (MagNet's detectors are not attacked, so its "
                               "'defended' figure is an upper bound).")
             self.res.setdefault("adaptive", {})[k] = row
+            self.save()
+
+    def refusal(self) -> None:
+        """What refusing every picture the detector flags would give (the paper's third strategy, detection),
+        on the adaptive subset: clean pictures answered right and refused; against gray-box PGD-10 (the attacker
+        targets the classifier alone) and against an adaptive PGD-10 that knows about the refusal and must slip
+        past the detector too (``make_refusal_attack``), the share stopped: refused or answered right; and what it
+        would cost beyond clean test pictures: the share refused of pictures with a faint random noise (+-1/255,
+        +-2/255 on every pixel, as a camera's sensor adds)."""
+        cfg, idx = self.cfg, self.adaptive_idx
+        for eps in cfg.refusal_eps:
+            k = str(Cell("pgd", eps))
+            if k in self.res.get("refusal", {}):
+                continue
+            t0 = time.time()
+            gray = make_attack("pgd", self.d.classifier, eps, steps=cfg.steps)
+            aware = make_refusal_attack(self.d, eps, steps=cfg.steps, eot_iter=cfg.eot_iter, seed=cfg.seed)
+
+            def batch(x, y):
+                c = {}
+                for e in NOISE_255:                 # the cost: a harmless random noise of +-e/255 on every pixel
+                    noisy = (x + (torch.rand_like(x) * 2 - 1) * e / 255).clamp(0, 1)
+                    with torch.no_grad():
+                        c[f"noise{e}_refused"] = self.d.detection(noisy).attacked.sum().item()
+                for name, xa in (("clean", x), ("graybox", gray(x, y)), ("adaptive", aware(x, y))):
+                    with torch.no_grad():
+                        logits, det, _ = self.d.predict_all(xa)
+                    right, refused = logits.argmax(1) == y, det.attacked
+                    c[f"{name}_refused"] = refused.sum().item()
+                    c[f"{name}_right_let_through"] = (right & ~refused).sum().item()
+                    c[f"{name}_stopped"] = (right | refused).sum().item()
+                return c
+
+            c = self.tally(idx, f"refusal {k}", batch)
+            m = len(idx)
+            self.res.setdefault("refusal", {})[k] = {
+                **{n: v / m for n, v in c.items() if not n.startswith("clean_stopped")}, "eps": eps,
+                "steps": cfg.steps, "eot_iter": aware.eot_iter, "images": m, "seconds": round(time.time() - t0, 1),
+                "method": "The defense refuses (gives no answer to) every picture its detector flags. Stopped: "
+                          "refused, or let through and answered right. Gray-box: PGD against the classifier alone; "
+                          "adaptive: PGD against the refusing defense (ISM, detector and classifier, exact "
+                          "gradients; the detector's probability moved to 1/2 at its threshold, a refused picture "
+                          "counting as the attack failing), so it must fool the classifier and slip past the "
+                          "detector at once. Noise: the share refused of the same clean pictures with uniform random "
+                          "noise of +-1/255 (+-2/255) added to every pixel."}
             self.save()
 
     def latent(self) -> None:
