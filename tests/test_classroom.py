@@ -62,7 +62,7 @@ def test_same_seed_same_result_under_concurrency(defense, handler):
     for (path, attack, eps, steps, threat, seed), got in zip(asks, results):
         x = handler.prepare(path).tensor
         req = RunRequest(None, attack, eps, steps, threat, restarts=2, iterations=3, seed=seed)
-        *_, alone = run_demo(defense, x, handler.label_of(path), req)
+        *_, alone = run_demo(defense, x, handler.example_of(path).label, req)
         assert (got.adversarial.image == alone.adversarial.image).all(), (attack, threat)
         assert (got.final.image == alone.final.image).all() and got.verdict == alone.verdict
         # every regeneration frame arrives with its reading (the frames gallery captions each with it)

@@ -88,11 +88,6 @@ class DemoHandler:
         except (OSError, ValueError):
             return None
 
-    def label_of(self, path: str | None) -> int | None:
-        """True label if the image is one of the shipped examples (by content), else None."""
-        example = self.example_of(path)
-        return example.label if example is not None else None
-
     def prepare(self, path) -> Picture:
         """The picture as the models see it, with a note on its preparation and, for a picture that is not an
         example, whether it is outside the data set."""
@@ -207,7 +202,7 @@ class CompareHandler:
         req = req.but(threat="gray-box", restarts=1, iterations=0, read=None)
         picture = self.demo.prepare(req.file)
         x = picture.tensor
-        label = self.demo.label_of(req.file)
+        label = picture.example.label if picture.example is not None else None
         d = self.demo.defense
         truth = d.classes[label] if label is not None else None
         if label is None:             # not a labelled example: the served classifier's reading is the reference
