@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 def _stopped_while_starting(signum, frame):
@@ -46,10 +47,11 @@ HARD_CAP_MARGIN = 30.0   # a run still computing this long after ISM_MAX_SECONDS
 
 def start_pool(defenses: dict, serve: ServeConfig) -> RunPool:
     """The worker processes that compute the demo's runs (one per core; identical runs shared, finished ones
-    cached): the service the page is handed."""
+    cached): the service the page is handed. They encode each run's pictures into a folder of this server's own in
+    gradio's cache, which the pool empties after ``ISM_DELETE_AFTER`` seconds and when it closes."""
     return RunPool(defenses, workers=serve.concurrency, threads=serve.threads, cache_size=serve.cache_size,
                    max_seconds=serve.max_seconds + HARD_CAP_MARGIN, queue_size=serve.queue_size,
-                   files=upload_folder())
+                   files=str(Path(upload_folder()) / "ism-runs" / str(os.getpid())), keep_files=serve.delete_after)
 
 
 def build_demo(defenses, results_dir: str = "results", serve: ServeConfig | None = None,

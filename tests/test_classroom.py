@@ -2,6 +2,7 @@
 once, Stop, ceilings, places in line, share links and result files that are never rewritten."""
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -311,11 +312,16 @@ def test_a_cached_run_is_its_final_state_encoded_once(handler, pool, monkeypatch
 
 
 def test_the_workers_encode_the_pictures_the_server_only_hands_them_out(defense, monkeypatch, tmp_path):
-    """With ``files`` (app.py: gradio's cache folder) a run's worker encodes its pictures, the frames gallery and
-    the slide picture included: the server's one Python thread, which a class keeps busy, encodes none."""
+    """With ``files`` (app.py: a folder of the server's own in gradio's cache) a run's worker encodes its pictures,
+    the frames gallery and the slide picture included: the server's one Python thread, which a class keeps busy,
+    encodes none. The pool deletes them ``keep_files`` seconds after they were last written or handed out (gradio
+    deletes only what it handed out: a stopped run's uploaded face would stay), and all of them when it closes; the
+    server makes a deleted picture again when it hands it out."""
     import ism.app.render as ui
 
-    p = RunPool({"cifar10": defense}, workers=1, files=str(tmp_path))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    runs = tmp_path / "runs"
+    p = RunPool({"cifar10": defense}, workers=1, files=str(runs), keep_files=1.0)
     try:
         h = DemoHandler(defense, "cifar10", pool=p)
         encoded = []
@@ -327,6 +333,12 @@ def test_the_workers_encode_the_pictures_the_server_only_hands_them_out(defense,
         files = [values[k] for k in ("original", "perturbation", "adversarial", "purified", "counter", "final",
                                      "regenerated", "picture")] + [f for f, _ in values["frames"]]
         assert len(values["frames"]) == len(state.regeneration) > 1
-        assert all(f.startswith(str(tmp_path)) and f.endswith(".png") for f in files)
+        assert all(f.startswith(str(runs)) and f.endswith(".png") for f in files)
+        assert wait_until(lambda: not any(runs.rglob("*.png")), limit=30), "the workers' files were not deleted"
+        again = ui.state_values(state, picture, label)             # handed out again: made again, by the server
+        assert all(Path(again[k]).is_file() for k in ("original", "final", "picture")) and encoded
+        h.run(RunRequest(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 44)).__next__()
+        assert wait_until(lambda: any(runs.rglob("*.png")))
     finally:
         p.close()
+    assert not runs.exists(), "closing the pool leaves its pictures behind"

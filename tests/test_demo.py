@@ -251,10 +251,11 @@ def test_the_header_says_what_refusing_every_caught_picture_would_give():
 
     results = {"clean": {"images": 1000}, "adaptive": {"pgd@0.0314": {"defense": 0.07, "images": 200}}}
     assert "Refusing" not in adaptive_summary(results)
-    results["refusal"] = {"pgd@0.0314": {"images": 200, "clean_refused": 0.01, "graybox_stopped": 0.995,
-                                         "adaptive_stopped": 0.32, "noise1_refused": 0.84}}
+    results["refusal"] = {"pgd@0.0314": {"images": 200, "clean_refused": 0.0, "graybox_stopped": 0.995,
+                                         "adaptive_stopped": 0.32, "noise1_refused": 0.84, "steps": 10}}
+    results["clean"]["false_positive_rate"] = 0.009
     text = adaptive_summary(results)
-    assert ("**Refusing every caught picture instead** (answering nothing to it; measured on 200 test pictures at "
-            "8/255): it would stop over 99% of gray-box attacks and 32% against the attacker we tried who knows about "
-            "the refusal") in text
-    assert "refuse 1% of clean pictures" in text and "refuse 84% of the same pictures with a harmless random noise" in text
+    assert ("**Refusing every caught picture instead** (answering nothing to it): on 200 test pictures it would stop "
+            "over 99% of gray-box attacks at 8/255, and 32% of those of an attacker who knows about the refusal "
+            "(PGD-10 from a random start") in text
+    assert "while refusing 1% of 1,000 clean pictures" in text and "it would refuse 84% of the same clean" in text

@@ -147,3 +147,26 @@ def test_the_refusing_target_reads_what_the_defense_reads_and_counts_a_refusal_a
         assert torch.allclose(t(x)[torch.arange(3), y], torch.zeros(3), atol=1e-4)
     xa = make_refusal_attack(d, 8 / 255, steps=2)(x, y)
     assert xa.shape == x.shape and (xa - x).abs().max() <= 8 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 2.0])     # the detector flags every picture / never one
+def test_the_refusal_section_counts_refused_and_right_pictures(tiny_defense, monkeypatch, threshold):
+    """The evaluation's refusal section (what refusing every flagged picture would give): a detector that flags
+    everything stops every attack and refuses every picture, noisy or clean; one that never flags refuses none,
+    and stops exactly the attacked pictures the pipeline still answers right."""
+    from ism.eval.evaluation import EvalConfig, Evaluation
+
+    monkeypatch.setattr(Defense, "threshold", property(lambda self: threshold))
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(6) % 10
+    ev = Evaluation(tiny_defense, images, labels, EvalConfig(adaptive_images=None, batch_size=3, steps=1,
+                                                             refusal_eps=[8 / 255]))
+    r = ev.run(["refusal"])["refusal"]["pgd@0.0314"]
+    if threshold < 0:
+        assert all(r[k] == 1 for k in ("clean_refused", "noise1_refused", "noise2_refused", "graybox_refused",
+                                       "graybox_stopped", "adaptive_stopped"))
+        assert r["clean_right_let_through"] == 0
+    else:
+        assert all(r[k] == 0 for k in ("clean_refused", "noise1_refused", "graybox_refused", "adaptive_refused"))
+        assert r["clean_right_let_through"] == ev.res["clean"]["pipeline"]
+        assert r["graybox_stopped"] == r["graybox_right_let_through"] and r["images"] == 6

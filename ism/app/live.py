@@ -84,16 +84,19 @@ def _refusal_sentence(results: dict | None) -> str:
     r = (results or {}).get("refusal", {}).get(str(Cell("pgd", EPS_8)))
     if not r:
         return ""
+
     def pct(v: float) -> str:               # never "100%" or "0%" for what is not all or none
         return "over 99%" if 0.995 <= v < 1 else "under 1%" if 0 < v < 0.005 else f"{v:.0%}"
 
-    return (f"\n\n**Refusing every caught picture instead** (answering nothing to it; measured on {r['images']:,} test "
-            f"pictures at 8/255): it would stop {pct(r['graybox_stopped'])} of gray-box attacks and "
-            f"{pct(r['adaptive_stopped'])} against the attacker we tried who knows about the refusal and tries to slip "
-            f"past the detector too (PGD-10; stopped: refused, or let through and answered right), and refuse {pct(r['clean_refused'])} "
-            f"of clean pictures. But the detector reacts to any faint noise, not only to attacks: it would also refuse "
-            f"{pct(r['noise1_refused'])} of the same pictures with a harmless random noise of at most 1/255 per pixel "
-            "added, as a camera's sensor adds.")
+    clean = results.get("clean", {})
+    fpr, n = clean.get("false_positive_rate", r["clean_refused"]), clean.get("images", r["images"])
+    return (f"\n\n**Refusing every caught picture instead** (answering nothing to it): on {r['images']:,} test "
+            f"pictures it would stop {pct(r['graybox_stopped'])} of gray-box attacks at 8/255, and "
+            f"{pct(r['adaptive_stopped'])} of those of an attacker who knows about the refusal (PGD-{r['steps']} from "
+            "a random start, trying to slip past the detector too; stopped: refused, or let through and answered "
+            f"right), while refusing {pct(fpr)} of {n:,} clean pictures. But the detector reacts to any faint pixel "
+            f"noise, not only to attacks: it would refuse {pct(r['noise1_refused'])} of the same clean pictures with "
+            "each pixel moved at random by one step of brightness (1/255) or none.")
 
 
 def _adaptive_sentence(results: dict | None) -> str:

@@ -18,6 +18,7 @@ notes while the run is queued); ``close()`` it to leave.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import math
 import signal
@@ -26,6 +27,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection as mp_connection
+from pathlib import Path
 
 import torch.multiprocessing as mp
 
@@ -89,11 +91,16 @@ class RunPool:
     """Computes demo runs in ``workers`` processes; see the module's docstring."""
 
     def __init__(self, defenses: dict, workers: int = 2, threads: int = 1, cache_size: int = 64,
-                 max_seconds: float = 60.0, queue_size: int = 64, files: str | None = None):
-        """``files``: the folder the workers encode each run's pictures into (the page's gradio cache folder,
-        ism/app/render.py: ``encode``); None: the server encodes them when it renders a state."""
+                 max_seconds: float = 60.0, queue_size: int = 64, files: str | None = None,
+                 keep_files: float = 600.0):
+        """``files``: a folder the workers encode each run's pictures into (inside the page's gradio cache folder,
+        so that gradio serves them as they are; ism/app/render.py: ``encode``); None: the server encodes them
+        when it renders a state. The pool deletes a file there ``keep_files`` seconds after it was last written
+        or handed out (gradio deletes only the files it handed out: a stopped run's pictures, an uploaded face
+        among them, would stay), and the whole folder when it closes."""
         self.defenses, self.max_seconds, self.cache_size = defenses, float(max_seconds), cache_size
-        self.files = files
+        self.files, self.keep_files, self._swept = files, float(keep_files), time.monotonic()
+        self._procs: list = []                             # every worker process started (a Ctrl+C at start-up)
         self.queue_size, self.threads = queue_size, threads
         self.digests = {name: defense_digest(d) for name, d in defenses.items()}
         self._lock = threading.Condition()
@@ -108,8 +115,13 @@ class RunPool:
         try:
             for _ in range(max(1, int(workers))):
                 self._workers.append(self._start_worker())
-        except BaseException:          # (Ctrl+C while the app starts: the workers started so far are stopped)
-            self._stop_workers()
+        except BaseException:          # (Ctrl+C while the app starts: the workers started so far are stopped; they
+            for proc in self._procs:   # have no runs yet, and one may be started but not recorded as a worker)
+                if proc.pid is not None:
+                    proc.kill()
+            for w in self._workers:
+                w.jobs.close()
+                w.results.close()
             raise
         self._reader = threading.Thread(target=self._read, daemon=True, name="runpool-reader")
         self._reader.start()
@@ -171,9 +183,6 @@ class RunPool:
         if self._closed:
             return
         self._closed = True
-        self._stop_workers()
-
-    def _stop_workers(self) -> None:
         for w in self._workers:
             w.jobs.put(None)
         for w in self._workers:
@@ -181,10 +190,27 @@ class RunPool:
             if w.proc.is_alive():
                 w.proc.kill()
             w.jobs.close()
-        if hasattr(self, "_reader"):
-            self._reader.join(timeout=2)
+        self._reader.join(timeout=2)
         for w in self._workers:
             w.results.close()
+        if self.files:
+            self.sweep(older_than=None)
+            with contextlib.suppress(OSError):
+                Path(self.files).rmdir()
+
+    def sweep(self, older_than: float | None) -> None:
+        """Delete the workers' files last written or handed out (ism/app/render.py touches a file it hands out
+        again) more than ``older_than`` seconds ago; None: all of them."""
+        now = time.time()
+        for path in Path(self.files).rglob("*"):
+            try:
+                if path.is_file() and (older_than is None or now - path.stat().st_ctime > older_than):
+                    path.unlink()
+            except OSError:
+                continue
+        for folder in sorted(Path(self.files).rglob("*"), reverse=True):   # (the emptied content folders)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     # --- internals (hold self._lock) -----------------------------------------------------
     def _dispatch(self) -> None:
@@ -238,6 +264,9 @@ class RunPool:
                 if time.monotonic() - last_check >= 1.0:   # also while other workers keep sending
                     last_check = time.monotonic()
                     self._check_workers()
+                    if self.files and last_check - self._swept >= min(self.keep_files, 60.0):
+                        self._swept = last_check
+                        self.sweep(self.keep_files)
             except Exception:                # never let the reader die: every run would hang
                 log.exception("run pool reader")
 
@@ -297,7 +326,9 @@ class RunPool:
         ctx = mp.get_context("spawn")
         jobs, cancel = ctx.Queue(), ctx.Value("q", -1)
         results, send = ctx.Pipe(duplex=False)           # this worker's own channel back (``_read``)
-        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, send, cancel, self.threads, self.files), daemon=True)
+        proc = ctx.Process(target=_worker, args=(self.defenses, jobs, send, cancel, self.threads, self.files),
+                           daemon=True)
+        self._procs = [p for p in self._procs if p.is_alive()] + [proc]
         # Ctrl+C in a terminal interrupts the whole process group: a worker leaves it to the app, which stops its
         # workers itself (close()); they would print a KeyboardInterrupt traceback each, mid-import or mid-run.
         # A signal blocked here stays blocked in the child (any thread may start a worker: no signal.signal).

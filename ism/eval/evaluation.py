@@ -316,8 +316,8 @@ class Evaluation:
         on the adaptive subset: clean pictures answered right and refused; against gray-box PGD-10 (the attacker
         targets the classifier alone) and against an adaptive PGD-10 that knows about the refusal and must slip
         past the detector too (``make_refusal_attack``), the share stopped: refused or answered right; and what it
-        would cost beyond clean test pictures: the share refused of pictures with a faint random noise (+-1/255,
-        +-2/255 on every pixel, as a camera's sensor adds)."""
+        would cost beyond clean test pictures: the share refused of the same pictures carrying a faint random noise
+        (each pixel moved by a whole step of -1, 0 or +1 /255; of up to +-2/255)."""
         cfg, idx = self.cfg, self.adaptive_idx
         for eps in cfg.refusal_eps:
             k = str(Cell("pgd", eps))
@@ -329,8 +329,9 @@ class Evaluation:
 
             def batch(x, y):
                 c = {}
-                for e in NOISE_255:                 # the cost: a harmless random noise of +-e/255 on every pixel
-                    noisy = (x + (torch.rand_like(x) * 2 - 1) * e / 255).clamp(0, 1)
+                for e in NOISE_255:    # the cost: a harmless random noise of up to +-e/255 on every pixel, on the
+                    steps = torch.randint(-e, e + 1, x.shape, device=x.device)   # 1/255 grid of any picture file
+                    noisy = ((x * 255).round() + steps).clamp(0, 255) / 255
                     with torch.no_grad():
                         c[f"noise{e}_refused"] = self.d.detection(noisy).attacked.sum().item()
                 for name, xa in (("clean", x), ("graybox", gray(x, y)), ("adaptive", aware(x, y))):
@@ -352,8 +353,8 @@ class Evaluation:
                           "adaptive: PGD against the refusing defense (ISM, detector and classifier, exact "
                           "gradients; the detector's probability moved to 1/2 at its threshold, a refused picture "
                           "counting as the attack failing), so it must fool the classifier and slip past the "
-                          "detector at once. Noise: the share refused of the same clean pictures with uniform random "
-                          "noise of +-1/255 (+-2/255) added to every pixel."}
+                          "detector at once. Noise: the share refused of the same clean pictures, each pixel moved by a "
+                          "random whole step of -1, 0 or +1 /255 (of -2 to +2)."}
             self.save()
 
     def latent(self) -> None:

@@ -115,9 +115,8 @@ def markdown(res: dict, title: str, command: str) -> str:
     if ref:
         r0 = next(iter(ref.values()))
         L += ["", "## Refusing every caught picture (the paper's third strategy: detection)", "",
-              f"What the defense would give if it refused (answered nothing to) every picture its detector flags, on "
               f"{r0['images']} test images (the adaptive subset). {r0['method']}", "",
-              "| eps | clean: answered right / refused | random noise +-1/255 (+-2/255): refused | gray-box PGD: stopped "
+              "| eps | clean: answered right / refused | random noise of 1/255 (2/255): refused | gray-box PGD: stopped "
               "(refused) | adaptive PGD, knowing about the refusal: stopped (refused) |", "|---|---|---|---|---|"]
         L += [f"| {_eps(r['eps'])} | {_f(r['clean_right_let_through'])} / {_f(r['clean_refused'])} | "
               f"{_f(r['noise1_refused'])} ({_f(r['noise2_refused'])}) | {_f(r['graybox_stopped'])} ({_f(r['graybox_refused'])}) | **{_f(r['adaptive_stopped'])}** "
