@@ -255,7 +255,7 @@ def test_the_header_says_what_refusing_every_caught_picture_would_give():
                                          "adaptive_stopped": 0.32, "noise1_refused": 0.84, "steps": 10}}
     results["clean"]["false_positive_rate"] = 0.009
     text = adaptive_summary(results)
-    assert ("**Refusing every caught picture instead** (answering nothing to it): on 200 test pictures it would stop "
-            "over 99% of gray-box attacks at 8/255, and 32% of those of an attacker who knows about the refusal "
-            "(PGD-10 from a random start") in text
-    assert "while refusing 1% of 1,000 clean pictures" in text and "it would refuse 84% of the same clean" in text
+    assert ("**Refusing every caught picture instead** (answering nothing to it): on 200 test pictures at 8/255 it "
+            "would stop over 99% of the gray-box attacks and 32% of those of the attacker we tried who knows about "
+            "the refusal (PGD-10;") in text
+    assert "and refuse 1% of 1,000 clean pictures" in text and "(it would refuse 84% of clean pictures" in text

@@ -91,12 +91,13 @@ def _refusal_sentence(results: dict | None) -> str:
     clean = results.get("clean", {})
     fpr, n = clean.get("false_positive_rate", r["clean_refused"]), clean.get("images", r["images"])
     return (f"\n\n**Refusing every caught picture instead** (answering nothing to it): on {r['images']:,} test "
-            f"pictures it would stop {pct(r['graybox_stopped'])} of gray-box attacks at 8/255, and "
-            f"{pct(r['adaptive_stopped'])} of those of an attacker who knows about the refusal (PGD-{r['steps']} from "
-            "a random start, trying to slip past the detector too; stopped: refused, or let through and answered "
-            f"right), while refusing {pct(fpr)} of {n:,} clean pictures. But the detector reacts to any faint pixel "
-            f"noise, not only to attacks: it would refuse {pct(r['noise1_refused'])} of the same clean pictures with "
-            "each pixel moved at random by one step of brightness (1/255) or none.")
+            f"pictures at 8/255 it would stop {pct(r['graybox_stopped'])} of the gray-box attacks and "
+            f"{pct(r['adaptive_stopped'])} of those of the attacker we tried who knows about the refusal "
+            f"(PGD-{r['steps']}; stopped: refused, or let through and answered right), and refuse {pct(fpr)} of "
+            f"{n:,} clean pictures. That says less than it seems: the detector reacts to any faint pixel noise, not "
+            f"to intent (it would refuse {pct(r['noise1_refused'])} of clean pictures with each pixel nudged at "
+            "random by one step of brightness, 1/255), so an attacker who changes every pixel a little is always "
+            "caught; a gentler one was not tried.")
 
 
 def _adaptive_sentence(results: dict | None) -> str:
