@@ -13,13 +13,23 @@ import signal
 import sys
 from pathlib import Path
 
+_INTERRUPTED: list = []
+
 
 def _stopped_while_starting(signum, frame):
     """Ctrl+C while the app starts (importing, loading and checking weights, starting its workers): one line and
-    a quiet exit, not a KeyboardInterrupt traceback from deep inside an import. ``main`` hands Ctrl+C back to
-    gradio once the app is built."""
-    print("ism-defense: stopped (Ctrl+C) while starting.", file=sys.stderr, flush=True)
+    a quiet exit, not a KeyboardInterrupt traceback from deep inside an import. Remembered too, in case a library
+    swallowed the exit (a bare ``except:`` around an optional import): ``main`` checks before it goes on, and hands
+    Ctrl+C back to gradio once the app is built."""
+    if not _INTERRUPTED:
+        print("ism-defense: stopped (Ctrl+C) while starting.", file=sys.stderr, flush=True)
+    _INTERRUPTED.append(signum)
     raise SystemExit(130)
+
+
+def _exit_if_interrupted() -> None:
+    if _INTERRUPTED:
+        raise SystemExit(130)
 
 
 if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -124,6 +134,7 @@ def main() -> None:
     torch.set_num_threads(serve.threads)
     pool = None
     try:       # (Ctrl+C until launch: _stopped_while_starting; the workers are stopped whenever they were started)
+        _exit_if_interrupted()
         defenses = load_defenses(os.environ.get("ISM_WEIGHTS") or None, os.environ.get("ISM_REVISION") or None)
         print(f"ism-defense: serving {', '.join(defenses)}; {serve}")
         for line in startup_report(defenses):
@@ -131,6 +142,7 @@ def main() -> None:
         pool = start_pool(defenses, serve)
         demo = build_demo(defenses, serve=serve, pool=pool)
         demo.queue(default_concurrency_limit=serve.concurrency, max_size=serve.queue_size)
+        _exit_if_interrupted()
         if signal.getsignal(signal.SIGINT) is _stopped_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)   # gradio's launch closes on Ctrl+C
         demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), show_error=False,

@@ -146,15 +146,20 @@ def test_ctrl_c_while_the_app_starts_exits_quietly(tmp_path):
     KeyboardInterrupt traceback from deep inside an import), no leaked-semaphore warning."""
     import os
     import signal
+    import socket
     import subprocess
     import sys
     import time
 
+    with socket.socket() as sock:      # a free port, should it get as far as serving
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     for moment in ("importing", "ism-defense: serving"):   # (during the imports; once the weights are loaded)
         log = tmp_path / "app.log"
         with open(log, "w") as out:
             proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "GRADIO_SERVER_PORT": "0", "GRADIO_TEMP_DIR": str(tmp_path)},
+                                    env={**os.environ, "GRADIO_SERVER_PORT": port, "GRADIO_TEMP_DIR": str(tmp_path),
+                                         "PYTHONUNBUFFERED": "1"},   # (the log as it happens, not when flushed)
                                     start_new_session=True)
             try:
                 for _ in range(1200):
