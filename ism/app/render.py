@@ -76,8 +76,8 @@ def encode(s: DemoState, frames: list, folder: str) -> None:
     (``finished_files``). The server's one Python thread then only checks that the files are there: with the
     workers encoding, it serves more visitors (benchmarks/results/serving.md)."""
     for st in (s.original, s.perturbation, s.adversarial, s.purified, s.counter, s.final, *frames):
-        if st is not None and st.file is None:
-            st.file = png_file(st.image, folder)
+        if st is not None:
+            stage_file(st, folder)
     if s.done:
         s.rendered["files"] = finished_files(s, folder)
 
