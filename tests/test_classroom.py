@@ -1,5 +1,6 @@
 """A class at once (ism/app/runner.py): worker processes without a shared lock, identical runs computed
 once, Stop, ceilings, places in line, share links and result files that are never rewritten."""
+import os
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,11 @@ def wait_until(cond, limit=60.0):
     while not cond() and time.time() - t < limit:
         time.sleep(0.02)
     return cond()
+
+
+def pngs(folder) -> list[str]:
+    """The PNG files under ``folder``; os.walk, because the pool deletes folders while they are listed."""
+    return [n for _, _, names in os.walk(folder) for n in names if n.endswith(".png")]
 
 
 def final(stream):
@@ -334,11 +340,11 @@ def test_the_workers_encode_the_pictures_the_server_only_hands_them_out(defense,
                                      "regenerated", "picture")] + [f for f, _ in values["frames"]]
         assert len(values["frames"]) == len(state.regeneration) > 1
         assert all(f.startswith(str(runs)) and f.endswith(".png") for f in files)
-        assert wait_until(lambda: not any(runs.rglob("*.png")), limit=30), "the workers' files were not deleted"
+        assert wait_until(lambda: not pngs(runs), limit=30), "the workers' files were not deleted"
         again = ui.state_values(state, picture, label)             # handed out again: made again, by the server
         assert all(Path(again[k]).is_file() for k in ("original", "final", "picture")) and encoded
         h.run(RunRequest(CAT, "fgsm", 8 / 255, 1, "gray-box", 1, 2, 44)).__next__()
-        assert wait_until(lambda: any(runs.rglob("*.png")))
+        assert wait_until(lambda: pngs(runs))
     finally:
         p.close()
     assert not runs.exists(), "closing the pool leaves its pictures behind"

@@ -47,9 +47,15 @@ def png_file(image, folder: str | None = None) -> str | None:
     path = Path(folder or upload_folder()) / hashlib.sha256(data).hexdigest() / "image.png"
     if _handed_out(str(path)):      # handed out again: not deleted on its first use's schedule
         return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
-    tmp.write_bytes(data)
+    for attempt in range(3):        # (the pool's sweep may remove the new, still empty folder in between)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_bytes(data)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     os.replace(tmp, path)
     return str(path)
 

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -202,15 +203,17 @@ class RunPool:
         """Delete the workers' files last written or handed out (ism/app/render.py touches a file it hands out
         again) more than ``older_than`` seconds ago; None: all of them."""
         now = time.time()
-        for path in Path(self.files).rglob("*"):
-            try:
-                if path.is_file() and (older_than is None or now - path.stat().st_ctime > older_than):
-                    path.unlink()
-            except OSError:
-                continue
-        for folder in sorted(Path(self.files).rglob("*"), reverse=True):   # (the emptied content folders)
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        # os.walk, not Path.rglob: a folder a run is writing into, or that another sweep empties, may vanish while
+        # it is listed (rglob raises then; walk skips it)
+        for folder, _, names in os.walk(self.files, topdown=False):
+            for name in names:
+                path = os.path.join(folder, name)
+                with contextlib.suppress(OSError):
+                    if older_than is None or now - os.stat(path).st_ctime > older_than:
+                        os.unlink(path)
+            if folder != self.files:
+                with contextlib.suppress(OSError):             # (an emptied content folder)
+                    os.rmdir(folder)
 
     # --- internals (hold self._lock) -----------------------------------------------------
     def _dispatch(self) -> None:
