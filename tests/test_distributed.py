@@ -32,7 +32,7 @@ def _run(args, cwd, processes: int):
 
 @pytest.mark.parametrize("processes", [2])
 def test_evaluation_under_torchrun_equals_one_process(tmp_path, processes):
-    args = ["-m", "ism.eval", "--dataset", "cifar10", "--limit", "8", "--weights", str(conftest.WEIGHTS),
+    args = ["-m", "ism.eval", "--dataset", "cifar10", "--limit", "4", "--weights", str(conftest.WEIGHTS),
             "--data", str(conftest.DATA), "--batch-size", "2", "--adaptive-eps", "8/255", "--eps", "8/255", "--small",
             "--threads", "1", "--sections", "graybox,adaptive,regeneration"]   # (every section shards the same way)
     results = {}
@@ -40,9 +40,9 @@ def test_evaluation_under_torchrun_equals_one_process(tmp_path, processes):
         cwd = tmp_path / f"p{n}"
         cwd.mkdir()
         _run([*args, "--out", str(cwd / "results")], cwd, n)
-        results[n] = json.loads((cwd / "results" / "cifar10-limit8.json").read_text())
+        results[n] = json.loads((cwd / "results" / "cifar10-limit4.json").read_text())
     assert results[processes]["processes"] == processes and results[1]["processes"] == 1
-    assert results[1]["clean"]["images"] == 8 and len(results[1]["graybox"]) == 2   # FGSM, PGD
+    assert results[1]["clean"]["images"] == 4 and len(results[1]["graybox"]) == 2   # FGSM, PGD
     assert {"adaptive", "regeneration"} <= set(results[1])
     assert _strip(results[processes]) == _strip(results[1])
 

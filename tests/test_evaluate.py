@@ -13,11 +13,11 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import conftest
 
-    args = ["--dataset", "cifar10", "--limit", "12", "--weights", str(conftest.WEIGHTS), "--data", str(conftest.DATA),
+    args = ["--dataset", "cifar10", "--limit", "6", "--weights", str(conftest.WEIGHTS), "--data", str(conftest.DATA),
             "--out", str(tmp_path / "results"), "--batch-size", "6", "--eps", "8/255,0.3", "--adaptive-eps", "8/255,0.3", "--small"]
     res = main(args)
     c = res["clean"]
-    assert c["images"] == 12 and 0 <= c["pipeline"] <= 1 and 0 <= c["false_positive_rate"] <= 1
+    assert c["images"] == 6 and 0 <= c["pipeline"] <= 1 and 0 <= c["false_positive_rate"] <= 1
     assert len(res["graybox"]) == 4   # FGSM and PGD-10 at the two epsilons asked for
     for r in res["graybox"].values():
         assert 0 <= r["no_defense"] <= 1 and 0 <= r["defense"] <= 1 and 0 <= r["detector_auroc"] <= 1
@@ -44,11 +44,11 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert 5 < c["purified_psnr_db"] <= 99 and 0 <= c["classifier_on_purified"] <= 1
     assert all("restored_regenerated" not in r for k, r in res["graybox"].items() if k != "pgd@0.0314")
     assert [round(r["eps"], 4) for r in res["adaptive"].values()] == [0.0314, 0.3]
-    assert all(0 <= r["defense"] <= 1 and r["images"] == 12 for r in res["adaptive"].values())
+    assert all(0 <= r["defense"] <= 1 and r["images"] == 6 for r in res["adaptive"].values())
     # refusing every flagged picture: clean ones answered right or refused; attacked ones stopped (refused, or
     # let through and answered right), against gray-box PGD and an adaptive PGD that knows about the refusal
     ref = res["refusal"]["pgd@0.0314"]
-    assert ref["images"] == 12 and ref["clean_right_let_through"] + ref["clean_refused"] <= 1
+    assert ref["images"] == 6 and ref["clean_right_let_through"] + ref["clean_refused"] <= 1
     assert 0 <= ref["noise1_refused"] <= 1 and 0 <= ref["noise2_refused"] <= 1   # the cost: faint random noise
     for threat in ("graybox", "adaptive"):
         assert 0 <= ref[f"{threat}_refused"] <= ref[f"{threat}_stopped"] <= 1
@@ -61,7 +61,7 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     assert "autoattack" not in res   # --small skips it (minutes even on 4 images): see the test below
     assert set(res["sanity"]["accuracy"]) == {k.value for k in Sanity}
     assert res["sanity_checks"] and all(set(k) == {"check", "passed", "detail"} for k in res["sanity_checks"])
-    md = (tmp_path / "results" / "cifar10-limit12.md").read_text()
+    md = (tmp_path / "results" / "cifar10-limit6.md").read_text()
     assert md.startswith("# Evaluation")
     assert "| fooled | caught | restored |" in md
     if story["fooled"]:
@@ -69,10 +69,10 @@ def test_evaluate_limit(tmp_path, monkeypatch):
     for section in ("Table 3", "Adaptive white-box", "Refusing every caught picture", "Latent-space attack",
                     "Per-stage ablation", "Sanity checks"):
         assert section in md
-    written = json.loads((tmp_path / "results" / "cifar10-limit12.json").read_text())
+    written = json.loads((tmp_path / "results" / "cifar10-limit6.json").read_text())
     assert written["graybox"] == res["graybox"]
     for plot in ("pgd", "fgsm", "roc"):
-        assert (tmp_path / "results" / f"cifar10-limit12-{plot}.png").stat().st_size > 5000
+        assert (tmp_path / "results" / f"cifar10-limit6-{plot}.png").stat().st_size > 5000
     again = main(args)   # resumes from .cache/eval: nothing recomputed, same figures
     assert again["graybox"] == res["graybox"] and again["ablation"] == res["ablation"]
 

@@ -5,6 +5,7 @@
 #
 #   bash train/bound_sweep.sh [DATASET] [BOUNDS] [EXTRA --set ...]
 #   e.g. bash train/bound_sweep.sh cifar10 "6 8 12 16"
+#   TAG=c0 bash train/bound_sweep.sh celeba 12 --set clean_mse=0   (TAG names a variant's folder: celeba-b12c0)
 #
 # Each bound: .cache/sweep/<dataset>-b<B>/ism (its card: README.md, figures on `measure` test images), its log
 # .cache/sweep/<dataset>-b<B>/ckpt/logs/. Resumable: a finished bound (model.safetensors) is skipped, an
@@ -19,7 +20,7 @@ SRC=weights/${DATASET}-paper
 PY=${PY:-.venv/bin/python}
 mkdir -p .cache/ckpt/pool .cache/ckpt/probe
 for B in $BOUNDS; do
-  OUT=.cache/sweep/${DATASET}-b$B
+  OUT=.cache/sweep/${DATASET}-b$B${TAG:-}
   [ -f "$OUT/ism/model.safetensors" ] && { echo "b=$B done"; continue; }
   mkdir -p "$OUT/ckpt"
   ln -sfn "$PWD/$SRC/classifier" "$OUT/classifier"
