@@ -135,10 +135,15 @@ def test_refiner_starts_from_a_trained_ism_and_resumes(tmp_path):
     shutil.copytree(out / "ism", tmp_path / "refined")
     main(["ism", *common, "--ckpt-dir", str(tmp_path / "ckpt-b"), "--set", f"init={tmp_path / 'refined'}",
           "--set", "keep_refiner=true", "--set", "refine_bound=0.047", "--set", "refine_images=40",
-          "--set", "clean_mse=300", "--set", "refine_epochs=1"])
+          "--set", "clean_mse=300", "--set", "refine_epochs=1", "--set", "undo_attacks=('pgd', 'mifgsm')",
+          "--set", "undo_levels_255=(4, 8)"])
     card = (out / "ism/README.md").read_text()
     bounded = json.loads((out / "ism/config.json").read_text())
     assert bounded["refine_bound"] == 0.047 and "largest change the ISM makes to an attacked image" in card
+    assert "refiner: pgd / mifgsm at eps [4, 8]/255" in card                  # the pool it was asked for
+    (pool,) = (tmp_path / "ckpt-b" / "pool").glob("cifar10-train-40-*.safetensors")
+    drawn = safetensors.torch.load_file(str(pool))
+    assert drawn["attack"].max() <= 1 and drawn["level"].max() <= 2 and len(drawn["adv"]) == 40
     tuned = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
     assert not torch.equal(tuned["refiner.out.weight"], refined["refiner.out.weight"])   # started from it, trained
 

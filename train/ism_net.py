@@ -53,6 +53,8 @@ class ISMTrainConfig:
     refine_bound: float = 0.0   # ISMConfig.refine_bound: > 0 bounds the refiner's change per pixel (b * tanh(r / b))
     clean_mse: float = 0.0      # an extra MSE on the clean images of each refiner batch, so they pass unchanged
     refine_images: int = 0      # > 0: the refiner's pool holds this many training images (drawn at random), not all
+    undo_attacks: tuple = UNDO_ATTACKS                       # the refiner's pool: each image attacked once, by one
+    undo_levels_255: tuple = tuple(round(e * 255) for e in UNDO_LEVELS)   # of these, at one of these eps (/255)
     keep_refiner: bool = False  # with ``init``: fine-tune that ISM's refiner instead of starting a new one
     measure: int = 2000         # test images the model card's figures are measured on
     init: str = ""              # an ISM folder whose auto-encoder the refiner starts from (skips stage 1)
@@ -145,7 +147,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
         ", trained with Eq. 3 to map attacked images back to clean ones" + refiner + ". Input and output: "
         "(N, 3, H, W) floats in [0, 1]."),
         data=f"; attacked copies: FGSM / PGD-10 against the shipped classifier, eps in {[round(v, 4) for v in LEVELS]}"
-             + (f"; refiner: {' / '.join(UNDO_ATTACKS)} at eps {[round(v * 255) for v in UNDO_LEVELS]}/255"
+             + (f"; refiner: {' / '.join(tc.undo_attacks)} at eps {list(tc.undo_levels_255)}/255"
                 if tc.refine_width else ""))
     return model
 
@@ -179,7 +181,8 @@ def train_refiner(run: Run, tc: ISMTrainConfig, clf, base: ISMNetwork, state, cl
     """Stage 2: freeze the auto-encoder, train the refiner to undo gray-box attacks (HGD loss) on the
     classifier ``clf`` (weights in ``clf_folder``; None: the raw-image classifier)."""
     split = run.train.subset(spread(len(run.train), tc.refine_images or None, run.cfg.seed))
-    pool = build_pool(run, clf, split, "train", folder=clf_folder, attacks=UNDO_ATTACKS, levels=UNDO_LEVELS)
+    pool = build_pool(run, clf, split, "train", folder=clf_folder, attacks=tuple(tc.undo_attacks),
+                      levels=tuple(e / 255 for e in tc.undo_levels_255))
     model = ISMNetwork(replace(base.config, refine_width=tc.refine_width, refine_bound=tc.refine_bound))
     missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
     assert all(k.startswith("refiner.") for k in missing), missing
