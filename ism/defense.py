@@ -1,7 +1,10 @@
 """The defense pipeline and its public API.
 
     x -> detector(x - ISM(x)) -> clean?  yes -> classifier(x)
-                                  no  -> ISM(x) -> [regenerate] -> classifier(final image)
+                                  no  -> purified -> [regenerate] -> classifier(final image)
+
+The purified picture is ISM(x), or with ``counter_bound`` > 0 the input moved by at most that per pixel until
+the classifier reads it as it reads ISM(x) (``ism.counter``: the ISM decides, the picture stays faithful).
 
 With ``gate = False`` (chosen on validation by ``python -m train pipeline``) the classifier reads
 the final image for every input and the detector only reports; an adaptive attacker can then no
@@ -48,6 +51,11 @@ class DefenseConfig:
                                     # epsilon or more are read on the auto-encoder's (blurry) reconstruction,
                                     # which large perturbations do not survive, instead of the refined image
                                     # (trained on attacks up to 16/255); None: never. Chosen by `train pipeline`
+    counter_bound: float = 0.0      # > 0: the purified picture is the input moved by at most this per pixel until
+                                    # the classifier reads it as it reads ISM(x) (ism/counter.py); 0: ISM(x)
+    counter_steps: int = 10         # its signed-gradient steps, each of counter_step, ...
+    counter_step: float = 2 / 255
+    counter_margin: float = 1.0     # ... until the ISM's class leads the next by this logit margin
     seed: int = 0
     measurements: dict = field(default_factory=dict)  # validation figures behind final_input
 
@@ -66,7 +74,7 @@ class Reading:
     image: torch.Tensor         # (N, C, H, W): the image the classifier read
     source: list[str]           # per image: "input" (judged clean, let through) or the final_input read
     detection: Detection
-    purified: torch.Tensor      # ISM(x)
+    purified: torch.Tensor      # the purified picture (``Defense.purify``)
     coarse: torch.Tensor | None = None   # (N,) bool: read on the auto-encoder's reconstruction (``coarse_from``)
 
 
@@ -115,18 +123,36 @@ class Defense(InferenceOnly):
 
     # --- stages ----------------------------------------------------------------------------
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        """ISM output x_hat = ISM(x): (N, C, H, W) in [0, 1]."""
-        return self.ism(self._check(x))
+        """The purified picture (N, C, H, W) in [0, 1]: ISM(x), or the counter-change's (``purified``)."""
+        x = self._check(x)
+        return self.purified(x, self.ism(x))
+
+    def purified(self, x: torch.Tensor, ism_out: torch.Tensor, bpda: bool = False) -> torch.Tensor:
+        """The purified picture of ``x`` given ``ism_out`` = ISM(x): ``ism_out`` itself, or with
+        ``config.counter_bound`` the input moved back until the classifier reads it as it reads ``ism_out``.
+        ``bpda=True`` (attacks through the pipeline): the counter-changed picture forward, the ISM's gradient
+        backward (the ISM decides which class it aims for; Athalye et al. 2018)."""
+        c = self.config
+        if not c.counter_bound:
+            return ism_out
+        from ism.counter import counter_change
+
+        with torch.no_grad():
+            label = self.classifier(ism_out).argmax(1)
+        out = counter_change(self.classifier, x, label, c.counter_bound, c.counter_steps, c.counter_step,
+                             c.counter_margin).to(x.dtype)
+        return ism_out + (out - ism_out).detach() if bpda else out
 
     def detect(self, x: torch.Tensor) -> torch.Tensor:
         """Probability that each image was attacked, (N,) in [0, 1]."""
         return self.detection(x).probability
 
-    def detection(self, x: torch.Tensor, purified: torch.Tensor | None = None) -> Detection:
-        """Probability, calibrated decision and estimated epsilon for each image."""
+    def detection(self, x: torch.Tensor, ism_out: torch.Tensor | None = None) -> Detection:
+        """Probability, calibrated decision and estimated epsilon for each image (the detector reads
+        x - ISM(x); ``ism_out``: ISM(x) already computed)."""
         x = self._check(x)
-        purified = self.ism(x) if purified is None else purified
-        logit, level = self.detector(x - purified)
+        ism_out = self.ism(x) if ism_out is None else ism_out
+        logit, level = self.detector(x - ism_out)
         p = torch.sigmoid(logit.float())
         return Detection(p, p > self.threshold, self.detector.strength(level))
 
@@ -134,7 +160,7 @@ class Defense(InferenceOnly):
                          seed: int | None = None, target: str = "purified"):
         """Iterate regeneration, yielding ``RegenerationStep``s (image, error, restart, done).
 
-        ``target="purified"`` (default, as in the pipeline) matches ISM(x); ``"input"`` matches x.
+        ``target="purified"`` (default, as in the pipeline) matches the purified picture; ``"input"`` matches x.
         Restart 0 starts at the ISM code of the target. Arguments are checked at the call.
         """
         x = self._check(x)
@@ -144,7 +170,7 @@ class Defense(InferenceOnly):
         steps = c.regen_steps if steps is None else int(steps)
         restarts = c.regen_restarts if restarts is None else int(restarts)
         with torch.no_grad():
-            tgt = self.ism(x) if target == "purified" else x
+            tgt = self.purified(x, self.ism(x)) if target == "purified" else x
             z0 = self.start_latent(tgt)
         return regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
                                 lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)
@@ -172,7 +198,7 @@ class Defense(InferenceOnly):
         mode = final_input or self.config.final_input
         if mode not in FINAL_INPUTS:
             raise ValueError(f"final_input must be one of {FINAL_INPUTS}, got {mode!r}")
-        purified = self.ism(x) if purified is None else purified
+        purified = self.purified(x, self.ism(x)) if purified is None else purified
         if mode == "purified":
             return purified
         if regenerated is None:
@@ -187,8 +213,9 @@ class Defense(InferenceOnly):
         """The pipeline's answer with its reasons: detect, then let the input through (judged
         clean, with the gate on) or read ``defended_image``. ``predict`` is ``read(x).logits``."""
         x = self._check(x)
-        purified = self.ism(x)
-        det = self.detection(x, purified)
+        ism_out = self.ism(x)
+        det = self.detection(x, ism_out)
+        purified = self.purified(x, ism_out)
         mode = final_input or self.config.final_input
         defend = torch.ones_like(det.attacked) if not self.config.gate else det.attacked
         image, coarse = x, self.coarse(det)

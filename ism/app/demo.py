@@ -183,8 +183,9 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
     # detection and purification
     t = time.perf_counter()
     with torch.no_grad():
-        purified = defense.ism(x_adv)
-        det = defense.detection(x_adv, purified)
+        ism_out = defense.ism(x_adv)
+        det = defense.detection(x_adv, ism_out)
+        purified = defense.purified(x_adv, ism_out)
     s.detection = {"probability": float(det.probability), "attacked": bool(det.attacked),
                    "strength": float(det.strength), "threshold": defense.threshold,
                    "gate": bool(defense.config.gate), "seconds": time.perf_counter() - t}

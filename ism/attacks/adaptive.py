@@ -35,11 +35,11 @@ class AdaptiveTarget(InferenceOnly):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense
-        purified = d.ism(x)
-        final = d.defended_image(x, purified, bpda=True, seed=next(self._seeds))
+        ism_out = d.ism(x)
+        final = d.defended_image(x, d.purified(x, ism_out, bpda=True), bpda=True, seed=next(self._seeds))
         if not d.config.gate:
             return d.classifier(final)
-        logit, _ = d.detector(x - purified)
+        logit, _ = d.detector(x - ism_out)
         p = torch.sigmoid(logit.float()).unsqueeze(1)
         return p * d.classifier(final) + (1 - p) * d.classifier(x)
 
@@ -77,11 +77,12 @@ class RefusalTarget(InferenceOnly):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense
-        purified = d.ism(x)
-        logit, _ = d.detector(x - purified)
+        ism_out = d.ism(x)
+        logit, _ = d.detector(x - ism_out)
         s = (logit.float() - self._shift).unsqueeze(1)         # > 0: flagged (refused)
         # what the defense reads when the detector lets the picture through: with a gate, the input as it is
-        read = x if d.config.gate else d.defended_image(x, purified, bpda=True, seed=next(self._seeds))
+        read = x if d.config.gate else d.defended_image(x, d.purified(x, ism_out, bpda=True), bpda=True,
+                                                        seed=next(self._seeds))
         logq = torch.log_softmax(d.classifier(read).float(), 1)
         # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for
         # every class, and for the true label log((1 - p) q_y + p)
