@@ -47,10 +47,10 @@ class DefenseConfig:
     regen_restarts: int = 4         # restart 0 starts at the ISM code, the rest at random
     regen_lr: float = 0.05
     regen_tol: float = 0.002        # stop when MSE(G(z), target) is below this for every image
-    coarse_from: float | None = None  # an ISM with a refiner: inputs the detector estimates attacked at this
-                                    # epsilon or more are read on the auto-encoder's (blurry) reconstruction,
-                                    # which large perturbations do not survive, instead of the refined image
-                                    # (trained on attacks up to 16/255); None: never. Chosen by `train pipeline`
+    coarse_from: float | None = None  # an ISM with a refiner, or a counter-change: inputs the detector estimates
+                                    # attacked at this epsilon or more are read on the auto-encoder's (blurry)
+                                    # reconstruction, which large perturbations do not survive, instead of the
+                                    # purified picture (bounded: it cannot answer a large attack); None: never
     counter_bound: float = 0.0      # > 0: the purified picture is the input moved by at most this per pixel until
                                     # the classifier reads it as it reads ISM(x) (ism/counter.py); 0: ISM(x)
     counter_steps: int = 10         # its signed-gradient steps, each of counter_step, ...
@@ -230,9 +230,16 @@ class Defense(InferenceOnly):
     def coarse(self, det: Detection) -> torch.Tensor | None:
         """Which inputs are read on the ISM's auto-encoder reconstruction (``config.coarse_from``), or None."""
         c = self.config
-        if c.coarse_from is None or getattr(self.ism, "refiner", None) is None:
+        if c.coarse_from is None or (getattr(self.ism, "refiner", None) is None and not c.counter_bound):
             return None
         return det.strength >= c.coarse_from
+
+    def read_purified(self, x: torch.Tensor, ism_out: torch.Tensor, det: Detection, bpda: bool = False) -> torch.Tensor:
+        """The picture ``defended_image`` starts from: the purified one, or for inputs ``coarse`` picks, the
+        auto-encoder's reconstruction. ``bpda``: as in ``purified`` (attacks through the pipeline)."""
+        purified = self.purified(x, ism_out, bpda=bpda)
+        coarse = self.coarse(det)
+        return purified if coarse is None else torch.where(coarse.view(-1, 1, 1, 1), self.ism.reconstruct(x), purified)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes) of the whole pipeline: gate by the detector, purify the attacked

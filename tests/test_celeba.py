@@ -111,7 +111,7 @@ def paper_faces():
     from ism.data.datasets import load_split
 
     d = load_defense(ROOT / "weights" / "celeba-paper")
-    d.config = replace(d.config, counter_bound=12 / 255)
+    d.config = replace(d.config, counter_bound=12 / 255, gate=False, coarse_from=None)   # (every face purified)
     test = load_split(CELEBA, "test")
     idx = torch.arange(0, len(test), len(test) // 60)[:60]
     x, y = test.float(idx), test.labels[idx]
@@ -144,6 +144,9 @@ def test_the_counter_change_moves_an_attacked_face_back_within_its_bound(paper_f
     # the detector still reads x - ISM(x): its verdicts do not depend on the counter-change
     with torch.no_grad():
         assert torch.equal(plain.detection(xa).probability, r.detection.probability)
+    from ism.app.tabs.how import how_text
+
+    assert "at most 12/255 per pixel" in how_text(d) and "counter-change" not in how_text(plain)   # how it works
 
 
 def replace_counter(d, bound):
@@ -168,3 +171,17 @@ def test_an_adaptive_attacker_sees_the_counter_change_through_the_ism(paper_face
         assert torch.allclose(out, d.predict(xa[:4]), atol=1e-4)
     (g,) = torch.autograd.grad(out[:, 0].sum(), inp)
     assert g.abs().sum() > 0
+    # a face attacked far beyond the bound is read on the auto-encoder's blur (``coarse_from``), and the attacker
+    # through the pipeline reads what the defense reads there too
+    from dataclasses import replace
+
+    from ism import make_attack
+
+    coarse = replace_counter(d, 12 / 255)
+    coarse.config = replace(coarse.config, coarse_from=0.1)
+    strong = make_attack("pgd", d.classifier, 0.3, steps=3)(x[:2], y[:2])
+    with torch.no_grad():
+        r = coarse.read(torch.cat([xa[:2], strong]))
+        assert r.coarse.tolist() == [False, False, True, True]
+        assert torch.allclose(r.image[2:], d.ism.reconstruct(strong), atol=1e-6)
+        assert torch.allclose(AdaptiveTarget(coarse)(torch.cat([xa[:2], strong])), r.logits, atol=1e-4)

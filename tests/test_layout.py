@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("base", ["ism.checks", "ism.hub", "ism.distributed", "ism.folders", "ism.data"]),
     ("models", ["ism.models"]),
-    ("pipeline", ["ism.regenerate", "ism.defense"]),
+    ("pipeline", ["ism.regenerate", "ism.counter", "ism.defense"]),
     ("attacks", ["ism.attacks"]),
     ("eval", ["ism.eval"]),
     ("app", ["ism.app"]),

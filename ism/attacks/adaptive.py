@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
-from ism.defense import Defense
+from ism.defense import Defense, Detection
 from ism.models.inference import InferenceOnly
 
 
@@ -36,10 +36,12 @@ class AdaptiveTarget(InferenceOnly):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense
         ism_out = d.ism(x)
-        final = d.defended_image(x, d.purified(x, ism_out, bpda=True), bpda=True, seed=next(self._seeds))
+        logit, level = d.detector(x - ism_out)
+        strength = d.detector.strength(level).detach()            # (what ``coarse`` decides by: as the defense reads)
+        det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, strength)
+        final = d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True, seed=next(self._seeds))
         if not d.config.gate:
             return d.classifier(final)
-        logit, _ = d.detector(x - ism_out)
         p = torch.sigmoid(logit.float()).unsqueeze(1)
         return p * d.classifier(final) + (1 - p) * d.classifier(x)
 
@@ -78,10 +80,11 @@ class RefusalTarget(InferenceOnly):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self.defense
         ism_out = d.ism(x)
-        logit, _ = d.detector(x - ism_out)
+        logit, level = d.detector(x - ism_out)
         s = (logit.float() - self._shift).unsqueeze(1)         # > 0: flagged (refused)
         # what the defense reads when the detector lets the picture through: with a gate, the input as it is
-        read = x if d.config.gate else d.defended_image(x, d.purified(x, ism_out, bpda=True), bpda=True,
+        det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, d.detector.strength(level).detach())
+        read = x if d.config.gate else d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True,
                                                         seed=next(self._seeds))
         logq = torch.log_softmax(d.classifier(read).float(), 1)
         # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for

@@ -45,6 +45,14 @@ def how_text(defense: Defense) -> str:
                    "it with the input and takes the attacker's pattern out of the input itself. It was trained on many\n"
                    "attacked images to make the classifier read its output as it reads the clean image, and on clean\n"
                    "images to leave them as they are.")
+    bound = getattr(defense.config, "counter_bound", 0.0)
+    if bound:
+        rebuilt = ("that rebuilt image is blurry, but the blur keeps what the picture shows. So the defense does not\n"
+                   "show the blur: it moves the input itself back, by at most "
+                   f"{bound * 255:.0f}/255 per pixel, a few small steps\n"
+                   "until the classifier reads it as it reads the blurred rebuild (a *counter-change*). Against an\n"
+                   "attack those steps mostly run back along the attack, so the purified picture usually ends closer\n"
+                   "to the original than the attacked one, and a clean picture the ISM agrees with is not touched.")
     return f"""
 **The defense, in a few sentences.** An adversarial attack adds a small, carefully chosen pattern to an
 image so that a classifier changes its answer. The **ISM network** squeezes the image through a
@@ -72,7 +80,7 @@ small steps that each push the classifier's answer away from the right one, kept
 *FGSM*: one such step. *L∞ / L2*: the largest change to any one pixel / the overall size of the change.
 *ISM* (Instance Sparsity Mapping network): the paper's purifier, which rebuilds the picture from a short code
 (128 numbers) meant to keep what it shows and drop the attack (CIFAR-10's paper recipe then corrects that rebuilt
-picture with a refiner that also reads the input). *GAN* (generative adversarial network): a
+picture with a refiner that also reads the input; CelebA's moves the input back until it reads as the rebuild does). *GAN* (generative adversarial network): a
 generator trained to draw pictures like the data set's; regeneration searches for the drawing closest to the
 purified picture. *Mean squared difference*: the average, over pixels, of the squared difference between two
 pictures. *CIFAR-10 (JPEG copy)*: the offline copy used here
