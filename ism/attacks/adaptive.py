@@ -40,10 +40,22 @@ class AdaptiveTarget(InferenceOnly):
         strength = d.detector.strength(level).detach()            # (what ``coarse`` decides by: as the defense reads)
         det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, strength)
         final = d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True, seed=next(self._seeds))
+        z = counter_guided(d, d.classifier(final), ism_out)
         if not d.config.gate:
-            return d.classifier(final)
+            return z
         p = torch.sigmoid(logit.float()).unsqueeze(1)
-        return p * d.classifier(final) + (1 - p) * d.classifier(x)
+        return p * z + (1 - p) * d.classifier(x)
+
+
+def counter_guided(d: Defense, logits: torch.Tensor, ism_out: torch.Tensor) -> torch.Tensor:
+    """``logits`` of the picture the defense reads, as an attacker through a counter-change defense sees them: their
+    values, with the gradient of the classifier on ISM(x). The counter-change turns the input to the class the
+    classifier reads on ISM(x), so that is what the attacker must move (the classifier's gradient at the
+    counter-changed picture points elsewhere: measured, it left a quarter of the faces standing)."""
+    if not d.config.counter_bound:
+        return logits
+    guide = d.classifier(ism_out)
+    return logits.detach() + guide - guide.detach()
 
 
 def make_adaptive_attack(defense: Defense, eps: float, steps: int = 10, eot_iter: int = 2,
@@ -86,7 +98,8 @@ class RefusalTarget(InferenceOnly):
         det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, d.detector.strength(level).detach())
         read = x if d.config.gate else d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True,
                                                         seed=next(self._seeds))
-        logq = torch.log_softmax(d.classifier(read).float(), 1)
+        z = d.classifier(read) if d.config.gate else counter_guided(d, d.classifier(read), ism_out)
+        logq = torch.log_softmax(z.float(), 1)
         # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for
         # every class, and for the true label log((1 - p) q_y + p)
         out = F.logsigmoid(-s) + logq
