@@ -180,7 +180,7 @@ def test_ctrl_c_while_the_app_starts_exits_quietly(tmp_path):
 
 def test_a_figure_above_clean_accuracy_is_not_put_in_the_header():
     """CelebA's paper recipe under gray-box PGD-10 at 16/255 reads 0.948 of the faces right against 0.940 clean
-    (label leaking, results/celeba-paper-graybox-caught-limit500.md): the header says its 8/255 figures, and why."""
+    (label leaking, results/celeba-paper-blur-graybox-caught-limit500.md): the header says its 8/255 figures, and why."""
     from ism.app.live import adaptive_summary
 
     cell = {"defense": 0.94, "fooled": 0.3, "caught": 0.95, "restored": 0.9}

@@ -40,21 +40,22 @@ class AdaptiveTarget(InferenceOnly):
         strength = d.detector.strength(level).detach()            # (what ``coarse`` decides by: as the defense reads)
         det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, strength)
         final = d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True, seed=next(self._seeds))
-        z = counter_guided(d, d.classifier(final), ism_out)
+        z = counter_guided(d, d.classifier(final), x, ism_out)
         if not d.config.gate:
             return z
         p = torch.sigmoid(logit.float()).unsqueeze(1)
         return p * z + (1 - p) * d.classifier(x)
 
 
-def counter_guided(d: Defense, logits: torch.Tensor, ism_out: torch.Tensor) -> torch.Tensor:
+def counter_guided(d: Defense, logits: torch.Tensor, x: torch.Tensor, ism_out: torch.Tensor) -> torch.Tensor:
     """``logits`` of the picture the defense reads, as an attacker through a counter-change defense sees them: their
-    values, with the gradient of the classifier on ISM(x). The counter-change turns the input to the class the
-    classifier reads on ISM(x), so that is what the attacker must move (the classifier's gradient at the
-    counter-changed picture points elsewhere: measured, it left a quarter of the faces standing)."""
+    values, with the gradient of the classifier on ISM(x) and on x together. The counter-change turns the input to
+    the class the classifier reads on ISM(x), within its bound: the attacker moves that reading, and the input's own
+    so that the counter-change reaches it (the classifier's gradient at the counter-changed picture alone left a
+    quarter of the validation faces standing)."""
     if not d.config.counter_bound:
         return logits
-    guide = d.classifier(ism_out)
+    guide = d.classifier(ism_out) + d.classifier(x)
     return logits.detach() + guide - guide.detach()
 
 
@@ -98,7 +99,7 @@ class RefusalTarget(InferenceOnly):
         det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, d.detector.strength(level).detach())
         read = x if d.config.gate else d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True,
                                                         seed=next(self._seeds))
-        z = d.classifier(read) if d.config.gate else counter_guided(d, d.classifier(read), ism_out)
+        z = d.classifier(read) if d.config.gate else counter_guided(d, d.classifier(read), x, ism_out)
         logq = torch.log_softmax(z.float(), 1)
         # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for
         # every class, and for the true label log((1 - p) q_y + p)
