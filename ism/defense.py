@@ -220,7 +220,7 @@ class Defense(InferenceOnly):
         defend = torch.ones_like(det.attacked) if not self.config.gate else det.attacked
         image, coarse = x, self.coarse(det)
         if defend.any():
-            read = purified if coarse is None else torch.where(coarse.view(-1, 1, 1, 1), self.ism.reconstruct(x), purified)
+            read = self.coarse_read(x, purified, det.strength)
             defended = self.defended_image(x, read, regenerated, mode)
             image = torch.where(defend.view(-1, 1, 1, 1), defended, x)
         source = [mode if d else "input" for d in defend.tolist()]
@@ -229,16 +229,18 @@ class Defense(InferenceOnly):
 
     def coarse(self, det: Detection) -> torch.Tensor | None:
         """Which inputs are read on the ISM's auto-encoder reconstruction (``config.coarse_from``), or None."""
+        return self._coarse_at(det.strength)
+
+    def _coarse_at(self, strength: torch.Tensor) -> torch.Tensor | None:
         c = self.config
         if c.coarse_from is None or (getattr(self.ism, "refiner", None) is None and not c.counter_bound):
             return None
-        return det.strength >= c.coarse_from
+        return strength >= c.coarse_from
 
-    def read_purified(self, x: torch.Tensor, ism_out: torch.Tensor, det: Detection, bpda: bool = False) -> torch.Tensor:
-        """The picture ``defended_image`` starts from: the purified one, or for inputs ``coarse`` picks, the
-        auto-encoder's reconstruction. ``bpda``: as in ``purified`` (attacks through the pipeline)."""
-        purified = self.purified(x, ism_out, bpda=bpda)
-        coarse = self.coarse(det)
+    def coarse_read(self, x: torch.Tensor, purified: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+        """The picture ``defended_image`` starts from: ``purified``, or for inputs whose estimated attack
+        ``strength`` (the detector's) ``coarse`` picks, the auto-encoder's reconstruction."""
+        coarse = self._coarse_at(strength)
         return purified if coarse is None else torch.where(coarse.view(-1, 1, 1, 1), self.ism.reconstruct(x), purified)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

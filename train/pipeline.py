@@ -56,13 +56,14 @@ def train_pipeline(run: Run, n_val: int = 1000, adaptive_images: int = 200) -> D
         with torch.no_grad():
             correct["clean"] += (d.classifier(x).argmax(1) == y).sum().item()
             flagged_clean += d.detection(x).attacked.sum().item()
-            det = d.detection(xa)
+            ism_out = d.ism(xa)
+            det = d.detection(xa, ism_out)
             flag = det.attacked
             flagged_adv += flag.sum().item()
             fool = (d.classifier(x).argmax(1) == y) & (d.classifier(xa).argmax(1) != y)
             fooled += fool.sum().item()
             caught += (fool & flag).sum().item()
-            pur = d.read_purified(xa, d.ism(xa), det)    # (the blur where ``coarse_from`` picks it)
+            pur = d.coarse_read(xa, d.purified(xa, ism_out), det.strength)   # (the blur where ``coarse_from`` picks it)
         *_, last = d.regenerate_steps(xa)
         with torch.no_grad():
             for k in FINAL_INPUTS:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
-from ism.defense import Defense, Detection
+from ism.defense import Defense
 from ism.models.inference import InferenceOnly
 
 
@@ -37,9 +37,8 @@ class AdaptiveTarget(InferenceOnly):
         d = self.defense
         ism_out = d.ism(x)
         logit, level = d.detector(x - ism_out)
-        strength = d.detector.strength(level).detach()            # (what ``coarse`` decides by: as the defense reads)
-        det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, strength)
-        final = d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True, seed=next(self._seeds))
+        start = d.coarse_read(x, d.purified(x, ism_out, bpda=True), d.detector.strength(level).detach())
+        final = d.defended_image(x, start, bpda=True, seed=next(self._seeds))
         z = counter_guided(d, d.classifier(final), x, ism_out)
         if not d.config.gate:
             return z
@@ -96,9 +95,8 @@ class RefusalTarget(InferenceOnly):
         logit, level = d.detector(x - ism_out)
         s = (logit.float() - self._shift).unsqueeze(1)         # > 0: flagged (refused)
         # what the defense reads when the detector lets the picture through: with a gate, the input as it is
-        det = Detection(torch.sigmoid(logit.float()).detach(), logit.detach() > 0, d.detector.strength(level).detach())
-        read = x if d.config.gate else d.defended_image(x, d.read_purified(x, ism_out, det, bpda=True), bpda=True,
-                                                        seed=next(self._seeds))
+        start = d.coarse_read(x, d.purified(x, ism_out, bpda=True), d.detector.strength(level).detach())
+        read = x if d.config.gate else d.defended_image(x, start, bpda=True, seed=next(self._seeds))
         z = d.classifier(read) if d.config.gate else counter_guided(d, d.classifier(read), x, ism_out)
         logq = torch.log_softmax(z.float(), 1)
         # in logs, so that a confident detector (p = 1 in float32) still passes a gradient: log((1 - p) q_j) for
