@@ -72,6 +72,20 @@ def test_app_dataset_selector(app_url):
 
 
 @needs_weights
+def test_an_api_call_that_leaves_the_strength_out_gets_the_defenses_own(app_url):
+    """The page attacks faces at 16/255 and CIFAR-10 at 8/255; so does /defend when a caller leaves the strength,
+    the regeneration and the reading out (gradio_client would fill them with the page's first defense's values)."""
+    client = Client(app_url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/defend"]["parameters"]
+    assert {p["parameter_name"]: p["parameter_default"] for p in api if p["parameter_name"] in
+            ("eps", "restarts", "iterations", "read")} == dict.fromkeys(("eps", "restarts", "iterations", "read"))
+    for key, strength in (("celeba", "0.0627"), ("cifar10", "0.0314")):
+        out = client.predict(handle_file(str(ROOT / "examples/celeba/male_0.png")), "FGSM", steps=1, seed=0,
+                             defense=key, api_name="/defend")
+        assert f"L∞ = {strength}" in output(out, "perturbation_text"), key
+
+
+@needs_weights
 def test_how_it_works_is_true_to_each_defense(celeba):
     from conftest import WEIGHTS
 

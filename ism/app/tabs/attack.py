@@ -36,7 +36,8 @@ PRIVACY = ("🔒 Your picture is used for your runs only: it is not logged, not 
            "not kept. The server deletes uploaded files and results after 10 minutes.")
 STOPPED = "### ■ Stopped. Press **Run** to start again."   # (⏹ draws as an empty box in Chromium)
 READY = "*Pick an example and press Run (the first one is picked for you).*"
-OPTIONAL = ("defense", "read")   # the /defend arguments an API call may leave out
+OWN = ("eps", "restarts", "iterations", "read")   # settings each defense has its own default for (faces: 16/255):
+                                                 # a /defend call that leaves one out (None) gets the defense's own
 PANELS = {   # output name -> (panel title, what it shows, in one line)
     "original": ("1 The picture", "what the classifier reads before any attack"),
     "perturbation": ("2 The attack's change", "its pattern, made strong enough to see"),
@@ -163,6 +164,13 @@ class AttackTab:
             c["seed"] = gr.Number(value=0, precision=0, label=f"seed (0 to {MAX_SEED})")
             gr.Markdown(limits_text(self.page.serve.max_seconds), elem_id="limits")
             gr.Markdown(threat_help())
+        # The /defend API's inputs for the settings each defense has its own default for: hidden, and empty, because
+        # gradio_client fills an omitted argument with its input's start value, and the page's widgets start at the
+        # first defense's (an API call on faces without a strength would be attacked at CIFAR-10's 8/255, not 16/255)
+        for name in OWN:
+            c[f"api_{name}"] = (gr.Textbox(None, visible=False, label=name) if name == "read" else
+                                gr.Number(None, visible=False, label=name, precision=None if name == "eps" else 0))
+        c["api"] = gr.Button(visible=False)
         with gr.Row():
             c["share"] = gr.Button("Link to this run", variant="secondary", elem_id="share")
             c["link"] = gr.Textbox(show_label=False, placeholder="the link appears here "
@@ -223,6 +231,11 @@ class AttackTab:
         """The widgets of ``RunRequest``'s fields, in its order (the /defend API's inputs)."""
         return [self.page.choice if n == "defense" else self.c[n] for n in RunRequest.names()]
 
+    @property
+    def api_settings(self) -> list:
+        """The /defend endpoint's inputs: ``settings``, with the empty hidden inputs of ``OWN``'s settings."""
+        return [self.c[f"api_{n}"] if n in OWN else w for n, w in zip(RunRequest.names(), self.settings)]
+
     def request(self, values):
         """(the request the widgets' ``values`` ask for, the page's handler for its defense). The defense and what
         the classifier reads may be left out (None, as an API call may: the page's first defense, its own
@@ -238,9 +251,12 @@ class AttackTab:
             values, request = (args[:-1], args[-1]) if args and isinstance(args[-1], gr.Request) else (args, None)
             return (yield from work(values, request))
 
+        # None is the default of every field after the picture (a signature's defaults are a tail); it is what the
+        # API's caller gets only for an input that starts empty (``OWN``'s hidden ones): gradio_client takes the others'
+        # defaults from their widgets' start values
         endpoint.__signature__ = inspect.Signature(
-            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                               **({"default": None} if n in OPTIONAL else {})) for n in RunRequest.names()]
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, **({"default": None} if i else {}))
+             for i, n in enumerate(RunRequest.names())]
             + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                  annotation=gr.Request)])
         endpoint.__annotations__ = {"request": gr.Request}    # (gradio reads the type hints, not the signature's)
@@ -355,8 +371,11 @@ class AttackTab:
                                              "'verdict').scrollIntoView({behavior: 'smooth', block: 'start'}), 300); }")
         # every visitor's run enters at once: the RunPool queues them for its workers (and shares identical
         # ones), so a visitor waiting for a worker sees a place in line and no event holds a compute slot idle
-        running = checked.success(self._endpoint(self.defend), self.settings, outputs, api_name="defend",
-                                  concurrency_limit=serve.queue_size)
+        running = checked.success(self._endpoint(self.defend), self.settings, outputs, api_name=False,
+                                  concurrency_limit=serve.queue_size, concurrency_id="defend")
+        # the same run for API callers (a button nobody sees): a setting left out is the defense's own
+        c["api"].click(self._endpoint(self.defend), self.api_settings, outputs, api_name="defend",
+                       concurrency_limit=serve.queue_size, concurrency_id="defend")
         page.runs += [checked, running]     # (a check cancelled by a switch starts no run)
         c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
