@@ -44,6 +44,8 @@ class ISMTrainConfig:
     cls_weight: float = 0.02
     code_l1: float = 1e-4
     detail_channels: int = 0    # ISMConfig.detail_channels: 0 = Table 2's auto-encoder
+    enc_widths: tuple = ()      # ISMConfig.enc_widths / dec_widths; () = Table 2's. A narrower auto-encoder with a
+    dec_widths: tuple = ()      # detail path is the CelebA paper recipe's face generator (docs/training.md)
     refine_width: int = 0       # ISMConfig.refine_width: > 0 adds the refiner stage (see above)
     refine_epochs: float = 15   # passes over the training set's attacked copies (``--epochs`` sets stage 1's)
     refine_batch: int = 96      # attacked images per refiner batch ...
@@ -123,6 +125,7 @@ def train_ism(run: Run, tc: ISMTrainConfig | None = None) -> ISMNetwork:
         clf_folder = run.out.parent / tc.classifier
     config = ISMConfig(image_size=clf.config.image_size, channels=clf.config.in_channels,
                        detail_channels=tc.detail_channels)
+    config = replace(config, **{k: list(getattr(tc, k)) for k in ("enc_widths", "dec_widths") if getattr(tc, k)})
     state = run.load_ckpt()
     resumed = state if state and state.get("stage") == "refine" else None   # a refiner checkpoint: the whole ISM
     if tc.init:                                # stage 1 done elsewhere: that ISM's auto-encoder (its refiner dropped

@@ -31,8 +31,8 @@ STEPS = (
          "reads the ISM's purified image instead of the attacked one.",
          ("paper's recipe",), ("gray-box",)),
     Step("3. An attacker who knows the defense",
-         "Now the attacker differentiates through the whole defense (adaptive white-box: exact gradients "
-         "through the ISM, BPDA through regeneration). This is how published purifier defenses were broken.",
+         "Now the attacker knows the whole defense and aims the change at it: at the detector, the ISM and the "
+         "classifier together (adaptive white-box). This is how published purifier defenses were broken.",
          ("paper's recipe",), ("adaptive white-box",)),
     Step("4. A defense hardened against that attacker",
          "The same adaptive attacker against the undefended classifier, the paper's defense and a defense "
