@@ -119,8 +119,11 @@ def test_refiner_starts_from_a_trained_ism_and_resumes(tmp_path):
     common = ["--recipe", "paper", "--limit", "120", "--out", str(out), "--ckpt-dir", str(tmp_path / "ckpt"),
               "--batch-size", "32", "--val-per-class", "2", "--no-bf16"]
     main(["classifier", "--epochs", "0.02", *common])
-    main(["ism", "--epochs", "0.02", *common, "--set", "refine_width=0"])
+    main(["ism", "--epochs", "0.02", *common, "--set", "refine_width=0", "--set", "detail_channels=4",   # a narrow
+          "--set", "enc_widths=(8, 16, 16, 16)", "--set", "dec_widths=(16, 16, 8, 8)"])    # detail-path auto-encoder
     plain = safetensors.torch.load_file(str(out / "ism/model.safetensors"))
+    made = json.loads((out / "ism/config.json").read_text())
+    assert (made["enc_widths"], made["dec_widths"], made["detail_channels"]) == ([8, 16, 16, 16], [16, 16, 8, 8], 4)
     shutil.copytree(out / "ism", tmp_path / "plain")
     args = ["ism", *common, "--set", f"init={tmp_path / 'plain'}", "--set", "refine_epochs=2"]
     main(args)
