@@ -160,8 +160,10 @@ class Defense(InferenceOnly):
                          seed: int | None = None, target: str = "purified"):
         """Iterate regeneration, yielding ``RegenerationStep``s (image, error, restart, done).
 
-        ``target="purified"`` (default, as in the pipeline) matches the purified picture; ``"input"`` matches x.
-        Restart 0 starts at the ISM code of the target. Arguments are checked at the call.
+        ``target="purified"`` (default, as in the pipeline) matches the picture the defense reads for an attacked
+        input (``coarse_read``: the purified picture, or the auto-encoder's reconstruction where ``coarse_from``
+        picks it: a generator that can draw the data set would copy an attack that large); ``"input"`` matches x.
+        Restart 0 starts at the generator's (or ISM's) code of the target. Arguments are checked at the call.
         """
         x = self._check(x)
         if target not in ("purified", "input"):
@@ -170,7 +172,11 @@ class Defense(InferenceOnly):
         steps = c.regen_steps if steps is None else int(steps)
         restarts = c.regen_restarts if restarts is None else int(restarts)
         with torch.no_grad():
-            tgt = self.purified(x, self.ism(x)) if target == "purified" else x
+            if target == "purified":
+                ism_out = self.ism(x)
+                tgt = self.coarse_read(x, self.purified(x, ism_out), self.detection(x, ism_out).strength)
+            else:
+                tgt = x
             z0 = self.start_latent(tgt)
         return regenerate_steps(self.generator, tgt, z0=z0, steps=steps, restarts=restarts,
                                 lr=c.regen_lr, tol=c.regen_tol, seed=c.seed if seed is None else seed)

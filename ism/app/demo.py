@@ -213,6 +213,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
                             f"run at {max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
+    coarse = defense.coarse(det)
+    if coarse is not None and bool(coarse[0]):
+        s.regen_stop = (f"{s.regen_stop or ''} It redrew the ISM's rebuilt (blurry) picture, not panel 5: for an attack "
+                        "this strong that is the picture the defense reads.").strip()
     _read_frames(defense, s.regeneration, frame_images)
     if (req.read or defense.config.final_input) != "purified":
         s.warnings.append("The defense is randomised (regeneration's random restarts): a fair attack "
