@@ -213,8 +213,8 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
                             f"run at {max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
-    coarse = defense.coarse(det)
-    if coarse is not None and bool(coarse[0]):
+    coarse = defense.coarse(det)      # read on the blur: only an input the defense treats as attacked (as ``read``)
+    if coarse is not None and bool(coarse[0]) and (bool(det.attacked) or not defense.config.gate):
         s.regen_stop = (f"{s.regen_stop or ''} It redrew the ISM's rebuilt (blurry) picture, not panel 5: for an attack "
                         "this strong that is the picture the defense reads.").strip()
     _read_frames(defense, s.regeneration, frame_images)
@@ -239,8 +239,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
            "regenerated": f"{head}: the classifier reads panel 6, the redrawn picture{chosen}",
            "mean": f"{head}: the classifier reads the average of panels 5 and 6{chosen}"}[source]
     if read.coarse is not None and bool(read.coarse[0]):
+        reads = {"purified": "the ISM's rebuilt (blurry) image", "regenerated": "the GAN's redrawing of the ISM's "
+                 "rebuilt (blurry) image", "mean": "the average of the ISM's rebuilt (blurry) image and its redrawing"}
         why = (f"{head}: the detector estimated a strong attack (about {float(det.strength) * 255:.0f}/255), so the "
-               "classifier reads the ISM's rebuilt (blurry) image, which a perturbation that large does not survive")
+               f"classifier reads {reads[source]}, which a perturbation that large does not survive")
     s.final = _stage(defense, final, t, why)
     s.verdict = verdict(defense, int(y), s, req, label_known=label is not None)
     s.headline = headline(defense, int(y), s, req, label_known=label is not None)

@@ -24,6 +24,7 @@ from ism.app.tabs.page import (
     ATTACK_LABELS,
     END_PLAYBACK,
     PIXELS,
+    ApiSetting,
     Page,
     Setting,
     panel_title,
@@ -44,7 +45,8 @@ PANELS = {   # output name -> (panel title, what it shows, in one line)
     "adversarial": ("3 The attacked picture", "what the attacker's target reads on it"),
     "detector": ("4 The detector", "attacked or clean? It reads what the ISM removed"),
     "purified": ("5 Purified by the ISM", "its answer to the attack; below, its change"),
-    "regenerated": ("6 Redrawn by the GAN", "a generator redraws panel 5, step by step"),
+    "regenerated": ("6 Redrawn by the GAN", "a generator redraws panel 5, step by step"),   # (or, for a strong
+                                                                                          # attack, the blur: said)
     "final": ("7 The defense's answer", "what the classifier reads in the end"),
 }
 
@@ -168,8 +170,12 @@ class AttackTab:
         # gradio_client fills an omitted argument with its input's start value, and the page's widgets start at the
         # first defense's (an API call on faces without a strength would be attacked at CIFAR-10's 8/255, not 16/255)
         for name in OWN:
-            c[f"api_{name}"] = (gr.Textbox(None, visible=False, label=name) if name == "read" else
-                                gr.Number(None, visible=False, label=name, precision=None if name == "eps" else 0))
+            if name == "read":
+                c["api_read"] = gr.Textbox(None, visible=False, label=name)
+            else:
+                shown = c[name]       # the page's slider: its label and range
+                c[f"api_{name}"] = ApiSetting(None, visible=False, label=shown.label, minimum=shown.minimum,
+                                              maximum=shown.maximum, precision=None if name == "eps" else 0)
         c["api"] = gr.Button(visible=False)
         with gr.Row():
             c["share"] = gr.Button("Link to this run", variant="secondary", elem_id="share")
@@ -228,7 +234,8 @@ class AttackTab:
     # --- handlers ------------------------------------------------------------------------------------
     @property
     def settings(self) -> list:
-        """The widgets of ``RunRequest``'s fields, in its order (the /defend API's inputs)."""
+        """The widgets of ``RunRequest``'s fields, in its order (the page's Run; the /defend API's are
+        ``api_settings``)."""
         return [self.page.choice if n == "defense" else self.c[n] for n in RunRequest.names()]
 
     @property
@@ -237,9 +244,9 @@ class AttackTab:
         return [self.c[f"api_{n}"] if n in OWN else w for n, w in zip(RunRequest.names(), self.settings)]
 
     def request(self, values):
-        """(the request the widgets' ``values`` ask for, the page's handler for its defense). The defense and what
-        the classifier reads may be left out (None, as an API call may: the page's first defense, its own
-        choice); a bad value is one ``UserError`` sentence."""
+        """(the request the widgets' ``values`` ask for, the page's handler for its defense). The defense and
+        ``OWN``'s settings may be left out (None, as an API call may: the page's first defense, the defense's own
+        strength, regeneration and reading); a bad value is one ``UserError`` sentence."""
         given = dict(zip(RunRequest.names(), values))
         handler = self.page.handler_for(given.pop("defense", None) or self.page.first)
         return handler.request(**given), handler
@@ -374,10 +381,11 @@ class AttackTab:
         running = checked.success(self._endpoint(self.defend), self.settings, outputs, api_name=False,
                                   concurrency_limit=serve.queue_size, concurrency_id="defend")
         # the same run for API callers (a button nobody sees): a setting left out is the defense's own
-        c["api"].click(self._endpoint(self.defend), self.api_settings, outputs, api_name="defend",
-                       concurrency_limit=serve.queue_size, concurrency_id="defend")
+        served = c["api"].click(self._endpoint(self.defend), self.api_settings, outputs, api_name="defend",
+                                concurrency_limit=serve.queue_size, concurrency_id="defend")
         page.runs += [checked, running]     # (a check cancelled by a switch starts no run)
-        c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running], api_name="stop", queue=False)
+        c["stop"].click(self.stop_run, page.choice, c["verdict"], cancels=[running, served], api_name="stop",
+                        queue=False)
         c["share"].click(self.share_link, self.settings, c["link"], api_name=False).success(
             None, c["link"], c["link"], js="(q) => q && q.startsWith('?') ? location.origin + location.pathname + q : q")
         running.then(self.scrubber, c["frames"], [c["scrub"], c["scrub_image"]], api_name=False)

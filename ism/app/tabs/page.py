@@ -78,10 +78,24 @@ with mock.patch.object(component_meta, "create_or_modify_pyi", lambda *args, **k
         is_template = True      # drawn by gradio's slider
 
         def preprocess(self, payload):
-            if payload is not None and not (self.minimum <= payload <= self.maximum):
-                raise gr.Error(f"The {self.label} goes from {self.minimum:g} to {self.maximum:g}; {payload:g} is "
-                               "outside that range. Move the slider or type a value inside it.", title="Cannot run this")
+            out_of_range(self.label, self.minimum, self.maximum, payload, "Move the slider or type a value inside it.")
             return super().preprocess(payload)
+
+    class ApiSetting(gr.Number):
+        """The /defend API's input for a setting each defense has its own default for (ism/app/tabs/attack.py:
+        ``OWN``): hidden, empty (None: the defense's own), and a value out of range is the page's sentence."""
+        is_template = True      # drawn by gradio's number (never shown)
+
+        def preprocess(self, payload):
+            out_of_range(self.label, self.minimum, self.maximum, payload, "Send a value inside it.")
+            return super().preprocess(payload)
+
+
+def out_of_range(label, minimum, maximum, payload, hint: str) -> None:
+    """One plain sentence naming the setting when ``payload`` lies outside [minimum, maximum]."""
+    if payload is not None and not (minimum <= payload <= maximum):
+        raise gr.Error(f"The {label} goes from {minimum:g} to {maximum:g}; {payload:g} is outside that range. {hint}",
+                       title="Cannot run this")
 
 
 def attack_name(label: str) -> str:
