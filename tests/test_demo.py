@@ -47,18 +47,18 @@ def test_panel_5_shows_the_isms_change_on_the_attacks_scale(defense, real_images
     scale, its size said in /255 beside the attack's, in the panel and in the story."""
     import numpy as np
 
-    from ism.app.demo import counter_change
+    from ism.app.demo import counter_change, of_255
 
     change = torch.zeros(1, 3, 32, 32)
     change[0, 0, 0, 0], change[0, 1, 5, 5], change[0, 2, 9, 9] = 4 / 255, -4 / 255, 12 / 255
     stage, size = counter_change(change, 4 / 255)      # the attack's largest change is full contrast, more saturates
     assert abs(size - 12 / 255) < 1e-7 and stage.image.min() == 0 and stage.image.max() == 255
     assert np.median(stage.image) in (127, 128)
-    assert "at most 12.0 of 255 per pixel (the attack's: 4.0). Far larger than the attack" in stage.caption
+    assert "at most 12 of 255 per pixel (the attack's: 4). Far larger than the attack" in stage.caption
     x, y = real_images
     s = final_state(defense, x[:1], int(y[0]), attack="pgd", threat="gray-box", eps=8 / 255)
     assert s.counter.image.shape == s.perturbation.image.shape and 0 < s.counter_linf <= 1
-    said = f"at most {s.counter_linf * 255:.1f} of 255 per pixel (the attack's: {s.linf * 255:.1f})"
+    said = f"at most {of_255(s.counter_linf)} of 255 per pixel (the attack's: {of_255(s.linf)})"
     assert said in s.counter.caption
     assert (f"The attack changed each pixel by at most {s.linf * 255:.1f}/255; the ISM answered with a change of "
             f"at most {s.counter_linf * 255:.1f}/255 (panel 5)") in s.verdict

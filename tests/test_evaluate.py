@@ -102,3 +102,38 @@ def test_autoattack_section(tiny_defense, real_images):
     again = ev.res["autoattack"]
     assert "autoattack_part" not in ev.res
     assert again["defense"] == 0.5 and again["no_defense"] == aa["no_defense"] and again["seconds"] >= 1   # the kept half's time counted
+
+
+def test_autoattack_through_a_counter_change_attacks_the_adaptive_target(tiny_defense, real_images, monkeypatch):
+    """A counter-change's signed steps give AutoAttack no useful gradient: through such a defense it attacks the
+    adaptive section's target (the pipeline's answers, the classifier's gradient on ISM(x) and x); the raw-image
+    classifier is attacked as it is."""
+    from dataclasses import replace
+
+    import torch
+    import torchattacks
+
+    from ism import Defense
+    from ism.attacks.adaptive import AdaptiveTarget
+    from ism.eval.evaluation import EvalConfig, Evaluation
+
+    d = tiny_defense
+    counter = Defense(d.classifier, d.ism, d.detector, d.generator, replace(d.config, counter_bound=12 / 255))
+    seen = []
+
+    class Spy:
+        def __init__(self, model, **kwargs):
+            seen.append(model)
+
+        def __call__(self, x, y):
+            return x
+
+    monkeypatch.setattr(torchattacks, "AutoAttack", Spy)
+    x, y = real_images
+    for defense in (counter, d):
+        ev = Evaluation(defense, (x[:4] * 255).round().to(torch.uint8), y[:4],
+                        EvalConfig(autoattack_images=4, batch_size=4, adaptive_images=None))
+        ev.clean()
+        ev.autoattack()
+    assert isinstance(seen[0], AdaptiveTarget) and seen[0].defense is counter and seen[1] is not counter
+    assert seen[2] is d and not isinstance(seen[3], AdaptiveTarget)

@@ -159,7 +159,7 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
     delta = x_adv - x
     linf, l2 = float(delta.abs().max()), float(delta.flatten().norm())
     amp = 0.5 + delta / (2 * max(linf, 1e-8))
-    s.perturbation = Stage(to_display(amp), {}, dt, f"It changes each pixel by at most {linf * 255:.1f} of 255 "
+    s.perturbation = Stage(to_display(amp), {}, dt, f"It changes each pixel by at most {of_255(linf)} of 255 "
                            "steps of brightness; shown here made strong enough to see.\n\n<details><summary>in "
                            f"numbers</summary>\n\nL∞ = {linf:.4f} (the largest change to one pixel, pixels in [0, 1]); "
                            f"overall size L2 = {l2:.2f}.\n\n</details>")
@@ -250,15 +250,20 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
     yield s
 
 
+def of_255(value: float) -> str:
+    """A change in [0, 1] as steps of brightness out of 255, in words: "16", "76.5" (no ".0" for a whole step)."""
+    return f"{value * 255:.1f}".removesuffix(".0")
+
+
 def counter_change(change: torch.Tensor, attack_linf: float) -> tuple[Stage, float]:
     """The ISM's change to the picture it was given (purified - attacked), drawn on panel 2's scale (the attack's
     largest change is full contrast; larger changes saturate), with its size in words beside the attack's."""
     c = float(change.abs().max())
     scale = max(attack_linf if attack_linf > 0 else c, 1e-8)
     image = to_display((0.5 + change / (2 * scale)).clamp(0, 1))
-    words = f"The ISM's change to panel 3, drawn like panel 2: at most {c * 255:.1f} of 255 per pixel"
+    words = f"The ISM's change to panel 3, drawn like panel 2: at most {of_255(c)} of 255 per pixel"
     if attack_linf > 0:
-        words += f" (the attack's: {attack_linf * 255:.1f})"
+        words += f" (the attack's: {of_255(attack_linf)})"
         if c > 2 * attack_linf:
             words += ". Far larger than the attack: it redraws the picture rather than answering the attack"
     return Stage(image, {}, 0.0, words + "."), c

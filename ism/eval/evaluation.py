@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ism import distributed
-from ism.attacks.adaptive import make_adaptive_attack, make_refusal_attack
+from ism.attacks.adaptive import AdaptiveTarget, make_adaptive_attack, make_refusal_attack
 from ism.attacks.latent import LatentAttackConfig, latent_attack
 from ism.attacks.standard import make_attack
 from ism.data.subsets import spread
@@ -449,7 +449,9 @@ class Evaluation:
     def autoattack(self) -> None:
         """AutoAttack (standard, L-inf) on a spread subset: the deployed pipeline end to end (exact
         gradients through ISM, detector gate and classifier; ``final_input`` must be differentiable,
-        i.e. "purified") and the raw-image classifier alone, as RobustBench measures classifiers."""
+        i.e. "purified") and the raw-image classifier alone, as RobustBench measures classifiers. Through a
+        counter-change (its signed steps have no useful gradient) the attacks see the adaptive section's target:
+        the pipeline's answers, the gradient of the classifier on ISM(x) and x (``counter_guided``)."""
         from torchattacks import AutoAttack
 
         cfg = self.cfg
@@ -464,7 +466,8 @@ class Evaluation:
         part = self.res.get("autoattack_part")      # a half finished before an interruption: kept
         if part and all(part.get(k) == row[k] for k in ("images", "eps")):
             row = part
-        for name, model in (("defense", self.d), ("no_defense", self.base)):
+        through = AdaptiveTarget(self.d, cfg.seed) if self.d.config.counter_bound else self.d
+        for name, model in (("defense", through), ("no_defense", self.base)):
             if name in row:
                 continue
             t1 = time.time()
