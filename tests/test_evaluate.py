@@ -137,3 +137,16 @@ def test_autoattack_through_a_counter_change_attacks_the_adaptive_target(tiny_de
         ev.autoattack()
     assert isinstance(seen[0], AdaptiveTarget) and seen[0].defense is counter and seen[1] is not counter
     assert seen[2] is d and not isinstance(seen[3], AdaptiveTarget)
+
+
+def test_autoattack_on_two_classes_runs_the_attacks_that_apply(tiny_defense):
+    """torchattacks' standard AutoAttack indexes the fourth largest logit (APGD-T's DLR loss): on CelebA's two
+    classes it raised IndexError. There the evaluation runs APGD-CE and Square; ten classes keep the standard one."""
+    import torchattacks
+
+    from ism.eval.evaluation import autoattack
+
+    two = autoattack(tiny_defense.classifier, 8 / 255, 2)
+    assert isinstance(two, torchattacks.MultiAttack)
+    assert [type(a).__name__ for a in two.attacks] == ["APGD", "Square"] and two.attacks[0].loss == "ce"
+    assert isinstance(autoattack(tiny_defense.classifier, 8 / 255, 10), torchattacks.AutoAttack)

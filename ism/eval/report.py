@@ -147,8 +147,11 @@ def markdown(res: dict, title: str, command: str) -> str:
             L.append(f"\nSkipped (their weights are not shipped): {', '.join(ab['skipped'])}.")
     aa = res.get("autoattack")
     if aa:
-        L += ["", "## AutoAttack (standard, L-inf)", "",
-              f"torchattacks' AutoAttack, version standard (APGD-CE, APGD-T, FAB-T, Square 5,000 queries), eps "
+        standard = aa.get("version", "standard") == "standard"
+        L += ["", "## AutoAttack (standard, L-inf)" if standard else "## AutoAttack's attacks for two classes (L-inf)", "",
+              ("torchattacks' AutoAttack, version standard (APGD-CE, APGD-T, FAB-T, Square 5,000 queries), eps " if standard
+               else "AutoAttack's APGD-CE (100 steps) and Square (5,000 queries), the attacks of its standard version "
+                    "that apply to two classes (its targeted ones need four), eps ") +
               f"{_eps(aa['eps'])}, on {aa['images']} test images (a seeded spread subset). The pipeline is attacked end "
               "to end (exact gradients through ISM, detector gate and classifier); the raw-image classifier alone "
               "is RobustBench's measure.", "",
