@@ -157,13 +157,14 @@ class Defense(InferenceOnly):
         return Detection(p, p > self.threshold, self.detector.strength(level))
 
     def regenerate_steps(self, x: torch.Tensor, steps: int | None = None, restarts: int | None = None,
-                         seed: int | None = None, target: str = "purified"):
+                         seed: int | None = None, target: str = "purified", image: torch.Tensor | None = None):
         """Iterate regeneration, yielding ``RegenerationStep``s (image, error, restart, done).
 
         ``target="purified"`` (default, as in the pipeline) matches the picture the defense reads for an attacked
         input (``coarse_read``: the purified picture, or the auto-encoder's reconstruction where ``coarse_from``
         picks it: a generator that can draw the data set would copy an attack that large); ``"input"`` matches x.
-        Restart 0 starts at the generator's (or ISM's) code of the target. Arguments are checked at the call.
+        Restart 0 starts at the generator's (or ISM's) code of the target. ``image``: that target, where the caller
+        has already computed it (the app's run has). Arguments are checked at the call.
         """
         x = self._check(x)
         if target not in ("purified", "input"):
@@ -172,7 +173,9 @@ class Defense(InferenceOnly):
         steps = c.regen_steps if steps is None else int(steps)
         restarts = c.regen_restarts if restarts is None else int(restarts)
         with torch.no_grad():
-            if target == "purified":
+            if image is not None:
+                tgt = image
+            elif target == "purified":
                 ism_out = self.ism(x)
                 tgt = self.coarse_read(x, self.purified(x, ism_out), self.detection(x, ism_out).strength)
             else:

@@ -197,7 +197,10 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
     # regeneration, streamed
     t = time.perf_counter()
     last, frame_images = None, []
-    for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed):
+    with torch.no_grad():   # the picture the defense reads, which regeneration redraws (not computed again there)
+        target = defense.coarse_read(x_adv, purified, det.strength)
+    for step in defense.regenerate_steps(x_adv, steps=req.iterations, restarts=req.restarts, seed=req.seed,
+                                         image=target):
         last = step
         frame_images.append(step.image)
         err = float(step.error.mean())
