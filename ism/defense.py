@@ -226,19 +226,29 @@ class Defense(InferenceOnly):
         det = self.detection(x, ism_out)
         purified = self.purified(x, ism_out)
         mode = final_input or self.config.final_input
-        defend = torch.ones_like(det.attacked) if not self.config.gate else det.attacked
-        image, coarse = x, self.coarse(det)
+        defend = self.defends(det)
+        image = x
         if defend.any():
             read = self.coarse_read(x, purified, det.strength)
             defended = self.defended_image(x, read, regenerated, mode)
             image = torch.where(defend.view(-1, 1, 1, 1), defended, x)
         source = [mode if d else "input" for d in defend.tolist()]
-        return Reading(self.classifier(image), image, source, det, purified,
-                       None if coarse is None else coarse & defend)
+        return Reading(self.classifier(image), image, source, det, purified, self.on_blur(det))
+
+    def defends(self, det: Detection) -> torch.Tensor:
+        """Which inputs the defense answers with its own picture: every one with the gate off, the flagged with it on."""
+        return torch.ones_like(det.attacked) if not self.config.gate else det.attacked
 
     def coarse(self, det: Detection) -> torch.Tensor | None:
-        """Which inputs are read on the ISM's auto-encoder reconstruction (``config.coarse_from``), or None."""
+        """Which inputs are past ``config.coarse_from`` (strong enough to be read on the ISM's auto-encoder
+        reconstruction if defended), or None."""
         return self._coarse_at(det.strength)
+
+    def on_blur(self, det: Detection) -> torch.Tensor | None:
+        """Which inputs the defense reads on the ISM's auto-encoder reconstruction (the blur): past ``coarse_from``
+        and defended (``defends``); None where the defense never reads it. ``Reading.coarse``."""
+        coarse = self.coarse(det)
+        return None if coarse is None else coarse & self.defends(det)
 
     def _coarse_at(self, strength: torch.Tensor) -> torch.Tensor | None:
         c = self.config

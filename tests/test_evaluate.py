@@ -116,6 +116,7 @@ def test_autoattack_through_a_counter_change_attacks_the_adaptive_target(tiny_de
     from ism import Defense
     from ism.attacks.adaptive import AdaptiveTarget
     from ism.eval.evaluation import EvalConfig, Evaluation
+    from ism.eval.report import markdown
 
     d = tiny_defense
     counter = Defense(d.classifier, d.ism, d.detector, d.generator, replace(d.config, counter_bound=12 / 255))
@@ -130,13 +131,18 @@ def test_autoattack_through_a_counter_change_attacks_the_adaptive_target(tiny_de
 
     monkeypatch.setattr(torchattacks, "AutoAttack", Spy)
     x, y = real_images
+    said = []
     for defense in (counter, d):
         ev = Evaluation(defense, (x[:4] * 255).round().to(torch.uint8), y[:4],
                         EvalConfig(autoattack_images=4, batch_size=4, adaptive_images=None))
         ev.clean()
         ev.autoattack()
+        said.append(markdown({**ev.res, "dataset": "cifar10"}, "t", "cmd"))
     assert isinstance(seen[0], AdaptiveTarget) and seen[0].defense is counter and seen[1] is not counter
     assert seen[2] is d and not isinstance(seen[3], AdaptiveTarget)
+    # and the report says which gradient the attacker followed
+    assert "gradient on ISM(x) and on x" in said[0] and "gradient on ISM(x)" not in said[1]
+    assert "exact gradients through ISM" in said[1]
 
 
 def test_autoattack_on_two_classes_runs_the_attacks_that_apply(tiny_defense):

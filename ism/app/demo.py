@@ -216,8 +216,8 @@ def run_demo(defense: Defense, x: torch.Tensor, label: int | None, req: RunReque
                             f"run at {max_seconds:g} s so every visitor gets a turn.")
             s.warnings.append(s.regen_stop)
             break
-    coarse = defense.coarse(det)      # read on the blur: only an input the defense treats as attacked (as ``read``)
-    if coarse is not None and bool(coarse[0]) and (bool(det.attacked) or not defense.config.gate):
+    blur = defense.on_blur(det)       # read on the blur (as ``read``): regeneration redrew that picture
+    if blur is not None and bool(blur[0]):
         s.regen_stop = (f"{s.regen_stop or ''} It redrew the ISM's rebuilt (blurry) picture, not panel 5: for an attack "
                         "this strong that is the picture the defense reads.").strip()
     _read_frames(defense, s.regeneration, frame_images)

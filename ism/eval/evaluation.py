@@ -303,8 +303,7 @@ class Evaluation:
             row["detector_auroc"] = auroc(self._clean_probs(idx), probs)
             row.update(attack="pgd", eps=eps, steps=cfg.steps, eot_iter=attacks["defense"].eot_iter, images=m,
                        seconds=round(time.time() - t0, 1),
-                       method="PGD through the whole defense: exact gradients through ISM, detector (soft gate: "
-                              "p * clf(final) + (1 - p) * clf(x)) and classifier; BPDA (identity) through "
+                       method=f"PGD through the whole defense: {through_words(self.d)}; BPDA (identity) through "
                               "regeneration with EOT over its restarts. MagNet / DDSA: PGD through "
                               "auto-encoder + classifier (MagNet's detectors are not attacked, so its "
                               "'defended' figure is an upper bound).")
@@ -453,6 +452,8 @@ class Evaluation:
         counter-change (its signed steps have no useful gradient) the attacks see the adaptive section's target:
         the pipeline's answers, the gradient of the classifier on ISM(x) and x (``counter_guided``)."""
         cfg = self.cfg
+        if "autoattack" in self.res:
+            self.res["autoattack"].setdefault("method", through_words(self.d))   # rows measured before it was recorded
         if "autoattack" in self.res or not cfg.autoattack_images:
             return
         if self.d.config.final_input != "purified":
@@ -461,7 +462,8 @@ class Evaluation:
         idx = spread(self.n, cfg.autoattack_images, cfg.seed)
         n_classes = len(self.d.classes)
         row = {"images": len(idx), "eps": cfg.autoattack_eps, "norm": "Linf",
-               "version": "standard" if n_classes >= 4 else "APGD-CE + Square (two classes)"}
+               "version": "standard" if n_classes >= 4 else "APGD-CE + Square (two classes)",
+               "method": through_words(self.d)}
         part = self.res.get("autoattack_part")      # a half finished before an interruption: kept
         if part and all(part.get(k) == row[k] for k in ("images", "eps")):
             row = part
@@ -480,6 +482,16 @@ class Evaluation:
             self.save()
         self.res["autoattack"] = self.res.pop("autoattack_part")
         self.save()
+
+
+def through_words(d: Defense) -> str:
+    """How an attacker's gradient goes through defense ``d``, in the words of the reports (``AdaptiveTarget``)."""
+    parts = "ISM, the detector's soft gate (p * clf(final) + (1 - p) * clf(x)) and" if d.config.gate else "ISM and"
+    if d.config.counter_bound:
+        return (f"exact gradients through {parts} the classifier; the counter-change's signed steps have no useful "
+                "gradient, so the attacker reads the pipeline's answers and follows the classifier's gradient on "
+                "ISM(x) and on x (ism/attacks/adaptive.py: counter_guided)")
+    return f"exact gradients through {parts} the classifier"
 
 
 def autoattack(model, eps: float, n_classes: int, seed: int = 0):

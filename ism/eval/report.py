@@ -153,8 +153,8 @@ def markdown(res: dict, title: str, command: str) -> str:
                else "AutoAttack's APGD-CE (100 steps) and Square (5,000 queries), the attacks of its standard version "
                     "that apply to two classes (its targeted ones need four), eps ") +
               f"{_eps(aa['eps'])}, on {aa['images']} test images (a seeded spread subset). The pipeline is attacked end "
-              "to end (exact gradients through ISM, detector gate and classifier); the raw-image classifier alone "
-              "is RobustBench's measure.", "",
+              f"to end ({aa.get('method', 'exact gradients through ISM, detector gate and classifier')}); the raw-image "
+              "classifier alone is RobustBench's measure.", "",
               "| target | clean (same images) | AutoAttack |", "|---|---|---|",
               f"| deployed pipeline | {_f(aa['defense_clean'])} | **{_f(aa['defense'])}** |",
               f"| raw-image classifier alone | {_f(aa['no_defense_clean'])} | {_f(aa['no_defense'])} |"]
