@@ -42,9 +42,9 @@ class Figure:
 
 FIGURES = (
     Figure(("clean", "pipeline"), "clean accuracy, whole defense (no attack)", ("clean", "images")),
-    Figure(("autoattack", "defense"), "AutoAttack (standard, L-inf 8/255) through the whole defense, "
+    Figure(("autoattack", "defense"), "AutoAttack ({version}, L-inf 8/255) through the whole defense, "
            "white-box with BPDA", ("autoattack", "images")),
-    Figure(("autoattack", "no_defense"), "AutoAttack (standard, L-inf 8/255) on the classifier alone",
+    Figure(("autoattack", "no_defense"), "AutoAttack ({version}, L-inf 8/255) on the classifier alone",
            ("autoattack", "images")),
     Figure(("adaptive", EPS_KEY, "defense"), "adaptive PGD-10 (BPDA + EOT, L-inf 8/255) through the whole "
            "defense: the attacker knows it", ("adaptive", EPS_KEY, "images")),
@@ -99,9 +99,17 @@ def eval_results(results_files: list[Path], root: Path = Path(".")) -> list:
         out.append(EvalResult(
             task_type=TASK, dataset_type=dataset, dataset_name=dataset_name, dataset_split="test",
             metric_type=fig.metric, metric_value=round(float(_dig(r, fig.path)), 4),
-            metric_name=f"{fig.name} ({images:,} test images)",
+            metric_name=f"{_named(fig, r)} ({images:,} test images)",
             metric_args={"results": _relative(Path(f), root), "key": "/".join(fig.path), "images": images}))
     return out
+
+
+def _named(fig: Figure, result: dict) -> str:
+    """The figure's name for one result: AutoAttack's says which of its versions ran (on two classes, the attacks of
+    the standard one that apply: ``ism.eval.evaluation.autoattack``)."""
+    version = _dig(result, ("autoattack", "version")) or "standard"
+    return fig.name.format(version="standard" if version == "standard" else "APGD-CE + Square, the standard "
+                                                                            "version's attacks for two classes")
 
 
 def _relative(path: Path, root: Path) -> str:

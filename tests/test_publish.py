@@ -95,6 +95,20 @@ def test_update_card_writes_a_model_index_from_results(copy, tmp_path):
     assert "# ISM defense for CIFAR-10" in (copy / "README.md").read_text()   # the card's text is kept
 
 
+def test_the_card_names_the_autoattack_that_ran(tmp_path):
+    """On two classes the evaluation runs AutoAttack's APGD-CE and Square only: the card's figure says so."""
+    from ism.publish import eval_results
+
+    for name, version in (("ten", "standard"), ("two", "APGD-CE + Square (two classes)")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dataset": "celeba", "autoattack": {
+            "images": 100, "version": version, "defense": 0.01, "no_defense": 0.0}}))
+    ten, two = ({r.metric_args["key"]: r.metric_name for r in eval_results([tmp_path / f"{n}.json"], tmp_path)}
+                for n in ("ten", "two"))
+    assert ten["autoattack/defense"].startswith("AutoAttack (standard, L-inf 8/255) through the whole defense")
+    assert two["autoattack/no_defense"].startswith("AutoAttack (APGD-CE + Square, the standard version's attacks for "
+                                                   "two classes, L-inf 8/255) on the classifier alone")
+
+
 def test_publish_creates_uploads_and_tags(copy, monkeypatch, capsys):
     calls = []
 
