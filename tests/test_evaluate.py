@@ -75,6 +75,7 @@ def test_evaluate_limit(tmp_path, monkeypatch):
         assert (tmp_path / "results" / f"cifar10-limit6-{plot}.png").stat().st_size > 5000
     again = main(args)   # resumes from .cache/eval: nothing recomputed, same figures
     assert again["graybox"] == res["graybox"] and again["ablation"] == res["ablation"]
+    assert again["runs"] == res["runs"] and len(res["runs"]) == 1   # a run that measured nothing is not recorded
 
 
 def test_autoattack_section(tiny_defense, real_images):

@@ -90,8 +90,9 @@ def main(argv=None) -> dict:
     if distributed.is_main():   # which run measured which section (a resumed evaluation has several)
         saved = json.loads(state.read_text())
         done = [k for k in SECTIONS if k in res and k not in before]
-        saved["runs"] = res["runs"] = [*saved.get("runs", []), {"command": command, "device": str(device),
-                                                                 "sections": done}]
+        if done:    # a run that only rewrote the report measured nothing
+            saved["runs"] = [*saved.get("runs", []), {"command": command, "device": str(device), "sections": done}]
+        res["runs"] = saved.get("runs", [])
         state.write_text(json.dumps(saved))
     if not distributed.is_main():
         distributed.shutdown()
