@@ -454,7 +454,8 @@ class Evaluation:
         cfg = self.cfg
         if "autoattack" in self.res:
             self.res["autoattack"].setdefault("method", through_words(self.d))   # rows measured before it was recorded
-        if "autoattack" in self.res or not cfg.autoattack_images:
+            return
+        if not cfg.autoattack_images:
             return
         if self.d.config.final_input != "purified":
             raise ValueError("autoattack needs a differentiable pipeline (final_input='purified'); "
